@@ -1,0 +1,261 @@
+//! Blocks: the buffer's rows written once to object storage as Parquet, sorted by (tenant,
+//! profile type, service_name, series, time, stack), with the symbols those rows use beside
+//! them. [`BlockMeta`] describes a block well enough that a query skips it without opening it:
+//! per-tenant row-group ranges (no tenant ever reads another's row groups), time range, profile
+//! types, and label names and values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{Chunk, SampleRef, gather};
+use crate::error::{Error, Result};
+use crate::filter::ScanFilter;
+use crate::ids::{BlockId, Nanos, SeqNo, TenantId};
+use crate::schema;
+use crate::symbols::{SymbolTable, encode_symbols};
+
+/// How blocks are laid out.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockOptions {
+    /// Rows per row group at most; a tenant's rows never share a row group with another's.
+    pub row_group_rows: usize,
+    /// Rows per output batch while writing (bounds the writer's memory).
+    pub batch_rows: usize,
+    /// Distinct values of one label recorded in block metadata; past it the label is recorded
+    /// as present with unknown values (no pruning on it).
+    pub max_label_values: usize,
+    pub zstd_level: i32,
+}
+
+impl Default for BlockOptions {
+    fn default() -> Self {
+        Self { row_group_rows: 128 * 1024, batch_rows: 64 * 1024, max_label_values: 256, zstd_level: 3 }
+    }
+}
+
+/// The values a label takes in a block, when few enough to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelValues {
+    /// `None` when there were more than [`BlockOptions::max_label_values`].
+    pub values: Option<BTreeSet<String>>,
+}
+
+/// What one tenant has in a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantBlockMeta {
+    /// Half-open range of row-group indices holding this tenant's rows, and only them.
+    pub row_groups: (usize, usize),
+    pub rows: u64,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    pub profile_types: BTreeSet<String>,
+    pub labels: BTreeMap<String, LabelValues>,
+}
+
+impl TenantBlockMeta {
+    /// False when no row of this tenant in the block can pass `filter`.
+    pub fn may_match(&self, filter: &ScanFilter) -> bool {
+        filter.overlaps_time(self.min_time, self.max_time)
+            && self.profile_types.iter().any(|p| filter.keeps_profile_type(p))
+            && filter.labels.iter().all(|m| match self.labels.get(&m.name) {
+                None => m.matches(None),
+                Some(LabelValues { values: None }) => true,
+                // A label may be absent on some rows of the block: they match as "".
+                Some(LabelValues { values: Some(values) }) => m.may_match(values, true),
+            })
+    }
+}
+
+/// A block as the manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub id: BlockId,
+    pub first_seq: SeqNo,
+    pub last_seq: SeqNo,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    pub rows: u64,
+    pub samples_bytes: u64,
+    pub symbols_bytes: u64,
+    pub tenants: BTreeMap<TenantId, TenantBlockMeta>,
+}
+
+impl BlockMeta {
+    pub fn bytes(&self) -> u64 {
+        self.samples_bytes + self.symbols_bytes
+    }
+}
+
+/// A block ready to upload.
+#[derive(Debug)]
+pub struct EncodedBlock {
+    pub meta: BlockMeta,
+    pub samples: bytes::Bytes,
+    pub symbols: bytes::Bytes,
+}
+
+fn writer_properties(options: &BlockOptions) -> Result<WriterProperties> {
+    let zstd = ZstdLevel::try_new(options.zstd_level).map_err(|source| Error::EncodeBlock {
+        block: BlockId::from_raw("options").expect("constant id is valid"),
+        source,
+    })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(ColumnPath::from(schema::TIME), false)
+        .set_column_encoding(ColumnPath::from(schema::TIME), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from(schema::SERIES_ID), false)
+        .set_column_encoding(ColumnPath::from(schema::SERIES_ID), Encoding::DELTA_BINARY_PACKED)
+        .set_created_by("firn".to_owned())
+        .build())
+}
+
+/// Writes the given chunks (all with `seq` in `first..=last`) as one block. A pure function of
+/// its input: the same chunks and symbols give the same bytes.
+pub fn encode_block(
+    id: BlockId,
+    chunks: &[Arc<Chunk>],
+    symbols: &SymbolTable,
+    options: &BlockOptions,
+) -> Result<EncodedBlock> {
+    let encode_err = |source| Error::EncodeBlock { block: id.clone(), source };
+    let label_names: BTreeSet<&str> = chunks.iter().flat_map(|c| c.labels.keys().map(String::as_str)).collect();
+    let schema = schema::sample_schema(label_names.iter().copied(), true);
+    let chunk_refs: Vec<&Chunk> = chunks.iter().map(|c| c.as_ref()).collect();
+
+    // Sort profile rows by (tenant, profile type, service, series, time, write order).
+    let mut rows: Vec<(usize, usize)> =
+        chunks.iter().enumerate().flat_map(|(c, chunk)| (0..chunk.rows()).map(move |r| (c, r))).collect();
+    let service = schema::label_column(crate::labels::SERVICE_NAME);
+    rows.sort_by(|&(ca, ra), &(cb, rb)| {
+        let (a, b) = (&chunks[ca], &chunks[cb]);
+        a.tenant
+            .cmp(&b.tenant)
+            .then_with(|| a.string_value(schema::PROFILE_TYPE, ra).cmp(&b.string_value(schema::PROFILE_TYPE, rb)))
+            .then_with(|| a.string_value(&service, ra).cmp(&b.string_value(&service, rb)))
+            .then_with(|| a.u64_value(schema::SERIES_ID, ra).cmp(&b.u64_value(schema::SERIES_ID, rb)))
+            .then_with(|| a.i64_value(schema::TIME, ra).cmp(&b.i64_value(schema::TIME, rb)))
+            .then_with(|| (ca, ra).cmp(&(cb, rb)))
+    });
+
+    // The block's symbols: every stack its rows use, in stack-id order.
+    let mut used: Vec<u32> = chunks.iter().flat_map(|c| c.stack_refs().values().iter().copied()).collect();
+    used.sort_unstable();
+    used.dedup();
+    used.sort_by_key(|&r| symbols.stack(r).id);
+    let mut block_symbols = SymbolTable::new();
+    for &r in &used {
+        block_symbols.copy_stack_from(symbols, r);
+    }
+
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties(options)?))
+        .map_err(encode_err)?;
+    let mut tenants: BTreeMap<TenantId, TenantBlockMeta> = BTreeMap::new();
+    let mut pending: Vec<SampleRef> = Vec::with_capacity(options.batch_rows);
+    let mut current: Option<TenantId> = None;
+    let mut total_rows = 0u64;
+    for &(c, r) in &rows {
+        let chunk = &chunks[c];
+        if current.as_ref() != Some(&chunk.tenant) {
+            // A tenant boundary ends the row group, so per-tenant row-group ranges are exact.
+            write_pending(&mut writer, &chunk_refs, &mut pending, &schema, symbols, &id)?;
+            writer.flush().map_err(encode_err)?;
+            if let Some(previous) = current.take() {
+                close_tenant(&mut tenants, &previous, &writer);
+            }
+            let start = writer.flushed_row_groups().len();
+            tenants.insert(
+                chunk.tenant.clone(),
+                TenantBlockMeta {
+                    row_groups: (start, start),
+                    rows: 0,
+                    min_time: Nanos::MAX,
+                    max_time: Nanos::MIN,
+                    profile_types: BTreeSet::new(),
+                    labels: BTreeMap::new(),
+                },
+            );
+            current = Some(chunk.tenant.clone());
+        }
+        let meta = tenants.get_mut(&chunk.tenant).expect("tenant entry inserted at its first row");
+        let time = Nanos(chunk.i64_value(schema::TIME, r));
+        meta.min_time = meta.min_time.min(time);
+        meta.max_time = meta.max_time.max(time);
+        if let Some(pt) = chunk.string_value(schema::PROFILE_TYPE, r) {
+            meta.profile_types.insert(pt.to_owned());
+        }
+        for name in chunk.labels.keys() {
+            if let Some(value) = chunk.string_value(&schema::label_column(name), r) {
+                let entry = meta.labels.entry(name.clone()).or_insert_with(|| LabelValues { values: Some(BTreeSet::new()) });
+                if let Some(values) = &mut entry.values {
+                    values.insert(value.to_owned());
+                    if values.len() > options.max_label_values {
+                        entry.values = None;
+                    }
+                }
+            }
+        }
+        // Samples of a row in stack-id order: equal stacks line up across a series' profiles.
+        let refs = chunk.stack_refs();
+        let mut samples: Vec<usize> = chunk.sample_range(r).collect();
+        samples.sort_by_key(|&s| symbols.stack(refs.value(s)).id);
+        meta.rows += samples.len() as u64;
+        total_rows += samples.len() as u64;
+        for sample in samples {
+            pending.push(SampleRef { chunk: c, row: r, sample });
+            if pending.len() >= options.batch_rows {
+                write_pending(&mut writer, &chunk_refs, &mut pending, &schema, symbols, &id)?;
+            }
+        }
+    }
+    write_pending(&mut writer, &chunk_refs, &mut pending, &schema, symbols, &id)?;
+    writer.flush().map_err(encode_err)?;
+    if let Some(previous) = current.take() {
+        close_tenant(&mut tenants, &previous, &writer);
+    }
+    let samples = bytes::Bytes::from(writer.into_inner().map_err(encode_err)?);
+    let symbols_bytes = bytes::Bytes::from(encode_symbols(&block_symbols));
+    let meta = BlockMeta {
+        id,
+        first_seq: chunks.iter().map(|c| c.seq).min().unwrap_or_default(),
+        last_seq: chunks.iter().map(|c| c.seq).max().unwrap_or_default(),
+        min_time: tenants.values().map(|t| t.min_time).min().unwrap_or_default(),
+        max_time: tenants.values().map(|t| t.max_time).max().unwrap_or_default(),
+        rows: total_rows,
+        samples_bytes: samples.len() as u64,
+        symbols_bytes: symbols_bytes.len() as u64,
+        tenants,
+    };
+    Ok(EncodedBlock { meta, samples, symbols: symbols_bytes })
+}
+
+fn close_tenant(tenants: &mut BTreeMap<TenantId, TenantBlockMeta>, tenant: &TenantId, writer: &ArrowWriter<Vec<u8>>) {
+    if let Some(meta) = tenants.get_mut(tenant) {
+        meta.row_groups.1 = writer.flushed_row_groups().len();
+    }
+}
+
+fn write_pending(
+    writer: &mut ArrowWriter<Vec<u8>>,
+    chunks: &[&Chunk],
+    pending: &mut Vec<SampleRef>,
+    schema: &arrow::datatypes::SchemaRef,
+    symbols: &SymbolTable,
+    id: &BlockId,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let batch = gather(chunks, pending, schema, symbols)?;
+    writer.write(&batch).map_err(|source| Error::EncodeBlock { block: id.clone(), source })?;
+    pending.clear();
+    Ok(())
+}

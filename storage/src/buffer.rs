@@ -1,0 +1,256 @@
+//! The in-memory buffer: the unflushed writes of a store as Arrow chunks plus the symbol table
+//! they refer to, bounded by a memory budget. Append-only between flushes; a flush hands a
+//! [`BufferSnapshot`] to the block writer and later drops the chunks it covered.
+//!
+//! ```text
+//!  write(seq, normalized) ──► budget check ──► intern symbols ──► Chunk (one RecordBatch)
+//!                                                   │
+//!  snapshot() ◄── Vec<Arc<Chunk>> + Arc<SymbolTable>┘  (queries and the block writer)
+//!  drop_through(seq) ── removes flushed chunks, rebuilds the symbol table for the rest
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::chunk::{Chunk, SampleRef, gather};
+use crate::error::{Error, Result};
+use crate::filter::ScanFilter;
+use crate::ids::{Nanos, SeqNo, TenantId};
+use crate::normalize::Normalized;
+use crate::schema;
+use crate::symbols::SymbolTable;
+
+/// Estimated bytes a write will add, checked against the budget before anything changes.
+fn estimate_bytes(normalized: &Normalized) -> usize {
+    let samples = normalized.sample_count();
+    let rows = normalized.profiles.len();
+    let labels: usize = normalized.profiles.iter().map(|p| p.labels.len()).sum();
+    let symbols: usize = normalized.symbols.strings.iter().map(|s| s.len()).sum::<usize>()
+        + normalized.symbols.locations.len() * 64
+        + normalized.symbols.stacks.iter().map(|s| 64 + 4 * s.locations.len()).sum::<usize>();
+    12 * samples + 64 * rows + 16 * labels + symbols / 4 + 4096
+}
+
+/// What a successful write added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub profiles: usize,
+    pub samples: usize,
+    pub bytes: usize,
+}
+
+/// The unflushed rows of a store.
+#[derive(Debug)]
+pub struct Buffer {
+    chunks: Vec<Arc<Chunk>>,
+    symbols: Arc<RwLock<SymbolTable>>,
+    label_names: BTreeSet<String>,
+    chunk_bytes: usize,
+    budget: usize,
+    last_seq: SeqNo,
+}
+
+impl Buffer {
+    /// An empty buffer that holds at most `budget` bytes; `last_seq` is the last write already
+    /// stored elsewhere (in blocks), so the next write must come after it.
+    pub fn new(budget: usize, last_seq: SeqNo) -> Self {
+        Self {
+            chunks: Vec::new(),
+            symbols: Arc::new(RwLock::new(SymbolTable::new())),
+            label_names: BTreeSet::new(),
+            chunk_bytes: 0,
+            budget,
+            last_seq,
+        }
+    }
+
+    pub fn last_seq(&self) -> SeqNo {
+        self.last_seq
+    }
+
+    /// Bytes held: chunks plus symbols.
+    pub fn memory_bytes(&self) -> usize {
+        self.chunk_bytes + self.symbols.read().expect("symbol lock poisoned").memory_bytes()
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.chunks.iter().map(|c| c.samples).sum()
+    }
+
+    /// The oldest sequence number still buffered.
+    pub fn first_seq(&self) -> Option<SeqNo> {
+        self.chunks.first().map(|c| c.seq)
+    }
+
+    /// Appends a write. Refuses, changing nothing, when the sequence number does not increase or
+    /// the write would take the buffer past its budget.
+    pub fn apply(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+        if seq <= self.last_seq {
+            return Err(Error::SequenceNotIncreasing { seq, last: self.last_seq });
+        }
+        let needed = estimate_bytes(normalized);
+        let used = self.memory_bytes();
+        if used.saturating_add(needed) > self.budget {
+            return Err(Error::BufferFull { needed, used, budget: self.budget });
+        }
+        self.last_seq = seq;
+        if normalized.profiles.is_empty() {
+            return Ok(WriteStats::default());
+        }
+        let refs = self.symbols.write().expect("symbol lock poisoned").intern(&normalized.symbols);
+        let chunk = Chunk::build(seq, normalized.tenant.clone(), &normalized.profiles, &refs)?;
+        let stats = WriteStats { profiles: chunk.rows(), samples: chunk.samples, bytes: chunk.bytes };
+        self.label_names.extend(chunk.labels.keys().cloned());
+        self.chunk_bytes += chunk.bytes;
+        self.chunks.push(Arc::new(chunk));
+        Ok(stats)
+    }
+
+    /// A consistent view for readers: the chunks now held and the symbols they use.
+    pub fn snapshot(&self) -> BufferSnapshot {
+        BufferSnapshot { chunks: self.chunks.clone(), symbols: self.symbols.clone() }
+    }
+
+    /// Drops every chunk with `seq <= through` (they are now in a block) and rebuilds the symbol
+    /// table for the chunks that remain, rewriting their stack references. Deterministic: the
+    /// same buffer and `through` give the same result on every replica.
+    pub fn drop_through(&mut self, through: SeqNo) -> Result<()> {
+        let keep: Vec<Arc<Chunk>> = self.chunks.iter().filter(|c| c.seq > through).cloned().collect();
+        if keep.len() == self.chunks.len() {
+            return Ok(());
+        }
+        let old = self.symbols.read().expect("symbol lock poisoned");
+        let mut symbols = SymbolTable::new();
+        let mut rebuilt = Vec::with_capacity(keep.len());
+        for chunk in &keep {
+            let mut remap = std::collections::HashMap::new();
+            let refs: Vec<u32> = chunk
+                .stack_refs()
+                .values()
+                .iter()
+                .map(|&r| *remap.entry(r).or_insert_with(|| symbols.copy_stack_from(&old, r)))
+                .collect();
+            rebuilt.push(Arc::new(rebuild_chunk(chunk, refs)?));
+        }
+        drop(old);
+        self.chunks = rebuilt;
+        self.chunk_bytes = self.chunks.iter().map(|c| c.bytes).sum();
+        self.label_names = self.chunks.iter().flat_map(|c| c.labels.keys().cloned()).collect();
+        self.symbols = Arc::new(RwLock::new(symbols));
+        Ok(())
+    }
+}
+
+/// A chunk with its stack references replaced.
+fn rebuild_chunk(chunk: &Chunk, refs: Vec<u32>) -> Result<Chunk> {
+    use arrow::array::{Array, ArrayRef, ListArray, StructArray, UInt32Array};
+    let arrow_err = |source| Error::Arrow { what: "a rebuilt buffer chunk", source };
+    let samples_index = chunk.batch.schema().index_of("samples").map_err(arrow_err)?;
+    let list = chunk
+        .batch
+        .column(samples_index)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .expect("samples is a list column");
+    let structs = list.values().as_any().downcast_ref::<StructArray>().expect("samples are structs");
+    let mut children: Vec<ArrayRef> = structs.columns().to_vec();
+    children[0] = Arc::new(UInt32Array::from(refs));
+    let structs = StructArray::try_new(structs.fields().clone(), children, None).map_err(arrow_err)?;
+    let (field, offsets, _, nulls) = list.clone().into_parts();
+    let list = ListArray::try_new(field, offsets, Arc::new(structs), nulls).map_err(arrow_err)?;
+    let mut columns = chunk.batch.columns().to_vec();
+    columns[samples_index] = Arc::new(list);
+    let batch = RecordBatch::try_new(chunk.batch.schema(), columns).map_err(arrow_err)?;
+    Ok(Chunk {
+        seq: chunk.seq,
+        tenant: chunk.tenant.clone(),
+        bytes: batch.get_array_memory_size() + std::mem::size_of::<Chunk>(),
+        batch,
+        min_time: chunk.min_time,
+        max_time: chunk.max_time,
+        samples: chunk.samples,
+        labels: chunk.labels.clone(),
+        profile_types: chunk.profile_types.clone(),
+    })
+}
+
+/// A reader's view of the buffer, unaffected by later writes and flushes.
+#[derive(Clone, Debug)]
+pub struct BufferSnapshot {
+    pub chunks: Vec<Arc<Chunk>>,
+    pub symbols: Arc<RwLock<SymbolTable>>,
+}
+
+impl BufferSnapshot {
+    /// Label names present for a tenant.
+    pub fn label_names(&self, tenant: &TenantId) -> BTreeSet<String> {
+        self.tenant_chunks(tenant).flat_map(|c| c.labels.keys().cloned()).collect()
+    }
+
+    pub fn tenant_chunks<'a>(&'a self, tenant: &'a TenantId) -> impl Iterator<Item = &'a Arc<Chunk>> + 'a {
+        self.chunks.iter().filter(move |c| &c.tenant == tenant)
+    }
+
+    /// The samples of a tenant's profile rows that may pass `filter`, as flat batches of
+    /// `schema` (the sample schema without tenant) holding at most `batch_rows` rows each.
+    pub fn scan(
+        &self,
+        tenant: &TenantId,
+        filter: &ScanFilter,
+        schema: &SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let symbols = self.symbols.read().expect("symbol lock poisoned");
+        let mut out = Vec::new();
+        for chunk in self.tenant_chunks(tenant) {
+            if !filter.overlaps_time(chunk.min_time, chunk.max_time)
+                || !chunk.profile_types.iter().any(|p| filter.keeps_profile_type(p))
+            {
+                continue;
+            }
+            let mut refs: Vec<SampleRef> = Vec::new();
+            for row in 0..chunk.rows() {
+                if !row_may_match(chunk, row, filter) {
+                    continue;
+                }
+                for sample in chunk.sample_range(row) {
+                    refs.push(SampleRef { chunk: 0, row, sample });
+                }
+            }
+            for part in refs.chunks(batch_rows.max(1)) {
+                out.push(gather(&[chunk.as_ref()], part, schema, &symbols)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Evaluates the prunable part of a filter on one profile row.
+pub(crate) fn row_may_match(chunk: &Chunk, row: usize, filter: &ScanFilter) -> bool {
+    let time = Nanos(chunk.i64_value(schema::TIME, row));
+    if time < filter.time.start || time >= filter.time.end {
+        return false;
+    }
+    if let Some(delta) = filter.delta
+        && chunk.bool_value(schema::DELTA, row) != delta
+    {
+        return false;
+    }
+    if filter.profile_types.is_some()
+        && !chunk.string_value(schema::PROFILE_TYPE, row).is_some_and(|p| filter.keeps_profile_type(p))
+    {
+        return false;
+    }
+    filter.labels.iter().all(|m| m.matches(chunk.string_value(&schema::label_column(&m.name), row)))
+}

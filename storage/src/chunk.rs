@@ -1,0 +1,258 @@
+//! A chunk: the rows of one write in the buffer, as one Arrow record batch with one row per
+//! profile (series, profile type, time) and the samples nested in a list column. Profile-level
+//! values are stored once per profile rather than once per sample, which keeps a sample at
+//! about 12 bytes (a `u32` stack reference and an `i64` value).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch,
+    StringArray, StringDictionaryBuilder, StructArray, UInt32Array, UInt64Array, new_null_array,
+};
+use arrow::buffer::{Buffer as ArrowBuffer, OffsetBuffer};
+use arrow::compute::interleave;
+use arrow::datatypes::{DataType, Field, Fields, Int32Type, Schema, SchemaRef};
+
+use crate::error::{Error, Result};
+use crate::ids::{Nanos, SeqNo, TenantId};
+use crate::normalize::ProfileRows;
+use crate::schema;
+use crate::symbols::{SymbolRef, SymbolTable};
+
+const SAMPLES: &str = "samples";
+const STACK: &str = "stack";
+
+/// The rows of one write.
+#[derive(Debug)]
+pub struct Chunk {
+    pub seq: SeqNo,
+    pub tenant: TenantId,
+    pub batch: RecordBatch,
+    pub min_time: Nanos,
+    pub max_time: Nanos,
+    pub samples: usize,
+    /// Label names present, with the values seen.
+    pub labels: BTreeMap<String, BTreeSet<String>>,
+    pub profile_types: BTreeSet<String>,
+    pub bytes: usize,
+}
+
+impl Chunk {
+    /// Builds a chunk from normalised rows whose stacks are already table references.
+    pub fn build(seq: SeqNo, tenant: TenantId, rows: &[ProfileRows], stack_refs: &[SymbolRef]) -> Result<Self> {
+        let arrow_err = |source| Error::Arrow { what: "a buffer chunk", source };
+        let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for row in rows {
+            for (name, value) in row.labels.iter() {
+                labels.entry(name.to_owned()).or_default().insert(value.to_owned());
+            }
+        }
+        let mut profile_type = StringDictionaryBuilder::<Int32Type>::new();
+        let mut profile_types = BTreeSet::new();
+        for row in rows {
+            let id = row.profile_type.id();
+            profile_type.append_value(&id);
+            profile_types.insert(id);
+        }
+        let mut columns: Vec<(Field, ArrayRef)> = vec![
+            (Field::new(schema::PROFILE_TYPE, schema::dictionary_utf8(), false), Arc::new(profile_type.finish())),
+            (
+                Field::new(schema::DELTA, DataType::Boolean, false),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.delta)))),
+            ),
+            (
+                Field::new(schema::SERIES_ID, DataType::UInt64, false),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.labels.fingerprint()))),
+            ),
+            (
+                Field::new(schema::TIME, DataType::Int64, false),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.time.0))),
+            ),
+            (
+                Field::new(schema::DURATION, DataType::Int64, false),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.duration.0))),
+            ),
+            (
+                Field::new(schema::PERIOD, DataType::Int64, false),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.period))),
+            ),
+        ];
+        for name in labels.keys() {
+            let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+            for row in rows {
+                builder.append_option(row.labels.get(name));
+            }
+            columns.push((
+                Field::new(schema::label_column(name), schema::dictionary_utf8(), true),
+                Arc::new(builder.finish()),
+            ));
+        }
+
+        // Samples: List<Struct<stack, value, [links]>>.
+        let samples: usize = rows.iter().map(|r| r.values.len()).sum();
+        let stacks = UInt32Array::from_iter_values(rows.iter().flat_map(|r| r.stacks.iter().map(|&s| stack_refs[s as usize])));
+        let values = Int64Array::from_iter_values(rows.iter().flat_map(|r| r.values.iter().copied()));
+        let mut sample_fields = vec![Field::new(STACK, DataType::UInt32, false), Field::new(schema::VALUE, DataType::Int64, false)];
+        let mut sample_arrays: Vec<ArrayRef> = vec![Arc::new(stacks), Arc::new(values)];
+        let link_columns: [(&str, fn(&ProfileRows) -> &Option<Vec<Option<String>>>); 3] = [
+            (schema::TRACE_ID, |r| &r.links.trace_id),
+            (schema::SPAN_ID, |r| &r.links.span_id),
+            (schema::PROFILE_ID, |r| &r.links.profile_id),
+        ];
+        for (name, get) in link_columns {
+            if rows.iter().any(|r| get(r).is_some()) {
+                let array: StringArray = rows
+                    .iter()
+                    .flat_map(|r| match get(r) {
+                        Some(c) => c.iter().map(|v| v.as_deref()).collect::<Vec<_>>(),
+                        None => vec![None; r.values.len()],
+                    })
+                    .collect();
+                sample_fields.push(Field::new(name, DataType::Utf8, true));
+                sample_arrays.push(Arc::new(array));
+            }
+        }
+        let fields = Fields::from(sample_fields);
+        let structs = StructArray::try_new(fields.clone(), sample_arrays, None).map_err(arrow_err)?;
+        let offsets = OffsetBuffer::from_lengths(rows.iter().map(|r| r.values.len()));
+        let list_field = Arc::new(Field::new("item", DataType::Struct(fields), false));
+        let list = ListArray::try_new(list_field.clone(), offsets, Arc::new(structs), None).map_err(arrow_err)?;
+        columns.push((Field::new(SAMPLES, DataType::List(list_field), false), Arc::new(list)));
+
+        let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(arrow_err)?;
+        let bytes = batch.get_array_memory_size() + std::mem::size_of::<Self>();
+        Ok(Chunk {
+            seq,
+            tenant,
+            min_time: rows.iter().map(|r| r.time).min().unwrap_or_default(),
+            max_time: rows.iter().map(|r| r.time).max().unwrap_or_default(),
+            samples,
+            labels,
+            profile_types,
+            bytes,
+            batch,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ArrayRef> {
+        self.batch.column_by_name(name)
+    }
+
+    fn samples(&self) -> &ListArray {
+        self.batch
+            .column_by_name(SAMPLES)
+            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+            .expect("every chunk has a samples list column")
+    }
+
+    fn sample_child(&self, name: &str) -> Option<&ArrayRef> {
+        self.samples().values().as_any().downcast_ref::<StructArray>().and_then(|s| s.column_by_name(name))
+    }
+
+    /// The sample positions of a profile row.
+    pub fn sample_range(&self, row: usize) -> std::ops::Range<usize> {
+        let offsets = self.samples().value_offsets();
+        offsets[row] as usize..offsets[row + 1] as usize
+    }
+
+    pub fn stack_refs(&self) -> &UInt32Array {
+        self.sample_child(STACK)
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+            .expect("every chunk has a u32 stack column")
+    }
+
+    /// A string profile-level value of a row (profile type or a label), `None` when absent.
+    pub fn string_value(&self, column: &str, row: usize) -> Option<&str> {
+        let array = self.column(column)?.as_any().downcast_ref::<DictionaryArray<Int32Type>>()?;
+        if array.is_null(row) {
+            return None;
+        }
+        let values = array.values().as_any().downcast_ref::<StringArray>()?;
+        Some(values.value(array.keys().value(row) as usize))
+    }
+
+    pub fn i64_value(&self, column: &str, row: usize) -> i64 {
+        self.column(column)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .map_or(0, |a| a.value(row))
+    }
+
+    pub fn u64_value(&self, column: &str, row: usize) -> u64 {
+        self.column(column)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .map_or(0, |a| a.value(row))
+    }
+
+    pub fn bool_value(&self, column: &str, row: usize) -> bool {
+        self.column(column)
+            .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+            .is_some_and(|a| a.value(row))
+    }
+}
+
+/// One output sample: which chunk, which profile row, which sample position.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleRef {
+    pub chunk: usize,
+    pub row: usize,
+    pub sample: usize,
+}
+
+/// Gathers flat sample rows from chunks into one batch of `schema` (the flat sample schema,
+/// with or without the tenant column). Stack references resolve through `symbols`.
+pub fn gather(chunks: &[&Chunk], samples: &[SampleRef], schema: &SchemaRef, symbols: &SymbolTable) -> Result<RecordBatch> {
+    let arrow_err = |source| Error::Arrow { what: "flat sample rows", source };
+    let row_index: Vec<(usize, usize)> = samples.iter().map(|s| (s.chunk, s.row)).collect();
+    let sample_index: Vec<(usize, usize)> = samples.iter().map(|s| (s.chunk, s.sample)).collect();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let array: ArrayRef = match name {
+            schema::TENANT => {
+                let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+                for s in samples {
+                    builder.append_value(chunks[s.chunk].tenant.as_str());
+                }
+                Arc::new(builder.finish())
+            }
+            schema::STACK_ID => {
+                let mut bytes = Vec::with_capacity(16 * samples.len());
+                let refs: Vec<&UInt32Array> = chunks.iter().map(|c| c.stack_refs()).collect();
+                for s in samples {
+                    let stack = refs[s.chunk].value(s.sample);
+                    bytes.extend_from_slice(&symbols.stack(stack).id.to_bytes());
+                }
+                Arc::new(
+                    FixedSizeBinaryArray::try_new(schema::STACK_ID_BYTES, ArrowBuffer::from_vec(bytes), None)
+                        .map_err(arrow_err)?,
+                )
+            }
+            schema::VALUE | schema::TRACE_ID | schema::SPAN_ID | schema::PROFILE_ID => {
+                let sources: Vec<ArrayRef> = chunks
+                    .iter()
+                    .map(|c| {
+                        c.sample_child(name).cloned().unwrap_or_else(|| new_null_array(field.data_type(), c.samples))
+                    })
+                    .collect();
+                let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+                interleave(&refs, &sample_index).map_err(arrow_err)?
+            }
+            _ => {
+                let sources: Vec<ArrayRef> = chunks
+                    .iter()
+                    .map(|c| c.column(name).cloned().unwrap_or_else(|| new_null_array(field.data_type(), c.rows())))
+                    .collect();
+                let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+                interleave(&refs, &row_index).map_err(arrow_err)?
+            }
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)
+}

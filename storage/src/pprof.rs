@@ -1,0 +1,208 @@
+//! The pprof codec: bounded gzip detection and decompression, protobuf decoding, validation and
+//! encoding. Validation gives a [`ValidProfile`] whose cross-references are all known to resolve,
+//! so normalisation can index without checks.
+
+pub mod proto;
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use flate2::read::MultiGzDecoder;
+use prost::Message;
+
+pub use proto::Profile;
+
+use crate::error::{Error, Result};
+
+/// The gzip magic bytes: readers detect compression by these, not by a header (as pprof,
+/// Pyroscope and Parca do).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Limits applied while decoding untrusted profiles.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeLimits {
+    /// Most bytes a profile may take after decompression; a gzip bomb stops here.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self { max_decompressed_bytes: 64 << 20 }
+    }
+}
+
+/// Returns the raw protobuf bytes of `input`, gunzipping it first when it starts with the gzip
+/// magic. Never allocates more than `limits.max_decompressed_bytes` (+1 to detect the overrun).
+pub fn decompress(input: &[u8], limits: DecodeLimits) -> Result<std::borrow::Cow<'_, [u8]>> {
+    if !input.starts_with(&GZIP_MAGIC) {
+        if input.len() > limits.max_decompressed_bytes {
+            return Err(Error::DecompressedTooLarge { limit: limits.max_decompressed_bytes });
+        }
+        return Ok(std::borrow::Cow::Borrowed(input));
+    }
+    let limit = limits.max_decompressed_bytes;
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
+    MultiGzDecoder::new(input)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| Error::Decompress { source })?;
+    if out.len() > limit {
+        return Err(Error::DecompressedTooLarge { limit });
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Decodes and validates a raw or gzipped pprof profile.
+pub fn decode(input: &[u8], limits: DecodeLimits) -> Result<ValidProfile> {
+    let raw = decompress(input, limits)?;
+    let profile = Profile::decode(raw.as_ref()).map_err(|source| Error::ProfileDecode { source })?;
+    ValidProfile::new(profile)
+}
+
+/// Encodes a profile as gzipped protobuf, the form `go tool pprof` writes and reads.
+pub fn encode_gzip(profile: &Profile) -> Vec<u8> {
+    use std::io::Write;
+    let raw = profile.encode_to_vec();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 3), flate2::Compression::fast());
+    encoder.write_all(&raw).expect("writing to a Vec cannot fail");
+    encoder.finish().expect("writing to a Vec cannot fail")
+}
+
+/// A profile whose string, mapping, location and function references all resolve, and whose
+/// samples each carry one value per sample type.
+#[derive(Debug)]
+pub struct ValidProfile {
+    profile: Profile,
+    mapping_index: HashMap<u64, usize>,
+    location_index: HashMap<u64, usize>,
+    function_index: HashMap<u64, usize>,
+}
+
+impl ValidProfile {
+    /// Checks every reference the way Go's `CheckValid` does, plus string indices.
+    pub fn new(profile: Profile) -> Result<Self> {
+        let invalid = |reason: String| Err(Error::InvalidProfile { reason });
+        match profile.string_table.first() {
+            Some(first) if first.is_empty() => {}
+            Some(first) => return invalid(format!("string_table[0] must be \"\", found {first:?}")),
+            None if profile.sample.is_empty() => {}
+            None => return invalid("string_table is empty; string_table[0] must be \"\"".into()),
+        }
+        let strings = profile.string_table.len().max(1);
+        let check_str = |field: &str, index: i64| -> Result<()> {
+            if index < 0 || index as usize >= strings {
+                return Err(Error::InvalidProfile {
+                    reason: format!("{field} = {index} is outside string_table (length {strings})"),
+                });
+            }
+            Ok(())
+        };
+        if !profile.sample.is_empty() && profile.sample_type.is_empty() {
+            return invalid("profile has samples but no sample_type".into());
+        }
+        for (i, vt) in profile.sample_type.iter().enumerate() {
+            check_str(&format!("sample_type[{i}].type"), vt.r#type)?;
+            check_str(&format!("sample_type[{i}].unit"), vt.unit)?;
+        }
+        if let Some(pt) = &profile.period_type {
+            check_str("period_type.type", pt.r#type)?;
+            check_str("period_type.unit", pt.unit)?;
+        }
+        check_str("drop_frames", profile.drop_frames)?;
+        check_str("keep_frames", profile.keep_frames)?;
+        check_str("default_sample_type", profile.default_sample_type)?;
+        check_str("doc_url", profile.doc_url)?;
+        for (i, c) in profile.comment.iter().enumerate() {
+            check_str(&format!("comment[{i}]"), *c)?;
+        }
+
+        let mapping_index = index_ids("mapping", profile.mapping.iter().map(|m| m.id))?;
+        for (i, m) in profile.mapping.iter().enumerate() {
+            check_str(&format!("mapping[{i}].filename"), m.filename)?;
+            check_str(&format!("mapping[{i}].build_id"), m.build_id)?;
+        }
+        let function_index = index_ids("function", profile.function.iter().map(|f| f.id))?;
+        for (i, f) in profile.function.iter().enumerate() {
+            check_str(&format!("function[{i}].name"), f.name)?;
+            check_str(&format!("function[{i}].system_name"), f.system_name)?;
+            check_str(&format!("function[{i}].filename"), f.filename)?;
+        }
+        let location_index = index_ids("location", profile.location.iter().map(|l| l.id))?;
+        for (i, l) in profile.location.iter().enumerate() {
+            if l.mapping_id != 0 && !mapping_index.contains_key(&l.mapping_id) {
+                return invalid(format!("location[{i}].mapping_id = {} is not in the mapping table", l.mapping_id));
+            }
+            for (j, line) in l.line.iter().enumerate() {
+                if !function_index.contains_key(&line.function_id) {
+                    return invalid(format!(
+                        "location[{i}].line[{j}].function_id = {} is not in the function table",
+                        line.function_id
+                    ));
+                }
+            }
+        }
+        let values = profile.sample_type.len();
+        for (i, s) in profile.sample.iter().enumerate() {
+            if s.value.len() != values {
+                return invalid(format!(
+                    "sample[{i}] has {} values but there are {values} sample types",
+                    s.value.len()
+                ));
+            }
+            for id in &s.location_id {
+                if !location_index.contains_key(id) {
+                    return invalid(format!("sample[{i}].location_id {id} is not in the location table"));
+                }
+            }
+            for (j, label) in s.label.iter().enumerate() {
+                check_str(&format!("sample[{i}].label[{j}].key"), label.key)?;
+                check_str(&format!("sample[{i}].label[{j}].str"), label.str)?;
+                check_str(&format!("sample[{i}].label[{j}].num_unit"), label.num_unit)?;
+            }
+        }
+        Ok(Self { profile, mapping_index, location_index, function_index })
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    pub fn into_profile(self) -> Profile {
+        self.profile
+    }
+
+    /// The string at a validated index.
+    pub fn string(&self, index: i64) -> &str {
+        self.profile.string_table.get(index as usize).map_or("", String::as_str)
+    }
+
+    pub fn location(&self, id: u64) -> &proto::Location {
+        &self.profile.location[self.location_index[&id]]
+    }
+
+    pub fn function(&self, id: u64) -> &proto::Function {
+        &self.profile.function[self.function_index[&id]]
+    }
+
+    /// The mapping of a location, `None` for mapping id 0 (unknown).
+    pub fn mapping(&self, id: u64) -> Option<&proto::Mapping> {
+        self.mapping_index.get(&id).map(|&i| &self.profile.mapping[i])
+    }
+}
+
+/// Maps ids to table positions, rejecting zero and duplicate ids.
+fn index_ids(table: &str, ids: impl Iterator<Item = u64>) -> Result<HashMap<u64, usize>> {
+    let mut index = HashMap::new();
+    for (i, id) in ids.enumerate() {
+        if id == 0 {
+            return Err(Error::InvalidProfile { reason: format!("{table}[{i}].id is 0; ids must be nonzero") });
+        }
+        if index.insert(id, i).is_some() {
+            return Err(Error::InvalidProfile { reason: format!("{table}[{i}].id {id} is used twice") });
+        }
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests;

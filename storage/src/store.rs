@@ -1,0 +1,295 @@
+//! The embedded store: a buffer, a manifest of blocks, and an object store, for one shard.
+//!
+//! ```text
+//!  write(seq, request) ─ normalize (caller's thread) ─► Buffer::apply ─► in memory
+//!  flush() ─ cut buffer ─► encode_block (blocking pool) ─► PUT samples.parquet, symbols.bin
+//!          ─► PUT manifest/<version>.json ─► drop flushed chunks from the buffer
+//!  snapshot() ─► buffer chunks + manifest, for firn-query
+//! ```
+//!
+//! Without a server the buffer is not logged: unflushed writes are lost if the process dies.
+//! A server makes them durable in its Raft log and replays from `manifest.flushed_seq + 1`.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tracing::{debug, info};
+
+use crate::block::{BlockMeta, BlockOptions, EncodedBlock, encode_block};
+use crate::buffer::{Buffer, BufferSnapshot, WriteStats};
+use crate::error::{Error, Result};
+use crate::ids::{BlockId, Nanos, SeqNo, TenantId};
+use crate::manifest::Manifest;
+use crate::normalize::{NormalizeLimits, Normalized, WriteRequest, normalize};
+use crate::paths::Paths;
+use crate::symbols::{SymbolTable, decode_symbols};
+
+/// Configuration of one store.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// The shard this store holds; part of block ids.
+    pub shard: u32,
+    /// Most bytes the buffer may hold; writes past it get [`Error::BufferFull`].
+    pub buffer_budget: usize,
+    pub limits: NormalizeLimits,
+    pub block: BlockOptions,
+    /// Most bytes a block's symbol file may decompress to.
+    pub max_symbols_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            shard: 0,
+            buffer_budget: 256 << 20,
+            limits: NormalizeLimits::default(),
+            block: BlockOptions::default(),
+            max_symbols_bytes: 512 << 20,
+        }
+    }
+}
+
+/// What a reader sees: the buffer and the blocks at one moment.
+#[derive(Clone, Debug)]
+pub struct ReadSnapshot {
+    pub buffer: BufferSnapshot,
+    pub manifest: Arc<Manifest>,
+}
+
+/// One shard's storage over an object store.
+#[derive(Debug)]
+pub struct Store {
+    object_store: Arc<dyn ObjectStore>,
+    paths: Paths,
+    config: StoreConfig,
+    buffer: Mutex<Buffer>,
+    manifest: RwLock<Arc<Manifest>>,
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Opens the store under `prefix`, loading the newest manifest if there is one.
+    pub async fn open(object_store: Arc<dyn ObjectStore>, prefix: Path, config: StoreConfig) -> Result<Self> {
+        let paths = Paths::new(prefix);
+        let manifest = load_latest_manifest(object_store.as_ref(), &paths).await?.unwrap_or_default();
+        info!(prefix = %paths.prefix(), blocks = manifest.blocks.len(), flushed_seq = %manifest.flushed_seq, "store opened");
+        Ok(Self {
+            buffer: Mutex::new(Buffer::new(config.buffer_budget, manifest.flushed_seq)),
+            manifest: RwLock::new(Arc::new(manifest)),
+            object_store,
+            paths,
+            config,
+            flush_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.object_store
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// Normalises and applies one write. CPU-bound: async callers run it on a blocking pool.
+    pub fn write(&self, seq: SeqNo, request: WriteRequest) -> Result<WriteStats> {
+        let normalized = normalize(request, &self.config.limits)?;
+        self.apply(seq, &normalized)
+    }
+
+    /// Applies an already normalised write.
+    pub fn apply(&self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+        self.buffer.lock().expect("buffer lock poisoned").apply(seq, normalized)
+    }
+
+    /// The last sequence number applied.
+    pub fn last_seq(&self) -> SeqNo {
+        self.buffer.lock().expect("buffer lock poisoned").last_seq()
+    }
+
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer.lock().expect("buffer lock poisoned").memory_bytes()
+    }
+
+    pub fn buffer_samples(&self) -> usize {
+        self.buffer.lock().expect("buffer lock poisoned").sample_count()
+    }
+
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.manifest.read().expect("manifest lock poisoned").clone()
+    }
+
+    pub fn snapshot(&self) -> ReadSnapshot {
+        let buffer = self.buffer.lock().expect("buffer lock poisoned").snapshot();
+        ReadSnapshot { buffer, manifest: self.manifest() }
+    }
+
+    /// Encodes the whole buffer as a block without changing anything; `None` when empty.
+    pub async fn encode_buffer(&self) -> Result<Option<EncodedBlock>> {
+        let snapshot = self.buffer.lock().expect("buffer lock poisoned").snapshot();
+        let (Some(first), Some(last)) = (snapshot.chunks.first(), snapshot.chunks.last()) else {
+            return Ok(None);
+        };
+        let id = BlockId::new(self.config.shard, first.seq, last.seq);
+        let options = self.config.block;
+        let encoded = tokio::task::spawn_blocking(move || {
+            let symbols = snapshot.symbols.read().expect("symbol lock poisoned");
+            encode_block(id, &snapshot.chunks, &symbols, &options)
+        })
+        .await
+        .expect("block encoding does not panic")?;
+        Ok(Some(encoded))
+    }
+
+    /// Writes the buffer as a block, records it in the manifest and drops the flushed rows.
+    /// Safe to retry after a failure: the block's keys derive from its sequence range and are
+    /// written create-only, so a retry rewrites identical bytes or nothing.
+    pub async fn flush(&self) -> Result<Option<BlockMeta>> {
+        let _guard = self.flush_lock.lock().await;
+        let Some(encoded) = self.encode_buffer().await? else {
+            return Ok(None);
+        };
+        self.upload_block(&encoded).await?;
+        let meta = encoded.meta;
+        let mut manifest = Manifest::clone(&self.manifest());
+        manifest.add_block(meta.clone());
+        self.publish_manifest(manifest).await?;
+        self.buffer.lock().expect("buffer lock poisoned").drop_through(meta.last_seq)?;
+        info!(block = %meta.id, rows = meta.rows, bytes = meta.bytes(), "block flushed");
+        Ok(Some(meta))
+    }
+
+    /// Uploads a block's objects, create-only.
+    pub async fn upload_block(&self, block: &EncodedBlock) -> Result<()> {
+        put_create_only(self.object_store.as_ref(), &self.paths.block_samples(&block.meta.id), block.samples.clone())
+            .await?;
+        put_create_only(self.object_store.as_ref(), &self.paths.block_symbols(&block.meta.id), block.symbols.clone())
+            .await
+    }
+
+    /// Persists a new manifest version and makes it the current one.
+    async fn publish_manifest(&self, manifest: Manifest) -> Result<()> {
+        let key = self.paths.manifest(manifest.version);
+        let json = serde_json::to_vec(&manifest).map_err(|source| Error::ManifestCodec { key: key.to_string(), source })?;
+        put_create_only(self.object_store.as_ref(), &key, json.into()).await?;
+        let previous = manifest.version.saturating_sub(2);
+        *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
+        // Keep the last few versions for readers that listed them; older ones go.
+        let old: Vec<Path> = self
+            .object_store
+            .list(Some(&self.paths.manifests_dir()))
+            .try_filter_map(|meta| {
+                let v = self.paths.manifest_version(&meta.location);
+                futures::future::ready(Ok(v.filter(|&v| v < previous).map(|_| meta.location)))
+            })
+            .try_collect()
+            .await
+            .map_err(|source| Error::List { prefix: self.paths.manifests_dir().to_string(), source })?;
+        for key in old {
+            delete(self.object_store.as_ref(), &key).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the blocks whose every tenant's rows are older than that tenant's retention
+    /// (`retention(tenant)`, `None` = keep forever). Returns the deleted blocks.
+    pub async fn apply_retention(
+        &self,
+        retention: &(dyn Fn(&TenantId) -> Option<Nanos> + Send + Sync),
+        now: Nanos,
+    ) -> Result<Vec<BlockId>> {
+        let _guard = self.flush_lock.lock().await;
+        let current = self.manifest();
+        let expired: Vec<BlockId> = current
+            .blocks
+            .iter()
+            .filter(|b| {
+                b.tenants.iter().all(|(tenant, t)| retention(tenant).is_some_and(|keep| t.max_time < now.saturating_sub(keep)))
+            })
+            .map(|b| b.id.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let mut manifest = Manifest::clone(&current);
+        manifest.remove_blocks(&expired);
+        self.publish_manifest(manifest).await?;
+        for id in &expired {
+            delete(self.object_store.as_ref(), &self.paths.block_samples(id)).await?;
+            delete(self.object_store.as_ref(), &self.paths.block_symbols(id)).await?;
+            info!(block = %id, "block deleted by retention");
+        }
+        Ok(expired)
+    }
+
+    /// Reads a block's symbol table.
+    pub async fn read_symbols(&self, block: &BlockId) -> Result<SymbolTable> {
+        read_block_symbols(self.object_store.as_ref(), &self.paths, block, self.config.max_symbols_bytes).await
+    }
+}
+
+/// Reads and decodes a block's symbol table.
+pub async fn read_block_symbols(
+    store: &dyn ObjectStore,
+    paths: &Paths,
+    block: &BlockId,
+    max_bytes: usize,
+) -> Result<SymbolTable> {
+    let key = paths.block_symbols(block);
+    let bytes = get(store, &key).await?;
+    decode_symbols(&bytes, max_bytes).map_err(|reason| Error::Corrupt { key: key.to_string(), reason })
+}
+
+async fn get(store: &dyn ObjectStore, key: &Path) -> Result<bytes::Bytes> {
+    let download = |source| Error::Download { key: key.to_string(), source };
+    store.get(key).await.map_err(download)?.bytes().await.map_err(download)
+}
+
+async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<()> {
+    match store.delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(source) => Err(Error::Delete { key: key.to_string(), source }),
+    }
+}
+
+/// PUTs an object only if absent. If it exists with the same bytes (a retried write) that is
+/// success; different bytes are a conflict and nothing is overwritten.
+async fn put_create_only(store: &dyn ObjectStore, key: &Path, bytes: bytes::Bytes) -> Result<()> {
+    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+    match store.put_opts(key, PutPayload::from(bytes.clone()), options).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let existing = get(store, key).await?;
+            if existing == bytes {
+                debug!(%key, "object already written by an earlier attempt");
+                Ok(())
+            } else {
+                Err(Error::BlockConflict { key: key.to_string() })
+            }
+        }
+        Err(source) => Err(Error::Upload { key: key.to_string(), source }),
+    }
+}
+
+async fn load_latest_manifest(store: &dyn ObjectStore, paths: &Paths) -> Result<Option<Manifest>> {
+    let dir = paths.manifests_dir();
+    let listed: Vec<object_store::ObjectMeta> = store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|source| Error::List { prefix: dir.to_string(), source })?;
+    let Some(latest) = listed.iter().filter_map(|m| paths.manifest_version(&m.location).map(|v| (v, &m.location))).max()
+    else {
+        return Ok(None);
+    };
+    let bytes = get(store, latest.1).await?;
+    let manifest =
+        serde_json::from_slice(&bytes).map_err(|source| Error::ManifestCodec { key: latest.1.to_string(), source })?;
+    Ok(Some(manifest))
+}

@@ -1,0 +1,199 @@
+//! The on-disk form of a symbol table: a columnar protobuf message compressed with zstd,
+//! prefixed by a magic and version. Deterministic: the same table gives the same bytes.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use super::{Function, Line, Location, Mapping, Stack, SymbolTable};
+use crate::ids::StackId;
+
+const MAGIC: &[u8; 5] = b"FSYM1";
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SymbolFile {
+    #[prost(string, repeated, tag = "1")]
+    strings: Vec<String>,
+    #[prost(message, repeated, tag = "2")]
+    mappings: Vec<MappingProto>,
+    #[prost(uint32, repeated, tag = "3")]
+    fn_name: Vec<u32>,
+    #[prost(uint32, repeated, tag = "4")]
+    fn_system_name: Vec<u32>,
+    #[prost(uint32, repeated, tag = "5")]
+    fn_filename: Vec<u32>,
+    #[prost(int64, repeated, tag = "6")]
+    fn_start_line: Vec<i64>,
+    #[prost(uint32, repeated, tag = "7")]
+    loc_mapping: Vec<u32>,
+    #[prost(uint64, repeated, tag = "8")]
+    loc_address: Vec<u64>,
+    #[prost(uint32, repeated, tag = "9")]
+    loc_line_count: Vec<u32>,
+    #[prost(bool, repeated, tag = "10")]
+    loc_folded: Vec<bool>,
+    #[prost(uint32, repeated, tag = "11")]
+    line_function: Vec<u32>,
+    #[prost(int64, repeated, tag = "12")]
+    line_number: Vec<i64>,
+    #[prost(bytes = "vec", tag = "13")]
+    stack_ids: Vec<u8>,
+    #[prost(uint32, repeated, tag = "14")]
+    stack_len: Vec<u32>,
+    #[prost(uint32, repeated, tag = "15")]
+    stack_locations: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MappingProto {
+    #[prost(uint64, tag = "1")]
+    memory_start: u64,
+    #[prost(uint64, tag = "2")]
+    memory_limit: u64,
+    #[prost(uint64, tag = "3")]
+    file_offset: u64,
+    #[prost(uint32, tag = "4")]
+    filename: u32,
+    #[prost(uint32, tag = "5")]
+    build_id: u32,
+    #[prost(uint32, tag = "6")]
+    flags: u32,
+}
+
+/// Serialises a table.
+pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
+    let mut file = SymbolFile {
+        strings: table.strings.clone(),
+        mappings: table
+            .mappings
+            .iter()
+            .map(|m| MappingProto {
+                memory_start: m.memory_start,
+                memory_limit: m.memory_limit,
+                file_offset: m.file_offset,
+                filename: m.filename,
+                build_id: m.build_id,
+                flags: m.flags,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for f in &table.functions {
+        file.fn_name.push(f.name);
+        file.fn_system_name.push(f.system_name);
+        file.fn_filename.push(f.filename);
+        file.fn_start_line.push(f.start_line);
+    }
+    for l in &table.locations {
+        file.loc_mapping.push(l.mapping);
+        file.loc_address.push(l.address);
+        file.loc_line_count.push(l.lines.len() as u32);
+        file.loc_folded.push(l.is_folded);
+        for line in l.lines.iter() {
+            file.line_function.push(line.function);
+            file.line_number.push(line.line);
+        }
+    }
+    for s in &table.stacks {
+        file.stack_ids.extend_from_slice(&s.id.to_bytes());
+        file.stack_len.push(s.locations.len() as u32);
+        file.stack_locations.extend_from_slice(&s.locations);
+    }
+    let raw = file.encode_to_vec();
+    let mut out = MAGIC.to_vec();
+    out.extend(zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compression of an in-memory buffer cannot fail"));
+    out
+}
+
+/// Reads a table written by [`encode_symbols`], checking every reference. The result is meant
+/// for lookups and for copying stacks out; it is not interned into.
+pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTable, String> {
+    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or("missing symbol file magic")?;
+    let raw = zstd::bulk::decompress(body, max_decompressed).map_err(|e| format!("zstd: {e}"))?;
+    let file = SymbolFile::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
+    let strings = file.strings.len() as u32;
+    let check = |what: &str, r: u32, len: u32| {
+        if r >= len { Err(format!("{what} reference {r} is out of range (length {len})")) } else { Ok(()) }
+    };
+    let mut table = SymbolTable::default();
+    for (i, s) in file.strings.iter().enumerate() {
+        table.string_refs.insert(s.clone(), i as u32);
+    }
+    table.strings = file.strings;
+    for m in file.mappings {
+        check("mapping string", m.filename, strings)?;
+        check("mapping string", m.build_id, strings)?;
+        table.mappings.push(Mapping {
+            memory_start: m.memory_start,
+            memory_limit: m.memory_limit,
+            file_offset: m.file_offset,
+            filename: m.filename,
+            build_id: m.build_id,
+            flags: m.flags,
+        });
+    }
+    let functions = file.fn_name.len();
+    if [file.fn_system_name.len(), file.fn_filename.len(), file.fn_start_line.len()].iter().any(|&n| n != functions) {
+        return Err("function columns differ in length".into());
+    }
+    let mut function_refs = HashMap::with_capacity(functions);
+    for i in 0..functions {
+        for r in [file.fn_name[i], file.fn_system_name[i], file.fn_filename[i]] {
+            check("function string", r, strings)?;
+        }
+        let f = Function {
+            name: file.fn_name[i],
+            system_name: file.fn_system_name[i],
+            filename: file.fn_filename[i],
+            start_line: file.fn_start_line[i],
+        };
+        function_refs.insert(f.clone(), i as u32);
+        table.functions.push(f);
+    }
+    table.function_refs = function_refs;
+    let locations = file.loc_mapping.len();
+    if [file.loc_address.len(), file.loc_line_count.len(), file.loc_folded.len()].iter().any(|&n| n != locations)
+        || file.line_function.len() != file.line_number.len()
+    {
+        return Err("location columns differ in length".into());
+    }
+    let mut next_line = 0usize;
+    for i in 0..locations {
+        let mapping = file.loc_mapping[i];
+        if mapping != 0 {
+            check("location mapping", mapping - 1, table.mappings.len() as u32)?;
+        }
+        let count = file.loc_line_count[i] as usize;
+        let end = next_line.checked_add(count).filter(|&e| e <= file.line_function.len()).ok_or("line count overruns")?;
+        let mut lines = Vec::with_capacity(count);
+        for j in next_line..end {
+            check("line function", file.line_function[j], functions as u32)?;
+            lines.push(Line { function: file.line_function[j], line: file.line_number[j] });
+        }
+        next_line = end;
+        table.locations.push(Location {
+            mapping,
+            address: file.loc_address[i],
+            lines: lines.into(),
+            is_folded: file.loc_folded[i],
+        });
+    }
+    if file.stack_ids.len() != 16 * file.stack_len.len() {
+        return Err("stack id column has the wrong length".into());
+    }
+    let mut next = 0usize;
+    for (i, &len) in file.stack_len.iter().enumerate() {
+        let id = StackId::from_bytes(&file.stack_ids[16 * i..16 * i + 16]).expect("slice is 16 bytes");
+        let end = next.checked_add(len as usize).filter(|&e| e <= file.stack_locations.len()).ok_or("stack overruns")?;
+        let locs = &file.stack_locations[next..end];
+        for &l in locs {
+            check("stack location", l, locations as u32)?;
+        }
+        next = end;
+        table.stack_refs.insert(id, i as u32);
+        table.stacks.push(Stack { id, locations: locs.into() });
+    }
+    table.bytes = bytes.len() * 4;
+    Ok(table)
+}
