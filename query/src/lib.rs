@@ -1,1 +1,27 @@
-//! placeholder
+//! `firn-query`: profile queries and read-only SQL over `firn-storage`, planned by DataFusion.
+//!
+//! ```text
+//!  selector + time range ──► QueryEngine ──► SampleTable (TableProvider: buffer + blocks)
+//!                                │                 filters pushed down, blocks pruned
+//!                                ├─ merge: SUM(value) GROUP BY stack_id ──► symbols for the
+//!                                │         surviving stacks ──► flame graph / pprof / top / folded
+//!                                ├─ series: per profile, then per step, grouped by labels
+//!                                ├─ labels, label values, profile types, diff
+//!                                └─ sql: read-only, over `samples` (and `stacks` for frames)
+//! ```
+//!
+//! Execution is memory-bounded: one DataFusion memory pool per engine, no spilling, and a
+//! query that needs more fails with [`Error::MemoryLimit`].
+
+pub mod engine;
+pub mod error;
+pub mod flamegraph;
+pub mod merged;
+pub mod selector;
+pub mod table;
+
+pub use engine::{Aggregation, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions};
+pub use error::{Error, Result};
+pub use flamegraph::{FlameGraph, FlameNode};
+pub use merged::{MergedProfile, StackFilter, TopEntry};
+pub use selector::Selector;

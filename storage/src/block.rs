@@ -81,6 +81,8 @@ pub struct BlockMeta {
     pub min_time: Nanos,
     pub max_time: Nanos,
     pub rows: u64,
+    /// Row groups in the Parquet file.
+    pub row_groups: usize,
     pub samples_bytes: u64,
     pub symbols_bytes: u64,
     pub tenants: BTreeMap<TenantId, TenantBlockMeta>,
@@ -221,6 +223,7 @@ pub fn encode_block(
     if let Some(previous) = current.take() {
         close_tenant(&mut tenants, &previous, &writer);
     }
+    let row_groups = writer.flushed_row_groups().len();
     let samples = bytes::Bytes::from(writer.into_inner().map_err(encode_err)?);
     let symbols_bytes = bytes::Bytes::from(encode_symbols(&block_symbols));
     let meta = BlockMeta {
@@ -230,6 +233,7 @@ pub fn encode_block(
         min_time: tenants.values().map(|t| t.min_time).min().unwrap_or_default(),
         max_time: tenants.values().map(|t| t.max_time).max().unwrap_or_default(),
         rows: total_rows,
+        row_groups,
         samples_bytes: samples.len() as u64,
         symbols_bytes: symbols_bytes.len() as u64,
         tenants,

@@ -1,0 +1,155 @@
+//! Flame graphs: a tree of frames grouped by function name, root at the top, each node with a
+//! total (itself and below) and a self value. A diff carries a second pair of values.
+//! `max_nodes` keeps the largest nodes and folds the rest of each parent into an "other" node.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::merged::MergedProfile;
+
+/// The name of the node that holds what `max_nodes` truncated.
+pub const OTHER: &str = "other";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlameNode {
+    pub name: String,
+    pub total: i64,
+    #[serde(rename = "self")]
+    pub self_value: i64,
+    /// In a diff: the right-hand selection's values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub right: Option<(i64, i64)>,
+    pub children: Vec<FlameNode>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlameGraph {
+    pub root: FlameNode,
+    /// Nodes in the tree, root included.
+    pub nodes: usize,
+}
+
+#[derive(Default)]
+struct Arena {
+    names: Vec<String>,
+    values: Vec<[i64; 4]>, // total, self, right total, right self
+    parent: Vec<usize>,
+    children: Vec<Vec<usize>>,
+    index: HashMap<(usize, String), usize>,
+}
+
+impl Arena {
+    fn new() -> Self {
+        let mut a = Arena::default();
+        a.push(usize::MAX, "total".to_owned());
+        a
+    }
+
+    fn push(&mut self, parent: usize, name: String) -> usize {
+        let id = self.names.len();
+        self.names.push(name);
+        self.values.push([0; 4]);
+        self.parent.push(parent);
+        self.children.push(Vec::new());
+        if parent != usize::MAX {
+            self.children[parent].push(id);
+        }
+        id
+    }
+
+    fn add(&mut self, frames_root_first: &[&str], value: i64, side: usize) {
+        let mut node = 0;
+        self.values[0][2 * side] += value;
+        for &frame in frames_root_first {
+            node = match self.index.get(&(node, frame.to_owned())) {
+                Some(&n) => n,
+                None => {
+                    let n = self.push(node, frame.to_owned());
+                    self.index.insert((node, frame.to_owned()), n);
+                    n
+                }
+            };
+            self.values[node][2 * side] += value;
+        }
+        self.values[node][2 * side + 1] += value;
+    }
+}
+
+impl FlameGraph {
+    pub fn from_merged(profile: &MergedProfile, max_nodes: usize) -> Self {
+        Self::build(&[profile], max_nodes, false)
+    }
+
+    /// Both selections in one tree; `total`/`self` are the left's, `right` the right's.
+    pub fn diff(left: &MergedProfile, right: &MergedProfile, max_nodes: usize) -> Self {
+        Self::build(&[left, right], max_nodes, true)
+    }
+
+    fn build(sides: &[&MergedProfile], max_nodes: usize, diff: bool) -> Self {
+        let mut arena = Arena::new();
+        for (side, profile) in sides.iter().enumerate() {
+            for &(stack, value) in &profile.stacks {
+                arena.add(&profile.frames_root_first(stack), value, side);
+            }
+        }
+        // Keep the largest nodes; a parent is never smaller than its child, so sorting by
+        // (size desc, depth asc) keeps every kept node's parent.
+        let size = |v: &[i64; 4]| v[0].abs().max(v[2].abs());
+        let mut order: Vec<usize> = (1..arena.names.len()).collect();
+        let depth = |mut n: usize| {
+            let mut d = 0;
+            while n != 0 {
+                n = arena.parent[n];
+                d += 1;
+            }
+            d
+        };
+        order.sort_by_key(|&n| (std::cmp::Reverse(size(&arena.values[n])), depth(n), n));
+        let mut keep = vec![false; arena.names.len()];
+        keep[0] = true;
+        let budget = max_nodes.max(1).saturating_sub(1);
+        for &n in order.iter().take(budget) {
+            keep[n] = keep[arena.parent[n]];
+        }
+        let root = Self::emit(&arena, 0, &keep, diff);
+        let nodes = count(&root);
+        FlameGraph { root, nodes }
+    }
+
+    fn emit(arena: &Arena, n: usize, keep: &[bool], diff: bool) -> FlameNode {
+        let v = arena.values[n];
+        let mut children: Vec<FlameNode> = Vec::new();
+        let mut other = [0i64; 4];
+        for &c in &arena.children[n] {
+            if keep[c] {
+                children.push(Self::emit(arena, c, keep, diff));
+            } else {
+                let cv = arena.values[c];
+                other[0] += cv[0];
+                other[2] += cv[2];
+            }
+        }
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        if other[0] != 0 || other[2] != 0 {
+            children.push(FlameNode {
+                name: OTHER.to_owned(),
+                total: other[0],
+                self_value: other[0],
+                right: diff.then_some((other[2], other[2])),
+                children: Vec::new(),
+            });
+        }
+        FlameNode {
+            name: arena.names[n].clone(),
+            total: v[0],
+            self_value: v[1],
+            right: diff.then_some((v[2], v[3])),
+            children,
+        }
+    }
+}
+
+fn count(node: &FlameNode) -> usize {
+    1 + node.children.iter().map(count).sum::<usize>()
+}
