@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
+use datafusion::common::Column;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
-use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, lit};
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{BlockId, Nanos, ProfileType, StackId, Store, TenantId, schema};
@@ -66,9 +67,16 @@ pub struct ProfileQuery {
 impl ProfileQuery {
     pub fn new(selector: &str, start: Nanos, end: Nanos) -> Result<Self> {
         if end <= start {
-            return Err(Error::InvalidQuery(format!("time range end {end} is not after start {start}")));
+            return Err(Error::InvalidQuery(format!(
+                "time range end {end} is not after start {start}"
+            )));
         }
-        Ok(Self { selector: Selector::parse(selector)?, start, end, stack_filter: None })
+        Ok(Self {
+            selector: Selector::parse(selector)?,
+            start,
+            end,
+            stack_filter: None,
+        })
     }
 }
 
@@ -90,10 +98,13 @@ pub struct SeriesOptions {
     pub limit: Option<usize>,
 }
 
+/// Label names and values, sorted by name.
+pub type LabelPairs = Vec<(String, String)>;
+
 /// One time series: its group labels and (step start, value) points.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Series {
-    pub labels: Vec<(String, String)>,
+    pub labels: LabelPairs,
     pub points: Vec<(Nanos, f64)>,
 }
 
@@ -110,12 +121,19 @@ impl QueryEngine {
     pub fn new(store: Arc<Store>, config: QueryConfig) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(|source| Error::Execution { source })?;
         let url = ObjectStoreUrl::parse(STORE_URL).map_err(|source| Error::Execution { source })?;
         runtime.register_object_store(url.as_ref(), store.object_store().clone());
-        Ok(Self { store, config, runtime, symbols: Mutex::new(VecDeque::new()) })
+        Ok(Self {
+            store,
+            config,
+            runtime,
+            symbols: Mutex::new(VecDeque::new()),
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -123,7 +141,9 @@ impl QueryEngine {
     }
 
     fn context(&self) -> SessionContext {
-        let mut config = SessionConfig::new().with_batch_size(8192).with_information_schema(false);
+        let mut config = SessionConfig::new()
+            .with_batch_size(8192)
+            .with_information_schema(false);
         if self.config.target_partitions > 0 {
             config = config.with_target_partitions(self.config.target_partitions);
         }
@@ -133,21 +153,29 @@ impl QueryEngine {
     /// The tenant's table over the store's current snapshot.
     pub fn table(&self, tenant: &TenantId) -> Arc<SampleTable> {
         let url = ObjectStoreUrl::parse(STORE_URL).expect("constant URL parses");
-        Arc::new(SampleTable::new(tenant.clone(), self.store.snapshot(), self.store.paths().clone(), url))
+        Arc::new(SampleTable::new(
+            tenant.clone(),
+            self.store.snapshot(),
+            self.store.paths().clone(),
+            url,
+        ))
     }
 
     fn frame(&self, table: Arc<SampleTable>) -> Result<DataFrame> {
-        self.context().read_table(table).map_err(|e| self.map_err(e))
+        self.context()
+            .read_table(table)
+            .map_err(|e| self.map_err(e))
     }
 
     fn map_err(&self, e: DataFusionError) -> Error {
         match e.find_root() {
-            DataFusionError::ResourcesExhausted(message) => {
-                Error::MemoryLimit { limit: self.config.memory_limit, message: message.clone() }
-            }
-            DataFusionError::SQL(..) | DataFusionError::Plan(..) | DataFusionError::SchemaError(..) => {
-                Error::InvalidQuery(e.find_root().to_string())
-            }
+            DataFusionError::ResourcesExhausted(message) => Error::MemoryLimit {
+                limit: self.config.memory_limit,
+                message: message.clone(),
+            },
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(..)
+            | DataFusionError::SchemaError(..) => Error::InvalidQuery(e.find_root().to_string()),
             _ => Error::Execution { source: e },
         }
     }
@@ -155,22 +183,29 @@ impl QueryEngine {
     async fn collect(&self, df: DataFrame) -> Result<Vec<RecordBatch>> {
         let run = async {
             let stream = df.execute_stream().await.map_err(|e| self.map_err(e))?;
-            stream.try_collect::<Vec<_>>().await.map_err(|e| self.map_err(e))
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| self.map_err(e))
         };
         tokio::time::timeout(self.config.timeout, run)
             .await
-            .map_err(|_| Error::Timeout { seconds: self.config.timeout.as_secs() })?
+            .map_err(|_| Error::Timeout {
+                seconds: self.config.timeout.as_secs(),
+            })?
     }
 
     /// Filters selecting `query` from a table: `None` when the selection is provably empty.
     fn filters(table: &SampleTable, query: &ProfileQuery) -> Option<Expr> {
-        let mut filters =
-            vec![col(schema::TIME).gt_eq(lit(query.start.0)), col(schema::TIME).lt(lit(query.end.0))];
+        let mut filters = vec![
+            column(schema::TIME).gt_eq(lit(query.start.0)),
+            column(schema::TIME).lt(lit(query.end.0)),
+        ];
         if let Some(pt) = &query.selector.profile_type {
-            filters.push(col(schema::PROFILE_TYPE).eq(lit(pt.id())));
+            filters.push(column(schema::PROFILE_TYPE).eq(lit(pt.id())));
         }
         if let Some(delta) = query.selector.delta {
-            filters.push(col(schema::DELTA).eq(lit(delta)));
+            filters.push(column(schema::DELTA).eq(lit(delta)));
         }
         let names = table.label_names();
         for m in &query.selector.matchers {
@@ -181,10 +216,13 @@ impl QueryEngine {
                 }
                 return None;
             }
-            let column = col(schema::label_column(&m.name));
+            let column = column(&schema::label_column(&m.name));
             let filled = || {
                 datafusion::functions::expr_fn::coalesce(vec![
-                    datafusion::logical_expr::cast(column.clone(), datafusion::arrow::datatypes::DataType::Utf8),
+                    datafusion::logical_expr::cast(
+                        column.clone(),
+                        datafusion::arrow::datatypes::DataType::Utf8,
+                    ),
                     lit(""),
                 ])
             };
@@ -192,12 +230,18 @@ impl QueryEngine {
                 MatchOp::Eq if !m.value.is_empty() => column.clone().eq(lit(m.value.clone())),
                 MatchOp::Eq => filled().eq(lit("")),
                 MatchOp::NotEq => filled().not_eq(lit(m.value.clone())),
-                MatchOp::Re => datafusion::functions::expr_fn::regexp_like(filled(), lit(format!("^(?:{})$", m.value)), None),
-                MatchOp::NotRe => datafusion::prelude::not(datafusion::functions::expr_fn::regexp_like(
+                MatchOp::Re => datafusion::functions::expr_fn::regexp_like(
                     filled(),
                     lit(format!("^(?:{})$", m.value)),
                     None,
-                )),
+                ),
+                MatchOp::NotRe => {
+                    datafusion::prelude::not(datafusion::functions::expr_fn::regexp_like(
+                        filled(),
+                        lit(format!("^(?:{})$", m.value)),
+                        None,
+                    ))
+                }
             });
         }
         datafusion::logical_expr::utils::conjunction(filters)
@@ -222,8 +266,11 @@ impl QueryEngine {
             .filter(filter)
             .and_then(|df| {
                 df.aggregate(
-                    vec![col(schema::STACK_ID)],
-                    vec![sum(col(schema::VALUE)).alias("v"), max(col(schema::PERIOD)).alias("p")],
+                    vec![column(schema::STACK_ID)],
+                    vec![
+                        sum(column(schema::VALUE)).alias("v"),
+                        max(column(schema::PERIOD)).alias("p"),
+                    ],
                 )
             })
             .map_err(|e| self.map_err(e))?;
@@ -258,7 +305,12 @@ impl QueryEngine {
         let mut missing: HashMap<StackId, i64> = totals.iter().copied().collect();
         let mut found: BTreeMap<StackId, (u32, i64)> = BTreeMap::new();
         {
-            let buffer = table.snapshot().buffer.symbols.read().expect("symbol lock poisoned");
+            let buffer = table
+                .snapshot()
+                .buffer
+                .symbols
+                .read()
+                .expect("symbol lock poisoned");
             missing.retain(|&id, &mut value| match buffer.stack_ref(id) {
                 Some(r) => {
                     found.insert(id, (merged.symbols.copy_stack_from(&buffer, r), value));
@@ -271,8 +323,12 @@ impl QueryEngine {
             time: query.start..query.end,
             ..Default::default()
         };
-        let blocks: Vec<BlockId> =
-            table.snapshot().manifest.candidate_blocks(table.tenant(), &scan).map(|b| b.id.clone()).collect();
+        let blocks: Vec<BlockId> = table
+            .snapshot()
+            .manifest
+            .candidate_blocks(table.tenant(), &scan)
+            .map(|b| b.id.clone())
+            .collect();
         for block in blocks {
             if missing.is_empty() {
                 break;
@@ -294,7 +350,13 @@ impl QueryEngine {
     }
 
     async fn block_symbols(&self, block: &BlockId) -> Result<Arc<SymbolTable>> {
-        if let Some((_, t)) = self.symbols.lock().expect("cache lock poisoned").iter().find(|(id, _)| id == block) {
+        if let Some((_, t)) = self
+            .symbols
+            .lock()
+            .expect("cache lock poisoned")
+            .iter()
+            .find(|(id, _)| id == block)
+        {
             return Ok(t.clone());
         }
         let table = Arc::new(self.store.read_symbols(block).await?);
@@ -306,8 +368,16 @@ impl QueryEngine {
         Ok(table)
     }
 
-    pub async fn flamegraph(&self, tenant: &TenantId, query: &ProfileQuery, max_nodes: usize) -> Result<FlameGraph> {
-        Ok(FlameGraph::from_merged(&self.merge(tenant, query).await?, max_nodes))
+    pub async fn flamegraph(
+        &self,
+        tenant: &TenantId,
+        query: &ProfileQuery,
+        max_nodes: usize,
+    ) -> Result<FlameGraph> {
+        Ok(FlameGraph::from_merged(
+            &self.merge(tenant, query).await?,
+            max_nodes,
+        ))
     }
 
     /// Two selections in one flame graph.
@@ -323,41 +393,87 @@ impl QueryEngine {
     }
 
     /// Values per step, grouped by labels, optionally the top `limit` series by total.
-    pub async fn series(&self, tenant: &TenantId, query: &ProfileQuery, options: &SeriesOptions) -> Result<Vec<Series>> {
+    pub async fn series(
+        &self,
+        tenant: &TenantId,
+        query: &ProfileQuery,
+        options: &SeriesOptions,
+    ) -> Result<Vec<Series>> {
         if options.step.0 <= 0 {
             return Err(Error::InvalidQuery("step must be positive".into()));
         }
         let steps = (query.end.0 - query.start.0) / options.step.0;
         if steps > 11_000 {
-            return Err(Error::InvalidQuery(format!("{steps} steps requested, the limit is 11000; use a larger step")));
+            return Err(Error::InvalidQuery(format!(
+                "{steps} steps requested, the limit is 11000; use a larger step"
+            )));
         }
         let table = self.table(tenant);
         let names = table.label_names();
-        let Some(filter) = Self::filters(&table, query) else { return Ok(Vec::new()) };
-        let bucket = ((col(schema::TIME) - lit(query.start.0)) / lit(options.step.0)) * lit(options.step.0) + lit(query.start.0);
-        let groups: Vec<&String> = options.group_by.iter().filter(|g| names.contains(g)).collect();
+        let Some(filter) = Self::filters(&table, query) else {
+            return Ok(Vec::new());
+        };
+        let bucket = ((column(schema::TIME) - lit(query.start.0)) / lit(options.step.0))
+            * lit(options.step.0)
+            + lit(query.start.0);
+        let groups: Vec<&String> = options
+            .group_by
+            .iter()
+            .filter(|g| names.contains(g))
+            .collect();
         let group_cols = || -> Vec<Expr> {
-            groups.iter().map(|g| datafusion::logical_expr::cast(col(schema::label_column(g)), datafusion::arrow::datatypes::DataType::Utf8).alias(g.as_str())).collect()
+            groups
+                .iter()
+                .map(|g| {
+                    datafusion::logical_expr::cast(
+                        column(&schema::label_column(g)),
+                        datafusion::arrow::datatypes::DataType::Utf8,
+                    )
+                    .alias(g.as_str())
+                })
+                .collect()
         };
         // Per profile (series and time) first, then per step: sum or average over profiles.
-        let mut per_profile_keys = vec![bucket.alias("bucket"), col(schema::SERIES_ID), col(schema::TIME)];
+        let mut per_profile_keys = vec![
+            bucket.alias("bucket"),
+            column(schema::SERIES_ID),
+            column(schema::TIME),
+        ];
         per_profile_keys.extend(group_cols());
-        let mut step_keys = vec![col("bucket")];
-        step_keys.extend(groups.iter().map(|g| col(g.as_str())));
+        let mut step_keys = vec![column("bucket")];
+        step_keys.extend(groups.iter().map(|g| column(g)));
         let agg = match options.aggregation {
-            Aggregation::Sum => sum(col("v")),
-            Aggregation::Average => datafusion::functions_aggregate::expr_fn::avg(col("v")),
+            Aggregation::Sum => sum(column("v")),
+            Aggregation::Average => datafusion::functions_aggregate::expr_fn::avg(column("v")),
         };
         let df = self
             .frame(table.clone())?
             .filter(filter)
-            .and_then(|df| df.aggregate(per_profile_keys, vec![sum(col(schema::VALUE)).alias("v")]))
-            .and_then(|df| df.aggregate(step_keys, vec![datafusion::logical_expr::cast(agg, datafusion::arrow::datatypes::DataType::Float64).alias("value")]))
+            .and_then(|df| {
+                df.aggregate(
+                    per_profile_keys,
+                    vec![sum(column(schema::VALUE)).alias("v")],
+                )
+            })
+            .and_then(|df| {
+                df.aggregate(
+                    step_keys,
+                    vec![
+                        datafusion::logical_expr::cast(
+                            agg,
+                            datafusion::arrow::datatypes::DataType::Float64,
+                        )
+                        .alias("value"),
+                    ],
+                )
+            })
             .map_err(|e| self.map_err(e))?;
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(Nanos, f64)>> = BTreeMap::new();
+        let mut series: BTreeMap<LabelPairs, Vec<(Nanos, f64)>> = BTreeMap::new();
         for batch in self.collect(df).await? {
             let buckets = batch.column(0).as_primitive::<Int64Type>();
-            let values = batch.column(batch.num_columns() - 1).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            let values = batch
+                .column(batch.num_columns() - 1)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
             for i in 0..batch.num_rows() {
                 let labels: Vec<(String, String)> = groups
                     .iter()
@@ -367,7 +483,10 @@ impl QueryEngine {
                         (!c.is_null(i)).then(|| ((*name).clone(), c.value(i).to_owned()))
                     })
                     .collect();
-                series.entry(labels).or_default().push((Nanos(buckets.value(i)), values.value(i)));
+                series
+                    .entry(labels)
+                    .or_default()
+                    .push((Nanos(buckets.value(i)), values.value(i)));
             }
         }
         let mut out: Vec<Series> = series
@@ -379,26 +498,44 @@ impl QueryEngine {
             .collect();
         if let Some(limit) = options.limit {
             let total = |s: &Series| s.points.iter().map(|p| p.1).sum::<f64>();
-            out.sort_by(|a, b| total(b).total_cmp(&total(a)).then_with(|| a.labels.cmp(&b.labels)));
+            out.sort_by(|a, b| {
+                total(b)
+                    .total_cmp(&total(a))
+                    .then_with(|| a.labels.cmp(&b.labels))
+            });
             out.truncate(limit);
         }
         Ok(out)
     }
 
     /// Label names present on rows of the selection.
-    pub async fn label_names(&self, tenant: &TenantId, query: &ProfileQuery) -> Result<Vec<String>> {
+    pub async fn label_names(
+        &self,
+        tenant: &TenantId,
+        query: &ProfileQuery,
+    ) -> Result<Vec<String>> {
         let table = self.table(tenant);
         let names = table.label_names();
         if names.is_empty() {
             return Ok(names);
         }
-        let Some(filter) = Self::filters(&table, query) else { return Ok(Vec::new()) };
-        let counts: Vec<Expr> = names.iter().map(|n| count(col(schema::label_column(n))).alias(n.as_str())).collect();
-        let df = self.frame(table.clone())?.filter(filter).and_then(|df| df.aggregate(vec![], counts)).map_err(|e| self.map_err(e))?;
+        let Some(filter) = Self::filters(&table, query) else {
+            return Ok(Vec::new());
+        };
+        let counts: Vec<Expr> = names
+            .iter()
+            .map(|n| count(column(&schema::label_column(n))).alias(n.as_str()))
+            .collect();
+        let df = self
+            .frame(table.clone())?
+            .filter(filter)
+            .and_then(|df| df.aggregate(vec![], counts))
+            .map_err(|e| self.map_err(e))?;
         let mut present = Vec::new();
         for batch in self.collect(df).await? {
             for (i, name) in names.iter().enumerate() {
-                if batch.num_rows() > 0 && batch.column(i).as_primitive::<Int64Type>().value(0) > 0 {
+                if batch.num_rows() > 0 && batch.column(i).as_primitive::<Int64Type>().value(0) > 0
+                {
                     present.push(name.clone());
                 }
             }
@@ -407,17 +544,27 @@ impl QueryEngine {
     }
 
     /// Distinct values of a label on rows of the selection, sorted.
-    pub async fn label_values(&self, tenant: &TenantId, query: &ProfileQuery, name: &str) -> Result<Vec<String>> {
+    pub async fn label_values(
+        &self,
+        tenant: &TenantId,
+        query: &ProfileQuery,
+        name: &str,
+    ) -> Result<Vec<String>> {
         let table = self.table(tenant);
         if !table.label_names().iter().any(|n| n == name) {
             return Ok(Vec::new());
         }
-        let Some(filter) = Self::filters(&table, query) else { return Ok(Vec::new()) };
-        let column = datafusion::logical_expr::cast(col(schema::label_column(name)), datafusion::arrow::datatypes::DataType::Utf8);
+        let Some(filter) = Self::filters(&table, query) else {
+            return Ok(Vec::new());
+        };
+        let label = datafusion::logical_expr::cast(
+            column(&schema::label_column(name)),
+            datafusion::arrow::datatypes::DataType::Utf8,
+        );
         let df = self
             .frame(table.clone())?
-            .filter(filter.and(column.clone().is_not_null()))
-            .and_then(|df| df.aggregate(vec![column.alias("v")], vec![]))
+            .filter(filter.and(label.clone().is_not_null()))
+            .and_then(|df| df.aggregate(vec![label.alias("v")], vec![]))
             .map_err(|e| self.map_err(e))?;
         let mut values = Vec::new();
         for batch in self.collect(df).await? {
@@ -429,13 +576,30 @@ impl QueryEngine {
     }
 
     /// Profile types with rows in `[start, end)`.
-    pub async fn profile_types(&self, tenant: &TenantId, start: Nanos, end: Nanos) -> Result<Vec<ProfileType>> {
+    pub async fn profile_types(
+        &self,
+        tenant: &TenantId,
+        start: Nanos,
+        end: Nanos,
+    ) -> Result<Vec<ProfileType>> {
         let table = self.table(tenant);
-        let column = datafusion::logical_expr::cast(col(schema::PROFILE_TYPE), datafusion::arrow::datatypes::DataType::Utf8);
+        let type_column = datafusion::logical_expr::cast(
+            column(schema::PROFILE_TYPE),
+            datafusion::arrow::datatypes::DataType::Utf8,
+        );
         let df = self
             .frame(table)?
-            .filter(col(schema::TIME).gt_eq(lit(start.0)).and(col(schema::TIME).lt(lit(end.0))))
-            .and_then(|df| df.aggregate(vec![column.alias("t")], vec![min(col(schema::TIME))]))
+            .filter(
+                column(schema::TIME)
+                    .gt_eq(lit(start.0))
+                    .and(column(schema::TIME).lt(lit(end.0))),
+            )
+            .and_then(|df| {
+                df.aggregate(
+                    vec![type_column.alias("t")],
+                    vec![min(column(schema::TIME))],
+                )
+            })
             .map_err(|e| self.map_err(e))?;
         let mut types = Vec::new();
         for batch in self.collect(df).await? {
@@ -452,22 +616,36 @@ impl QueryEngine {
     /// refused; results past `max_rows`, memory past the pool and time past the timeout fail.
     pub async fn sql(&self, tenant: &TenantId, sql: &str) -> Result<Vec<RecordBatch>> {
         let ctx = self.context();
-        ctx.register_table("samples", self.table(tenant)).map_err(|e| self.map_err(e))?;
+        ctx.register_table("samples", self.table(tenant))
+            .map_err(|e| self.map_err(e))?;
         if sql.to_ascii_lowercase().contains("stacks") {
-            ctx.register_batch("stacks", self.stacks_table(tenant).await?).map_err(|e| self.map_err(e))?;
+            ctx.register_batch("stacks", self.stacks_table(tenant).await?)
+                .map_err(|e| self.map_err(e))?;
         }
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let df = ctx.sql_with_options(sql, options).await.map_err(|e| match e.find_root() {
-            DataFusionError::Plan(m) if m.contains("not supported") || m.contains("DDL") || m.contains("DML") => {
-                Error::ReadOnly(m.clone())
-            }
-            _ => self.map_err(e),
-        })?;
-        let df = df.limit(0, Some(self.config.max_rows + 1)).map_err(|e| self.map_err(e))?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| match e.find_root() {
+                DataFusionError::Plan(m)
+                    if m.contains("not supported") || m.contains("DDL") || m.contains("DML") =>
+                {
+                    Error::ReadOnly(m.clone())
+                }
+                _ => self.map_err(e),
+            })?;
+        let df = df
+            .limit(0, Some(self.config.max_rows + 1))
+            .map_err(|e| self.map_err(e))?;
         let batches = self.collect(df).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > self.config.max_rows {
-            return Err(Error::TooManyRows { limit: self.config.max_rows });
+            return Err(Error::TooManyRows {
+                limit: self.config.max_rows,
+            });
         }
         Ok(batches)
     }
@@ -495,7 +673,12 @@ impl QueryEngine {
                 }
             }
         };
-        add(&table.snapshot().buffer.symbols.read().expect("symbol lock poisoned"));
+        add(&table
+            .snapshot()
+            .buffer
+            .symbols
+            .read()
+            .expect("symbol lock poisoned"));
         let blocks: Vec<BlockId> = table
             .snapshot()
             .manifest
@@ -506,11 +689,36 @@ impl QueryEngine {
             add(&*self.block_symbols(&block).await?);
         }
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-            datafusion::arrow::datatypes::Field::new(schema::STACK_ID, datafusion::arrow::datatypes::DataType::FixedSizeBinary(16), false),
-            datafusion::arrow::datatypes::Field::new("depth", datafusion::arrow::datatypes::DataType::Int32, false),
-            datafusion::arrow::datatypes::Field::new("function", datafusion::arrow::datatypes::DataType::Utf8, false),
+            datafusion::arrow::datatypes::Field::new(
+                schema::STACK_ID,
+                datafusion::arrow::datatypes::DataType::FixedSizeBinary(16),
+                false,
+            ),
+            datafusion::arrow::datatypes::Field::new(
+                "depth",
+                datafusion::arrow::datatypes::DataType::Int32,
+                false,
+            ),
+            datafusion::arrow::datatypes::Field::new(
+                "function",
+                datafusion::arrow::datatypes::DataType::Utf8,
+                false,
+            ),
         ]));
-        RecordBatch::try_new(schema, vec![Arc::new(ids.finish()), Arc::new(depths.finish()), Arc::new(functions.finish())])
-            .map_err(|e| Error::Execution { source: e.into() })
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(ids.finish()),
+                Arc::new(depths.finish()),
+                Arc::new(functions.finish()),
+            ],
+        )
+        .map_err(|e| Error::Execution { source: e.into() })
     }
+}
+
+/// A column by its exact name: label columns contain a dot that `col()` would read as a
+/// table qualifier.
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
 }

@@ -6,7 +6,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("selector {selector:?}, at byte {position}: {message}")]
-    Selector { selector: String, position: usize, message: String },
+    Selector {
+        selector: String,
+        position: usize,
+        message: String,
+    },
 
     #[error("invalid query: {0}")]
     InvalidQuery(String),
@@ -24,7 +28,9 @@ pub enum Error {
     ReadOnly(String),
 
     #[error("query execution failed")]
-    Execution { source: datafusion::error::DataFusionError },
+    Execution {
+        source: datafusion::error::DataFusionError,
+    },
 
     #[error("reading storage failed")]
     Storage { source: firn_storage::Error },

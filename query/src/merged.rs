@@ -62,7 +62,8 @@ impl MergedProfile {
     /// Drops the stacks with no frame matching `filter`.
     pub fn retain_stacks(&mut self, filter: &StackFilter) {
         let symbols = &self.symbols;
-        self.stacks.retain(|&(s, _)| symbols.frame_names(s).any(|f| filter.matches(f)));
+        self.stacks
+            .retain(|&(s, _)| symbols.frame_names(s).any(|f| filter.matches(f)));
     }
 
     /// Flat and cumulative value per function, highest flat first (then name).
@@ -83,9 +84,18 @@ impl MergedProfile {
         }
         let mut rows: Vec<TopEntry> = by_name
             .into_iter()
-            .map(|(name, (flat, cumulative))| TopEntry { function: name.to_owned(), flat, cumulative })
+            .map(|(name, (flat, cumulative))| TopEntry {
+                function: name.to_owned(),
+                flat,
+                cumulative,
+            })
             .collect();
-        rows.sort_by(|a, b| b.flat.cmp(&a.flat).then(b.cumulative.cmp(&a.cumulative)).then(a.function.cmp(&b.function)));
+        rows.sort_by(|a, b| {
+            b.flat
+                .cmp(&a.flat)
+                .then(b.cumulative.cmp(&a.cumulative))
+                .then(a.function.cmp(&b.function))
+        });
         rows
     }
 
@@ -93,11 +103,16 @@ impl MergedProfile {
     pub fn folded(&self) -> String {
         let mut lines: HashMap<String, i64> = HashMap::new();
         for &(stack, value) in &self.stacks {
-            *lines.entry(self.frames_root_first(stack).join(";")).or_default() += value;
+            *lines
+                .entry(self.frames_root_first(stack).join(";"))
+                .or_default() += value;
         }
         let mut lines: Vec<(String, i64)> = lines.into_iter().collect();
         lines.sort();
-        lines.into_iter().map(|(path, v)| format!("{path} {v}\n")).collect()
+        lines
+            .into_iter()
+            .map(|(path, v)| format!("{path} {v}\n"))
+            .collect()
     }
 
     /// A valid pprof profile (one sample type, the merged profile type) with full location
@@ -112,8 +127,14 @@ impl MergedProfile {
             period_unit: "count".into(),
         });
         let mut p = proto::Profile {
-            sample_type: vec![proto::ValueType { r#type: strings.add(&pt.sample_type), unit: strings.add(&pt.sample_unit) }],
-            period_type: Some(proto::ValueType { r#type: strings.add(&pt.period_type), unit: strings.add(&pt.period_unit) }),
+            sample_type: vec![proto::ValueType {
+                r#type: strings.add(&pt.sample_type),
+                unit: strings.add(&pt.sample_unit),
+            }],
+            period_type: Some(proto::ValueType {
+                r#type: strings.add(&pt.period_type),
+                unit: strings.add(&pt.period_unit),
+            }),
             period: self.period,
             duration_nanos: self.duration_nanos,
             time_nanos: self.time_nanos,
@@ -151,7 +172,11 @@ impl MergedProfile {
                 line: l
                     .lines
                     .iter()
-                    .map(|line| proto::Line { function_id: u64::from(line.function) + 1, line: line.line, column: 0 })
+                    .map(|line| proto::Line {
+                        function_id: u64::from(line.function) + 1,
+                        line: line.line,
+                        column: 0,
+                    })
                     .collect(),
                 is_folded: l.is_folded,
             });
@@ -161,7 +186,12 @@ impl MergedProfile {
                 continue;
             }
             p.sample.push(proto::Sample {
-                location_id: t.stack(stack).locations.iter().map(|&l| u64::from(l) + 1).collect(),
+                location_id: t
+                    .stack(stack)
+                    .locations
+                    .iter()
+                    .map(|&l| u64::from(l) + 1)
+                    .collect(),
                 value: vec![value],
                 label: Vec::new(),
             });

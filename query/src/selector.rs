@@ -30,7 +30,11 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, message: impl Into<String>) -> Error {
-        Error::Selector { selector: self.input.to_owned(), position: self.pos, message: message.into() }
+        Error::Selector {
+            selector: self.input.to_owned(),
+            position: self.pos,
+            message: message.into(),
+        }
     }
 
     fn rest(&self) -> &str {
@@ -54,24 +58,38 @@ impl Parser<'_> {
     fn selector(mut self) -> Result<Selector> {
         self.skip_ws();
         let mut selector = Selector::default();
-        let head_end = self.rest().find('{').map_or(self.input.len(), |i| self.pos + i);
+        let head_end = self
+            .rest()
+            .find('{')
+            .map_or(self.input.len(), |i| self.pos + i);
         let head = self.input[self.pos..head_end].trim();
         if !head.is_empty() {
             let parts: Vec<&str> = head.split(':').collect();
             let (id, delta) = match parts.len() {
                 5 => (head.to_owned(), None),
                 6 if parts[5] == "delta" => (parts[..5].join(":"), Some(true)),
-                6 => return Err(self.error(format!("the sixth part of the profile type must be \"delta\", found {:?}", parts[5]))),
+                6 => {
+                    return Err(self.error(format!(
+                        "the sixth part of the profile type must be \"delta\", found {:?}",
+                        parts[5]
+                    )));
+                }
                 n => {
                     return Err(self.error(format!(
                         "profile type {head:?} has {n} parts; expected name:sample_type:sample_unit:period_type:period_unit"
                     )));
                 }
             };
-            if parts.iter().any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c == '"')) {
-                return Err(self.error(format!("profile type {head:?} has an empty or malformed part")));
+            if parts
+                .iter()
+                .any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c == '"'))
+            {
+                return Err(self.error(format!(
+                    "profile type {head:?} has an empty or malformed part"
+                )));
             }
-            selector.profile_type = Some(ProfileType::parse(&id).map_err(|e| self.error(e.to_string()))?);
+            selector.profile_type =
+                Some(ProfileType::parse(&id).map_err(|e| self.error(e.to_string()))?);
             selector.delta = delta;
             self.pos = head_end;
         }
@@ -108,7 +126,10 @@ impl Parser<'_> {
         let name = if self.rest().starts_with('"') {
             self.string()?
         } else {
-            let len = self.rest().find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(self.rest().len());
+            let len = self
+                .rest()
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .unwrap_or(self.rest().len());
             let name = self.rest()[..len].to_owned();
             if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
                 return Err(self.error("expected a label name"));
@@ -183,16 +204,24 @@ mod tests {
     fn parses_profile_type_and_matchers() {
         let s = Selector::parse(r#"process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="api", pod=~"web-.*", "service.version"!="2"}"#)
             .expect("valid");
-        assert_eq!(s.profile_type.expect("type").id(), "process_cpu:cpu:nanoseconds:cpu:nanoseconds");
+        assert_eq!(
+            s.profile_type.expect("type").id(),
+            "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+        );
         assert_eq!(s.matchers.len(), 3);
         assert!(s.matchers[1].matches(Some("web-1")));
-        assert!(!s.matchers[1].matches(Some("xweb-1")), "regexes are anchored");
+        assert!(
+            !s.matchers[1].matches(Some("xweb-1")),
+            "regexes are anchored"
+        );
         assert_eq!(s.matchers[2].name, "service.version");
         assert!(s.matchers[2].matches(None));
         let s = Selector::parse("a:b:c:d:e:delta").expect("valid");
         assert_eq!(s.delta, Some(true));
         assert!(Selector::parse("{}").expect("valid").profile_type.is_none());
-        assert!(Selector::parse(r#"{a="\"q\""}"#).expect("valid").matchers[0].matches(Some("\"q\"")));
+        assert!(
+            Selector::parse(r#"{a="\"q\""}"#).expect("valid").matchers[0].matches(Some("\"q\""))
+        );
     }
 
     #[test]
@@ -203,11 +232,13 @@ mod tests {
             (r#"{a=~"("}"#, 4, "invalid regular expression"),
             (r#"{a<"x"}"#, 2, "expected one of"),
             (r#"a:b:c{}"#, 0, "has 3 parts"),
-            (r#"{a="x"#, 6, "unterminated"),
+            (r#"{a="x"#, 5, "unterminated"),
             (r#"{a="x"} junk"#, 8, "unexpected text"),
         ] {
             match Selector::parse(input) {
-                Err(Error::Selector { position, message, .. }) => {
+                Err(Error::Selector {
+                    position, message, ..
+                }) => {
                     assert_eq!(position, pos, "{input}: {message}");
                     assert!(message.contains(needle), "{input}: {message}");
                 }

@@ -23,7 +23,9 @@ use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, project_schema};
@@ -47,7 +49,12 @@ pub struct SampleTable {
 impl SampleTable {
     /// The table of `tenant`'s rows in `snapshot`; blocks are read through the object store
     /// registered under `store_url`.
-    pub fn new(tenant: TenantId, snapshot: ReadSnapshot, paths: Paths, store_url: ObjectStoreUrl) -> Self {
+    pub fn new(
+        tenant: TenantId,
+        snapshot: ReadSnapshot,
+        paths: Paths,
+        store_url: ObjectStoreUrl,
+    ) -> Self {
         let mut names: BTreeSet<String> = snapshot.buffer.label_names(&tenant);
         for block in &snapshot.manifest.blocks {
             if let Some(t) = block.tenants.get(&tenant) {
@@ -55,7 +62,13 @@ impl SampleTable {
             }
         }
         let schema = schema::sample_schema(names.iter().map(String::as_str), false);
-        Self { tenant, snapshot, paths, store_url, schema }
+        Self {
+            tenant,
+            snapshot,
+            paths,
+            store_url,
+            schema,
+        }
     }
 
     pub fn tenant(&self) -> &TenantId {
@@ -68,7 +81,11 @@ impl SampleTable {
 
     /// Label names with a column in this table.
     pub fn label_names(&self) -> Vec<String> {
-        self.schema.fields().iter().filter_map(|f| schema::label_name(f.name()).map(str::to_owned)).collect()
+        self.schema
+            .fields()
+            .iter()
+            .filter_map(|f| schema::label_name(f.name()).map(str::to_owned))
+            .collect()
     }
 }
 
@@ -82,7 +99,10 @@ impl TableProvider for SampleTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
         // Used for pruning only; DataFusion still applies every filter to what the scan returns.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -103,7 +123,11 @@ impl TableProvider for SampleTable {
             .scan(&self.tenant, &filter, &self.schema, BUFFER_BATCH_ROWS)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         if !batches.is_empty() {
-            parts.push(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?);
+            parts.push(MemorySourceConfig::try_new_exec(
+                &[batches],
+                self.schema.clone(),
+                projection.cloned(),
+            )?);
         }
 
         let files: Vec<PartitionedFile> = self
@@ -116,13 +140,18 @@ impl TableProvider for SampleTable {
                 for rg in tenant.row_groups.0..tenant.row_groups.1 {
                     plan.scan(rg);
                 }
-                PartitionedFile::new(self.paths.block_samples(&block.id).to_string(), block.samples_bytes)
-                    .with_extension(Arc::new(plan))
+                PartitionedFile::new(
+                    self.paths.block_samples(&block.id).to_string(),
+                    block.samples_bytes,
+                )
+                .with_extension(Arc::new(plan))
             })
             .collect();
         if !files.is_empty() {
             let df_schema = DFSchema::try_from(self.schema.clone())?;
-            let predicate = conjunction(filters.to_vec()).map(|e| state.create_physical_expr(e, &df_schema)).transpose()?;
+            let predicate = conjunction(filters.to_vec())
+                .map(|e| state.create_physical_expr(e, &df_schema))
+                .transpose()?;
             let mut source = ParquetSource::new(self.schema.clone())
                 .with_enable_page_index(true)
                 .with_pushdown_filters(true)
@@ -134,12 +163,17 @@ impl TableProvider for SampleTable {
             for file in files {
                 builder = builder.with_file(file);
             }
-            let config = builder.with_projection_indices(projection.cloned())?.build();
+            let config = builder
+                .with_projection_indices(projection.cloned())?
+                .build();
             parts.push(DataSourceExec::from_data_source(config));
         }
 
         if parts.is_empty() {
-            return Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?)));
+            return Ok(Arc::new(EmptyExec::new(project_schema(
+                &self.schema,
+                projection,
+            )?)));
         }
         UnionExec::try_new(parts)
     }
@@ -154,7 +188,9 @@ pub fn scan_filter(filters: &[Expr]) -> ScanFilter {
         split_and(f, &mut conjuncts);
     }
     for e in conjuncts {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else { continue };
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+            continue;
+        };
         let (column, op, value) = match (left.as_ref(), right.as_ref()) {
             (Expr::Column(c), Expr::Literal(v, _)) => (c.name.as_str(), *op, v),
             (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
@@ -193,7 +229,9 @@ pub fn scan_filter(filters: &[Expr]) -> ScanFilter {
                 }
             }
             other => {
-                let (Some(name), Some(v)) = (schema::label_name(other), as_str(value)) else { continue };
+                let (Some(name), Some(v)) = (schema::label_name(other), as_str(value)) else {
+                    continue;
+                };
                 // `labels.x = 'v'` is false on null; as a matcher it must not match absent rows.
                 let op = match op {
                     Operator::Eq if !v.is_empty() => MatchOp::Eq,
@@ -210,7 +248,11 @@ pub fn scan_filter(filters: &[Expr]) -> ScanFilter {
 
 fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             split_and(left, out);
             split_and(right, out);
         }
@@ -229,7 +271,9 @@ fn as_i64(v: &ScalarValue) -> Option<i64> {
 
 fn as_str(v: &ScalarValue) -> Option<&str> {
     match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Some(s),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
         ScalarValue::Dictionary(_, inner) => as_str(inner),
         _ => None,
     }

@@ -35,7 +35,12 @@ pub struct BlockOptions {
 
 impl Default for BlockOptions {
     fn default() -> Self {
-        Self { row_group_rows: 128 * 1024, batch_rows: 64 * 1024, max_label_values: 256, zstd_level: 3 }
+        Self {
+            row_group_rows: 128 * 1024,
+            batch_rows: 64 * 1024,
+            max_label_values: 256,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -62,13 +67,21 @@ impl TenantBlockMeta {
     /// False when no row of this tenant in the block can pass `filter`.
     pub fn may_match(&self, filter: &ScanFilter) -> bool {
         filter.overlaps_time(self.min_time, self.max_time)
-            && self.profile_types.iter().any(|p| filter.keeps_profile_type(p))
-            && filter.labels.iter().all(|m| match self.labels.get(&m.name) {
-                None => m.matches(None),
-                Some(LabelValues { values: None }) => true,
-                // A label may be absent on some rows of the block: they match as "".
-                Some(LabelValues { values: Some(values) }) => m.may_match(values, true),
-            })
+            && self
+                .profile_types
+                .iter()
+                .any(|p| filter.keeps_profile_type(p))
+            && filter
+                .labels
+                .iter()
+                .all(|m| match self.labels.get(&m.name) {
+                    None => m.matches(None),
+                    Some(LabelValues { values: None }) => true,
+                    // A label may be absent on some rows of the block: they match as "".
+                    Some(LabelValues {
+                        values: Some(values),
+                    }) => m.may_match(values, true),
+                })
     }
 }
 
@@ -113,9 +126,15 @@ fn writer_properties(options: &BlockOptions) -> Result<WriterProperties> {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_dictionary_enabled(true)
         .set_column_dictionary_enabled(ColumnPath::from(schema::TIME), false)
-        .set_column_encoding(ColumnPath::from(schema::TIME), Encoding::DELTA_BINARY_PACKED)
+        .set_column_encoding(
+            ColumnPath::from(schema::TIME),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .set_column_dictionary_enabled(ColumnPath::from(schema::SERIES_ID), false)
-        .set_column_encoding(ColumnPath::from(schema::SERIES_ID), Encoding::DELTA_BINARY_PACKED)
+        .set_column_encoding(
+            ColumnPath::from(schema::SERIES_ID),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .set_created_by("firn".to_owned())
         .build())
 }
@@ -128,28 +147,52 @@ pub fn encode_block(
     symbols: &SymbolTable,
     options: &BlockOptions,
 ) -> Result<EncodedBlock> {
-    let encode_err = |source| Error::EncodeBlock { block: id.clone(), source };
-    let label_names: BTreeSet<&str> = chunks.iter().flat_map(|c| c.labels.keys().map(String::as_str)).collect();
+    let encode_err = |source| Error::EncodeBlock {
+        block: id.clone(),
+        source,
+    };
+    let label_names: BTreeSet<&str> = chunks
+        .iter()
+        .flat_map(|c| c.labels.keys().map(String::as_str))
+        .collect();
     let schema = schema::sample_schema(label_names.iter().copied(), true);
     let chunk_refs: Vec<&Chunk> = chunks.iter().map(|c| c.as_ref()).collect();
 
     // Sort profile rows by (tenant, profile type, service, series, time, write order).
-    let mut rows: Vec<(usize, usize)> =
-        chunks.iter().enumerate().flat_map(|(c, chunk)| (0..chunk.rows()).map(move |r| (c, r))).collect();
+    let mut rows: Vec<(usize, usize)> = chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(c, chunk)| (0..chunk.rows()).map(move |r| (c, r)))
+        .collect();
     let service = schema::label_column(crate::labels::SERVICE_NAME);
     rows.sort_by(|&(ca, ra), &(cb, rb)| {
         let (a, b) = (&chunks[ca], &chunks[cb]);
         a.tenant
             .cmp(&b.tenant)
-            .then_with(|| a.string_value(schema::PROFILE_TYPE, ra).cmp(&b.string_value(schema::PROFILE_TYPE, rb)))
-            .then_with(|| a.string_value(&service, ra).cmp(&b.string_value(&service, rb)))
-            .then_with(|| a.u64_value(schema::SERIES_ID, ra).cmp(&b.u64_value(schema::SERIES_ID, rb)))
-            .then_with(|| a.i64_value(schema::TIME, ra).cmp(&b.i64_value(schema::TIME, rb)))
+            .then_with(|| {
+                a.string_value(schema::PROFILE_TYPE, ra)
+                    .cmp(&b.string_value(schema::PROFILE_TYPE, rb))
+            })
+            .then_with(|| {
+                a.string_value(&service, ra)
+                    .cmp(&b.string_value(&service, rb))
+            })
+            .then_with(|| {
+                a.u64_value(schema::SERIES_ID, ra)
+                    .cmp(&b.u64_value(schema::SERIES_ID, rb))
+            })
+            .then_with(|| {
+                a.i64_value(schema::TIME, ra)
+                    .cmp(&b.i64_value(schema::TIME, rb))
+            })
             .then_with(|| (ca, ra).cmp(&(cb, rb)))
     });
 
     // The block's symbols: every stack its rows use, in stack-id order.
-    let mut used: Vec<u32> = chunks.iter().flat_map(|c| c.stack_refs().values().iter().copied()).collect();
+    let mut used: Vec<u32> = chunks
+        .iter()
+        .flat_map(|c| c.stack_refs().values().iter().copied())
+        .collect();
     used.sort_unstable();
     used.dedup();
     used.sort_by_key(|&r| symbols.stack(r).id);
@@ -158,8 +201,12 @@ pub fn encode_block(
         block_symbols.copy_stack_from(symbols, r);
     }
 
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties(options)?))
-        .map_err(encode_err)?;
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        schema.clone(),
+        Some(writer_properties(options)?),
+    )
+    .map_err(encode_err)?;
     let mut tenants: BTreeMap<TenantId, TenantBlockMeta> = BTreeMap::new();
     let mut pending: Vec<SampleRef> = Vec::with_capacity(options.batch_rows);
     let mut current: Option<TenantId> = None;
@@ -168,7 +215,14 @@ pub fn encode_block(
         let chunk = &chunks[c];
         if current.as_ref() != Some(&chunk.tenant) {
             // A tenant boundary ends the row group, so per-tenant row-group ranges are exact.
-            write_pending(&mut writer, &chunk_refs, &mut pending, &schema, symbols, &id)?;
+            write_pending(
+                &mut writer,
+                &chunk_refs,
+                &mut pending,
+                &schema,
+                symbols,
+                &id,
+            )?;
             writer.flush().map_err(encode_err)?;
             if let Some(previous) = current.take() {
                 close_tenant(&mut tenants, &previous, &writer);
@@ -187,7 +241,9 @@ pub fn encode_block(
             );
             current = Some(chunk.tenant.clone());
         }
-        let meta = tenants.get_mut(&chunk.tenant).expect("tenant entry inserted at its first row");
+        let meta = tenants
+            .get_mut(&chunk.tenant)
+            .expect("tenant entry inserted at its first row");
         let time = Nanos(chunk.i64_value(schema::TIME, r));
         meta.min_time = meta.min_time.min(time);
         meta.max_time = meta.max_time.max(time);
@@ -196,7 +252,12 @@ pub fn encode_block(
         }
         for name in chunk.labels.keys() {
             if let Some(value) = chunk.string_value(&schema::label_column(name), r) {
-                let entry = meta.labels.entry(name.clone()).or_insert_with(|| LabelValues { values: Some(BTreeSet::new()) });
+                let entry = meta
+                    .labels
+                    .entry(name.clone())
+                    .or_insert_with(|| LabelValues {
+                        values: Some(BTreeSet::new()),
+                    });
                 if let Some(values) = &mut entry.values {
                     values.insert(value.to_owned());
                     if values.len() > options.max_label_values {
@@ -212,13 +273,31 @@ pub fn encode_block(
         meta.rows += samples.len() as u64;
         total_rows += samples.len() as u64;
         for sample in samples {
-            pending.push(SampleRef { chunk: c, row: r, sample });
+            pending.push(SampleRef {
+                chunk: c,
+                row: r,
+                sample,
+            });
             if pending.len() >= options.batch_rows {
-                write_pending(&mut writer, &chunk_refs, &mut pending, &schema, symbols, &id)?;
+                write_pending(
+                    &mut writer,
+                    &chunk_refs,
+                    &mut pending,
+                    &schema,
+                    symbols,
+                    &id,
+                )?;
             }
         }
     }
-    write_pending(&mut writer, &chunk_refs, &mut pending, &schema, symbols, &id)?;
+    write_pending(
+        &mut writer,
+        &chunk_refs,
+        &mut pending,
+        &schema,
+        symbols,
+        &id,
+    )?;
     writer.flush().map_err(encode_err)?;
     if let Some(previous) = current.take() {
         close_tenant(&mut tenants, &previous, &writer);
@@ -230,18 +309,34 @@ pub fn encode_block(
         id,
         first_seq: chunks.iter().map(|c| c.seq).min().unwrap_or_default(),
         last_seq: chunks.iter().map(|c| c.seq).max().unwrap_or_default(),
-        min_time: tenants.values().map(|t| t.min_time).min().unwrap_or_default(),
-        max_time: tenants.values().map(|t| t.max_time).max().unwrap_or_default(),
+        min_time: tenants
+            .values()
+            .map(|t| t.min_time)
+            .min()
+            .unwrap_or_default(),
+        max_time: tenants
+            .values()
+            .map(|t| t.max_time)
+            .max()
+            .unwrap_or_default(),
         rows: total_rows,
         row_groups,
         samples_bytes: samples.len() as u64,
         symbols_bytes: symbols_bytes.len() as u64,
         tenants,
     };
-    Ok(EncodedBlock { meta, samples, symbols: symbols_bytes })
+    Ok(EncodedBlock {
+        meta,
+        samples,
+        symbols: symbols_bytes,
+    })
 }
 
-fn close_tenant(tenants: &mut BTreeMap<TenantId, TenantBlockMeta>, tenant: &TenantId, writer: &ArrowWriter<Vec<u8>>) {
+fn close_tenant(
+    tenants: &mut BTreeMap<TenantId, TenantBlockMeta>,
+    tenant: &TenantId,
+    writer: &ArrowWriter<Vec<u8>>,
+) {
     if let Some(meta) = tenants.get_mut(tenant) {
         meta.row_groups.1 = writer.flushed_row_groups().len();
     }
@@ -259,7 +354,10 @@ fn write_pending(
         return Ok(());
     }
     let batch = gather(chunks, pending, schema, symbols)?;
-    writer.write(&batch).map_err(|source| Error::EncodeBlock { block: id.clone(), source })?;
+    writer.write(&batch).map_err(|source| Error::EncodeBlock {
+        block: id.clone(),
+        source,
+    })?;
     pending.clear();
     Ok(())
 }

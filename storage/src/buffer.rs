@@ -28,9 +28,19 @@ fn estimate_bytes(normalized: &Normalized) -> usize {
     let samples = normalized.sample_count();
     let rows = normalized.profiles.len();
     let labels: usize = normalized.profiles.iter().map(|p| p.labels.len()).sum();
-    let symbols: usize = normalized.symbols.strings.iter().map(|s| s.len()).sum::<usize>()
+    let symbols: usize = normalized
+        .symbols
+        .strings
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
         + normalized.symbols.locations.len() * 64
-        + normalized.symbols.stacks.iter().map(|s| 64 + 4 * s.locations.len()).sum::<usize>();
+        + normalized
+            .symbols
+            .stacks
+            .iter()
+            .map(|s| 64 + 4 * s.locations.len())
+            .sum::<usize>();
     12 * samples + 64 * rows + 16 * labels + symbols / 4 + 4096
 }
 
@@ -73,7 +83,12 @@ impl Buffer {
 
     /// Bytes held: chunks plus symbols.
     pub fn memory_bytes(&self) -> usize {
-        self.chunk_bytes + self.symbols.read().expect("symbol lock poisoned").memory_bytes()
+        self.chunk_bytes
+            + self
+                .symbols
+                .read()
+                .expect("symbol lock poisoned")
+                .memory_bytes()
     }
 
     pub fn budget(&self) -> usize {
@@ -97,20 +112,35 @@ impl Buffer {
     /// the write would take the buffer past its budget.
     pub fn apply(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
         if seq <= self.last_seq {
-            return Err(Error::SequenceNotIncreasing { seq, last: self.last_seq });
+            return Err(Error::SequenceNotIncreasing {
+                seq,
+                last: self.last_seq,
+            });
         }
         let needed = estimate_bytes(normalized);
         let used = self.memory_bytes();
         if used.saturating_add(needed) > self.budget {
-            return Err(Error::BufferFull { needed, used, budget: self.budget });
+            return Err(Error::BufferFull {
+                needed,
+                used,
+                budget: self.budget,
+            });
         }
         self.last_seq = seq;
         if normalized.profiles.is_empty() {
             return Ok(WriteStats::default());
         }
-        let refs = self.symbols.write().expect("symbol lock poisoned").intern(&normalized.symbols);
+        let refs = self
+            .symbols
+            .write()
+            .expect("symbol lock poisoned")
+            .intern(&normalized.symbols);
         let chunk = Chunk::build(seq, normalized.tenant.clone(), &normalized.profiles, &refs)?;
-        let stats = WriteStats { profiles: chunk.rows(), samples: chunk.samples, bytes: chunk.bytes };
+        let stats = WriteStats {
+            profiles: chunk.rows(),
+            samples: chunk.samples,
+            bytes: chunk.bytes,
+        };
         self.label_names.extend(chunk.labels.keys().cloned());
         self.chunk_bytes += chunk.bytes;
         self.chunks.push(Arc::new(chunk));
@@ -119,14 +149,22 @@ impl Buffer {
 
     /// A consistent view for readers: the chunks now held and the symbols they use.
     pub fn snapshot(&self) -> BufferSnapshot {
-        BufferSnapshot { chunks: self.chunks.clone(), symbols: self.symbols.clone() }
+        BufferSnapshot {
+            chunks: self.chunks.clone(),
+            symbols: self.symbols.clone(),
+        }
     }
 
     /// Drops every chunk with `seq <= through` (they are now in a block) and rebuilds the symbol
     /// table for the chunks that remain, rewriting their stack references. Deterministic: the
     /// same buffer and `through` give the same result on every replica.
     pub fn drop_through(&mut self, through: SeqNo) -> Result<()> {
-        let keep: Vec<Arc<Chunk>> = self.chunks.iter().filter(|c| c.seq > through).cloned().collect();
+        let keep: Vec<Arc<Chunk>> = self
+            .chunks
+            .iter()
+            .filter(|c| c.seq > through)
+            .cloned()
+            .collect();
         if keep.len() == self.chunks.len() {
             return Ok(());
         }
@@ -139,14 +177,22 @@ impl Buffer {
                 .stack_refs()
                 .values()
                 .iter()
-                .map(|&r| *remap.entry(r).or_insert_with(|| symbols.copy_stack_from(&old, r)))
+                .map(|&r| {
+                    *remap
+                        .entry(r)
+                        .or_insert_with(|| symbols.copy_stack_from(&old, r))
+                })
                 .collect();
             rebuilt.push(Arc::new(rebuild_chunk(chunk, refs)?));
         }
         drop(old);
         self.chunks = rebuilt;
         self.chunk_bytes = self.chunks.iter().map(|c| c.bytes).sum();
-        self.label_names = self.chunks.iter().flat_map(|c| c.labels.keys().cloned()).collect();
+        self.label_names = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.labels.keys().cloned())
+            .collect();
         self.symbols = Arc::new(RwLock::new(symbols));
         Ok(())
     }
@@ -155,18 +201,30 @@ impl Buffer {
 /// A chunk with its stack references replaced.
 fn rebuild_chunk(chunk: &Chunk, refs: Vec<u32>) -> Result<Chunk> {
     use arrow::array::{Array, ArrayRef, ListArray, StructArray, UInt32Array};
-    let arrow_err = |source| Error::Arrow { what: "a rebuilt buffer chunk", source };
-    let samples_index = chunk.batch.schema().index_of("samples").map_err(arrow_err)?;
+    let arrow_err = |source| Error::Arrow {
+        what: "a rebuilt buffer chunk",
+        source,
+    };
+    let samples_index = chunk
+        .batch
+        .schema()
+        .index_of("samples")
+        .map_err(arrow_err)?;
     let list = chunk
         .batch
         .column(samples_index)
         .as_any()
         .downcast_ref::<ListArray>()
         .expect("samples is a list column");
-    let structs = list.values().as_any().downcast_ref::<StructArray>().expect("samples are structs");
+    let structs = list
+        .values()
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .expect("samples are structs");
     let mut children: Vec<ArrayRef> = structs.columns().to_vec();
     children[0] = Arc::new(UInt32Array::from(refs));
-    let structs = StructArray::try_new(structs.fields().clone(), children, None).map_err(arrow_err)?;
+    let structs =
+        StructArray::try_new(structs.fields().clone(), children, None).map_err(arrow_err)?;
     let (field, offsets, _, nulls) = list.clone().into_parts();
     let list = ListArray::try_new(field, offsets, Arc::new(structs), nulls).map_err(arrow_err)?;
     let mut columns = chunk.batch.columns().to_vec();
@@ -195,10 +253,15 @@ pub struct BufferSnapshot {
 impl BufferSnapshot {
     /// Label names present for a tenant.
     pub fn label_names(&self, tenant: &TenantId) -> BTreeSet<String> {
-        self.tenant_chunks(tenant).flat_map(|c| c.labels.keys().cloned()).collect()
+        self.tenant_chunks(tenant)
+            .flat_map(|c| c.labels.keys().cloned())
+            .collect()
     }
 
-    pub fn tenant_chunks<'a>(&'a self, tenant: &'a TenantId) -> impl Iterator<Item = &'a Arc<Chunk>> + 'a {
+    pub fn tenant_chunks<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> impl Iterator<Item = &'a Arc<Chunk>> + 'a {
         self.chunks.iter().filter(move |c| &c.tenant == tenant)
     }
 
@@ -215,7 +278,10 @@ impl BufferSnapshot {
         let mut out = Vec::new();
         for chunk in self.tenant_chunks(tenant) {
             if !filter.overlaps_time(chunk.min_time, chunk.max_time)
-                || !chunk.profile_types.iter().any(|p| filter.keeps_profile_type(p))
+                || !chunk
+                    .profile_types
+                    .iter()
+                    .any(|p| filter.keeps_profile_type(p))
             {
                 continue;
             }
@@ -225,7 +291,11 @@ impl BufferSnapshot {
                     continue;
                 }
                 for sample in chunk.sample_range(row) {
-                    refs.push(SampleRef { chunk: 0, row, sample });
+                    refs.push(SampleRef {
+                        chunk: 0,
+                        row,
+                        sample,
+                    });
                 }
             }
             for part in refs.chunks(batch_rows.max(1)) {
@@ -248,9 +318,14 @@ pub(crate) fn row_may_match(chunk: &Chunk, row: usize, filter: &ScanFilter) -> b
         return false;
     }
     if filter.profile_types.is_some()
-        && !chunk.string_value(schema::PROFILE_TYPE, row).is_some_and(|p| filter.keeps_profile_type(p))
+        && !chunk
+            .string_value(schema::PROFILE_TYPE, row)
+            .is_some_and(|p| filter.keeps_profile_type(p))
     {
         return false;
     }
-    filter.labels.iter().all(|m| m.matches(chunk.string_value(&schema::label_column(&m.name), row)))
+    filter
+        .labels
+        .iter()
+        .all(|m| m.matches(chunk.string_value(&schema::label_column(&m.name), row)))
 }

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch,
-    StringArray, StringDictionaryBuilder, StructArray, UInt32Array, UInt64Array, new_null_array,
+    Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, ListArray,
+    RecordBatch, StringArray, StringDictionaryBuilder, StructArray, UInt32Array, UInt64Array,
+    new_null_array,
 };
 use arrow::buffer::{Buffer as ArrowBuffer, OffsetBuffer};
 use arrow::compute::interleave;
@@ -21,6 +22,9 @@ use crate::schema;
 use crate::symbols::{SymbolRef, SymbolTable};
 
 const SAMPLES: &str = "samples";
+
+/// Reads one per-sample link column of a profile row.
+type LinkColumn = fn(&ProfileRows) -> &Option<Vec<Option<String>>>;
 const STACK: &str = "stack";
 
 /// The rows of one write.
@@ -40,12 +44,23 @@ pub struct Chunk {
 
 impl Chunk {
     /// Builds a chunk from normalised rows whose stacks are already table references.
-    pub fn build(seq: SeqNo, tenant: TenantId, rows: &[ProfileRows], stack_refs: &[SymbolRef]) -> Result<Self> {
-        let arrow_err = |source| Error::Arrow { what: "a buffer chunk", source };
+    pub fn build(
+        seq: SeqNo,
+        tenant: TenantId,
+        rows: &[ProfileRows],
+        stack_refs: &[SymbolRef],
+    ) -> Result<Self> {
+        let arrow_err = |source| Error::Arrow {
+            what: "a buffer chunk",
+            source,
+        };
         let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for row in rows {
             for (name, value) in row.labels.iter() {
-                labels.entry(name.to_owned()).or_default().insert(value.to_owned());
+                labels
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(value.to_owned());
             }
         }
         let mut profile_type = StringDictionaryBuilder::<Int32Type>::new();
@@ -56,14 +71,19 @@ impl Chunk {
             profile_types.insert(id);
         }
         let mut columns: Vec<(Field, ArrayRef)> = vec![
-            (Field::new(schema::PROFILE_TYPE, schema::dictionary_utf8(), false), Arc::new(profile_type.finish())),
+            (
+                Field::new(schema::PROFILE_TYPE, schema::dictionary_utf8(), false),
+                Arc::new(profile_type.finish()),
+            ),
             (
                 Field::new(schema::DELTA, DataType::Boolean, false),
                 Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.delta)))),
             ),
             (
                 Field::new(schema::SERIES_ID, DataType::UInt64, false),
-                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.labels.fingerprint()))),
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.labels.fingerprint()),
+                )),
             ),
             (
                 Field::new(schema::TIME, DataType::Int64, false),
@@ -71,7 +91,9 @@ impl Chunk {
             ),
             (
                 Field::new(schema::DURATION, DataType::Int64, false),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.duration.0))),
+                Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.duration.0),
+                )),
             ),
             (
                 Field::new(schema::PERIOD, DataType::Int64, false),
@@ -91,11 +113,18 @@ impl Chunk {
 
         // Samples: List<Struct<stack, value, [links]>>.
         let samples: usize = rows.iter().map(|r| r.values.len()).sum();
-        let stacks = UInt32Array::from_iter_values(rows.iter().flat_map(|r| r.stacks.iter().map(|&s| stack_refs[s as usize])));
-        let values = Int64Array::from_iter_values(rows.iter().flat_map(|r| r.values.iter().copied()));
-        let mut sample_fields = vec![Field::new(STACK, DataType::UInt32, false), Field::new(schema::VALUE, DataType::Int64, false)];
+        let stacks = UInt32Array::from_iter_values(
+            rows.iter()
+                .flat_map(|r| r.stacks.iter().map(|&s| stack_refs[s as usize])),
+        );
+        let values =
+            Int64Array::from_iter_values(rows.iter().flat_map(|r| r.values.iter().copied()));
+        let mut sample_fields = vec![
+            Field::new(STACK, DataType::UInt32, false),
+            Field::new(schema::VALUE, DataType::Int64, false),
+        ];
         let mut sample_arrays: Vec<ArrayRef> = vec![Arc::new(stacks), Arc::new(values)];
-        let link_columns: [(&str, fn(&ProfileRows) -> &Option<Vec<Option<String>>>); 3] = [
+        let link_columns: [(&str, LinkColumn); 3] = [
             (schema::TRACE_ID, |r| &r.links.trace_id),
             (schema::SPAN_ID, |r| &r.links.span_id),
             (schema::PROFILE_ID, |r| &r.links.profile_id),
@@ -114,14 +143,20 @@ impl Chunk {
             }
         }
         let fields = Fields::from(sample_fields);
-        let structs = StructArray::try_new(fields.clone(), sample_arrays, None).map_err(arrow_err)?;
+        let structs =
+            StructArray::try_new(fields.clone(), sample_arrays, None).map_err(arrow_err)?;
         let offsets = OffsetBuffer::from_lengths(rows.iter().map(|r| r.values.len()));
         let list_field = Arc::new(Field::new("item", DataType::Struct(fields), false));
-        let list = ListArray::try_new(list_field.clone(), offsets, Arc::new(structs), None).map_err(arrow_err)?;
-        columns.push((Field::new(SAMPLES, DataType::List(list_field), false), Arc::new(list)));
+        let list = ListArray::try_new(list_field.clone(), offsets, Arc::new(structs), None)
+            .map_err(arrow_err)?;
+        columns.push((
+            Field::new(SAMPLES, DataType::List(list_field), false),
+            Arc::new(list),
+        ));
 
         let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(arrow_err)?;
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(arrow_err)?;
         let bytes = batch.get_array_memory_size() + std::mem::size_of::<Self>();
         Ok(Chunk {
             seq,
@@ -152,7 +187,11 @@ impl Chunk {
     }
 
     fn sample_child(&self, name: &str) -> Option<&ArrayRef> {
-        self.samples().values().as_any().downcast_ref::<StructArray>().and_then(|s| s.column_by_name(name))
+        self.samples()
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .and_then(|s| s.column_by_name(name))
     }
 
     /// The sample positions of a profile row.
@@ -169,7 +208,10 @@ impl Chunk {
 
     /// A string profile-level value of a row (profile type or a label), `None` when absent.
     pub fn string_value(&self, column: &str, row: usize) -> Option<&str> {
-        let array = self.column(column)?.as_any().downcast_ref::<DictionaryArray<Int32Type>>()?;
+        let array = self
+            .column(column)?
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()?;
         if array.is_null(row) {
             return None;
         }
@@ -206,8 +248,16 @@ pub struct SampleRef {
 
 /// Gathers flat sample rows from chunks into one batch of `schema` (the flat sample schema,
 /// with or without the tenant column). Stack references resolve through `symbols`.
-pub fn gather(chunks: &[&Chunk], samples: &[SampleRef], schema: &SchemaRef, symbols: &SymbolTable) -> Result<RecordBatch> {
-    let arrow_err = |source| Error::Arrow { what: "flat sample rows", source };
+pub fn gather(
+    chunks: &[&Chunk],
+    samples: &[SampleRef],
+    schema: &SchemaRef,
+    symbols: &SymbolTable,
+) -> Result<RecordBatch> {
+    let arrow_err = |source| Error::Arrow {
+        what: "flat sample rows",
+        source,
+    };
     let row_index: Vec<(usize, usize)> = samples.iter().map(|s| (s.chunk, s.row)).collect();
     let sample_index: Vec<(usize, usize)> = samples.iter().map(|s| (s.chunk, s.sample)).collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -229,15 +279,21 @@ pub fn gather(chunks: &[&Chunk], samples: &[SampleRef], schema: &SchemaRef, symb
                     bytes.extend_from_slice(&symbols.stack(stack).id.to_bytes());
                 }
                 Arc::new(
-                    FixedSizeBinaryArray::try_new(schema::STACK_ID_BYTES, ArrowBuffer::from_vec(bytes), None)
-                        .map_err(arrow_err)?,
+                    FixedSizeBinaryArray::try_new(
+                        schema::STACK_ID_BYTES,
+                        ArrowBuffer::from_vec(bytes),
+                        None,
+                    )
+                    .map_err(arrow_err)?,
                 )
             }
             schema::VALUE | schema::TRACE_ID | schema::SPAN_ID | schema::PROFILE_ID => {
                 let sources: Vec<ArrayRef> = chunks
                     .iter()
                     .map(|c| {
-                        c.sample_child(name).cloned().unwrap_or_else(|| new_null_array(field.data_type(), c.samples))
+                        c.sample_child(name)
+                            .cloned()
+                            .unwrap_or_else(|| new_null_array(field.data_type(), c.samples))
                     })
                     .collect();
                 let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
@@ -246,7 +302,11 @@ pub fn gather(chunks: &[&Chunk], samples: &[SampleRef], schema: &SchemaRef, symb
             _ => {
                 let sources: Vec<ArrayRef> = chunks
                     .iter()
-                    .map(|c| c.column(name).cloned().unwrap_or_else(|| new_null_array(field.data_type(), c.rows())))
+                    .map(|c| {
+                        c.column(name)
+                            .cloned()
+                            .unwrap_or_else(|| new_null_array(field.data_type(), c.rows()))
+                    })
                     .collect();
                 let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
                 interleave(&refs, &row_index).map_err(arrow_err)?

@@ -8,7 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("tenant id {tenant:?} is not valid: use 1 to {max} characters of A-Z a-z 0-9 ! - _ . * ' ( )")]
+    #[error(
+        "tenant id {tenant:?} is not valid: use 1 to {max} characters of A-Z a-z 0-9 ! - _ . * ' ( )"
+    )]
     InvalidTenant { tenant: String, max: usize },
 
     #[error("block id {id:?} is not valid: use A-Z a-z 0-9 - _")]
@@ -39,31 +41,56 @@ pub enum Error {
         "write of {needed} bytes refused: the buffer holds {used} bytes and its budget is {budget} bytes; \
          retry after the next flush"
     )]
-    BufferFull { needed: usize, used: usize, budget: usize },
+    BufferFull {
+        needed: usize,
+        used: usize,
+        budget: usize,
+    },
 
     #[error("write sequence number {seq} is not greater than the last one applied, {last}")]
     SequenceNotIncreasing { seq: SeqNo, last: SeqNo },
 
     #[error("building Arrow data for {what} failed")]
-    Arrow { what: &'static str, source: arrow::error::ArrowError },
+    Arrow {
+        what: &'static str,
+        source: arrow::error::ArrowError,
+    },
 
     #[error("encoding block {block} as Parquet failed")]
-    EncodeBlock { block: BlockId, source: parquet::errors::ParquetError },
+    EncodeBlock {
+        block: BlockId,
+        source: parquet::errors::ParquetError,
+    },
 
     #[error("reading Parquet of block {block} failed")]
-    ReadBlock { block: BlockId, source: parquet::errors::ParquetError },
+    ReadBlock {
+        block: BlockId,
+        source: parquet::errors::ParquetError,
+    },
 
     #[error("upload of {key} failed")]
-    Upload { key: String, source: object_store::Error },
+    Upload {
+        key: String,
+        source: object_store::Error,
+    },
 
     #[error("download of {key} failed")]
-    Download { key: String, source: object_store::Error },
+    Download {
+        key: String,
+        source: object_store::Error,
+    },
 
     #[error("deleting {key} failed")]
-    Delete { key: String, source: object_store::Error },
+    Delete {
+        key: String,
+        source: object_store::Error,
+    },
 
     #[error("listing {prefix} failed")]
-    List { prefix: String, source: object_store::Error },
+    List {
+        prefix: String,
+        source: object_store::Error,
+    },
 
     #[error("{key} already exists with different contents; refusing to overwrite it")]
     BlockConflict { key: String },
@@ -72,7 +99,10 @@ pub enum Error {
     Corrupt { key: String, reason: String },
 
     #[error("manifest {key} could not be encoded or decoded")]
-    ManifestCodec { key: String, source: serde_json::Error },
+    ManifestCodec {
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Error {

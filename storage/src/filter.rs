@@ -29,15 +29,26 @@ pub struct LabelMatcher {
 
 impl LabelMatcher {
     /// Builds a matcher; regexes are anchored (`^(?:...)$`) as Prometheus does.
-    pub fn new(name: impl Into<String>, op: MatchOp, value: impl Into<String>) -> Result<Self, regex::Error> {
+    pub fn new(
+        name: impl Into<String>,
+        op: MatchOp,
+        value: impl Into<String>,
+    ) -> Result<Self, regex::Error> {
         let value = value.into();
         let regex = match op {
             MatchOp::Re | MatchOp::NotRe => Some(
-                regex::RegexBuilder::new(&format!("^(?:{value})$")).size_limit(1 << 20).build()?,
+                regex::RegexBuilder::new(&format!("^(?:{value})$"))
+                    .size_limit(1 << 20)
+                    .build()?,
             ),
             _ => None,
         };
-        Ok(Self { name: name.into(), op, value, regex })
+        Ok(Self {
+            name: name.into(),
+            op,
+            value,
+            regex,
+        })
     }
 
     pub fn matches(&self, value: Option<&str>) -> bool {
@@ -69,7 +80,12 @@ pub struct ScanFilter {
 
 impl Default for ScanFilter {
     fn default() -> Self {
-        Self { time: Nanos::MIN..Nanos::MAX, profile_types: None, delta: None, labels: Vec::new() }
+        Self {
+            time: Nanos::MIN..Nanos::MAX,
+            profile_types: None,
+            delta: None,
+            labels: Vec::new(),
+        }
     }
 }
 
@@ -79,6 +95,8 @@ impl ScanFilter {
     }
 
     pub fn keeps_profile_type(&self, id: &str) -> bool {
-        self.profile_types.as_ref().is_none_or(|set| set.contains(id))
+        self.profile_types
+            .as_ref()
+            .is_none_or(|set| set.contains(id))
     }
 }

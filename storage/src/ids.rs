@@ -20,10 +20,19 @@ impl TenantId {
     /// (the characters Mimir and Pyroscope accept, safe in object-store keys).
     pub fn new(id: impl Into<String>) -> Result<Self> {
         let id = id.into();
-        let valid_char =
-            |c: char| c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')');
-        if id.is_empty() || id.len() > Self::MAX_LEN || id == "." || id == ".." || !id.chars().all(valid_char) {
-            return Err(Error::InvalidTenant { tenant: id, max: Self::MAX_LEN });
+        let valid_char = |c: char| {
+            c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
+        };
+        if id.is_empty()
+            || id.len() > Self::MAX_LEN
+            || id == "."
+            || id == ".."
+            || !id.chars().all(valid_char)
+        {
+            return Err(Error::InvalidTenant {
+                tenant: id,
+                max: Self::MAX_LEN,
+            });
         }
         Ok(Self(id))
     }
@@ -44,7 +53,9 @@ impl fmt::Display for TenantId {
 }
 
 /// A point in time or a duration in nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Nanos(pub i64);
 
 impl Nanos {
@@ -75,7 +86,9 @@ impl fmt::Display for Nanos {
 }
 
 /// The sequence number of a write: strictly increasing per store (the Raft log index in a server).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct SeqNo(pub u64);
 
 impl fmt::Display for SeqNo {
@@ -126,7 +139,11 @@ impl BlockId {
     /// An id chosen by compaction or another writer; must be safe as an object-store key segment.
     pub fn from_raw(raw: impl Into<String>) -> Result<Self> {
         let raw = raw.into();
-        if raw.is_empty() || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if raw.is_empty()
+            || !raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(Error::InvalidBlockId { id: raw });
         }
         Ok(BlockId(raw))

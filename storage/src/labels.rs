@@ -25,7 +25,11 @@ pub struct LabelLimits {
 
 impl Default for LabelLimits {
     fn default() -> Self {
-        Self { max_name_len: 1024, max_value_len: 2048, max_labels_per_series: 30 }
+        Self {
+            max_name_len: 1024,
+            max_value_len: 2048,
+            max_labels_per_series: 30,
+        }
     }
 }
 
@@ -40,8 +44,16 @@ pub fn is_valid_name(name: &str) -> bool {
 /// Turns a pprof sample label key into a valid label name by replacing invalid characters with
 /// `_` (as Parca does), so a profiler's `http.path` or `goroutine id` is kept, not refused.
 pub fn sanitize_name(name: &str) -> String {
-    let mut out: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' }).collect();
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
         out.insert(0, '_');
     }
@@ -54,14 +66,20 @@ pub struct Labels(Vec<(String, String)>);
 
 impl Labels {
     /// Validates and sorts client-supplied labels. Empty values mean "absent" (Prometheus).
-    pub fn new(pairs: impl IntoIterator<Item = (String, String)>, limits: &LabelLimits) -> Result<Self> {
-        let mut pairs: Vec<(String, String)> = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    pub fn new(
+        pairs: impl IntoIterator<Item = (String, String)>,
+        limits: &LabelLimits,
+    ) -> Result<Self> {
+        let mut pairs: Vec<(String, String)> =
+            pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         for (name, value) in &pairs {
             validate_pair(name, value, limits)?;
         }
         pairs.sort();
         if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(Error::InvalidLabel { reason: format!("label name {:?} appears more than once", w[0].0) });
+            return Err(Error::InvalidLabel {
+                reason: format!("label name {:?} appears more than once", w[0].0),
+            });
         }
         let labels = Labels(pairs);
         labels.check_count(limits)?;
@@ -82,7 +100,10 @@ impl Labels {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.0[i].1.as_str())
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
     }
 
     /// Sets a label, replacing any value it had.
@@ -94,7 +115,10 @@ impl Labels {
     }
 
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        let i = self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
+        let i = self
+            .0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
         Some(self.0.remove(i).1)
     }
 
@@ -168,34 +192,53 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn labels_are_sorted_validated_and_fingerprinted() {
         let limits = LabelLimits::default();
-        let a = Labels::new(pairs(&[("pod", "p1"), ("service_name", "api"), ("empty", "")]), &limits)
-            .expect("valid");
-        let b = Labels::new(pairs(&[("service_name", "api"), ("pod", "p1")]), &limits).expect("valid");
+        let a = Labels::new(
+            pairs(&[("pod", "p1"), ("service_name", "api"), ("empty", "")]),
+            &limits,
+        )
+        .expect("valid");
+        let b =
+            Labels::new(pairs(&[("service_name", "api"), ("pod", "p1")]), &limits).expect("valid");
         assert_eq!(a, b);
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.get("pod"), Some("p1"));
         assert_eq!(a.get("empty"), None);
-        let c = Labels::new(pairs(&[("service_name", "api"), ("pod", "p2")]), &limits).expect("valid");
+        let c =
+            Labels::new(pairs(&[("service_name", "api"), ("pod", "p2")]), &limits).expect("valid");
         assert_ne!(a.fingerprint(), c.fingerprint());
     }
 
     #[test]
     fn bad_labels_name_the_problem() {
-        let limits = LabelLimits { max_name_len: 8, max_value_len: 4, max_labels_per_series: 2 };
+        let limits = LabelLimits {
+            max_name_len: 8,
+            max_value_len: 4,
+            max_labels_per_series: 2,
+        };
         let err = Labels::new(pairs(&[("x y", "1")]), &limits).expect_err("space");
-        assert!(err.to_string().contains("label name \"x y\" is not a valid label name"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("label name \"x y\" is not a valid label name"),
+            "{err}"
+        );
         let err = Labels::new(pairs(&[("a", "12345")]), &limits).expect_err("long value");
         assert!(err.to_string().contains("the limit is 4 bytes"), "{err}");
         let err = Labels::new(pairs(&[("a", "1"), ("a", "2")]), &limits).expect_err("dup");
         assert!(err.to_string().contains("more than once"), "{err}");
-        let err = Labels::new(pairs(&[("a", "1"), ("b", "2"), ("c", "3")]), &limits).expect_err("count");
-        assert!(err.to_string().contains("the limit is 2 label names"), "{err}");
+        let err =
+            Labels::new(pairs(&[("a", "1"), ("b", "2"), ("c", "3")]), &limits).expect_err("count");
+        assert!(
+            err.to_string().contains("the limit is 2 label names"),
+            "{err}"
+        );
         assert!(Labels::new(pairs(&[("1a", "1")]), &limits).is_err());
     }
 

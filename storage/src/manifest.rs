@@ -35,6 +35,8 @@ impl Manifest {
         tenant: &'a TenantId,
         filter: &'a ScanFilter,
     ) -> impl Iterator<Item = &'a BlockMeta> + 'a {
-        self.blocks.iter().filter(move |b| b.tenants.get(tenant).is_some_and(|t| t.may_match(filter)))
+        self.blocks
+            .iter()
+            .filter(move |b| b.tenants.get(tenant).is_some_and(|t| t.may_match(filter)))
     }
 }

@@ -26,7 +26,12 @@ pub enum Payload {
     /// A raw or gzipped pprof protobuf.
     Pprof(bytes::Bytes),
     /// Folded stacks (`a;b;c 12`, root first) with the profile type they measure.
-    Folded { text: bytes::Bytes, profile_type: ProfileType, delta: bool, duration: Nanos },
+    Folded {
+        text: bytes::Bytes,
+        profile_type: ProfileType,
+        delta: bool,
+        duration: Nanos,
+    },
 }
 
 /// One write: a payload with its series labels, tenant and receive time.
@@ -92,17 +97,37 @@ pub fn normalize(request: WriteRequest, limits: &NormalizeLimits) -> Result<Norm
     let mut series = Labels::new(request.labels, &limits.labels)?;
     let name = series.remove(labels::METRIC_NAME);
     if series.get(labels::SERVICE_NAME).is_none() {
-        series.insert(labels::SERVICE_NAME.to_owned(), labels::UNKNOWN_SERVICE.to_owned());
+        series.insert(
+            labels::SERVICE_NAME.to_owned(),
+            labels::UNKNOWN_SERVICE.to_owned(),
+        );
     }
     let (input_bytes, mut normalized) = match request.payload {
         Payload::Pprof(bytes) => {
             let profile = pprof::decode(&bytes, limits.decode)?;
-            (bytes.len(), from_pprof(&profile, name.as_deref(), &series, request.received_at, &limits.labels)?)
+            (
+                bytes.len(),
+                from_pprof(
+                    &profile,
+                    name.as_deref(),
+                    &series,
+                    request.received_at,
+                    &limits.labels,
+                )?,
+            )
         }
-        Payload::Folded { text, profile_type, delta, duration } => {
+        Payload::Folded {
+            text,
+            profile_type,
+            delta,
+            duration,
+        } => {
             let (symbols, stacks, values) = parse_folded(&text)?;
             let profile_type = match name {
-                Some(name) => ProfileType { name, ..profile_type },
+                Some(name) => ProfileType {
+                    name,
+                    ..profile_type
+                },
                 None => profile_type,
             };
             let rows = ProfileRows {
@@ -120,7 +145,12 @@ pub fn normalize(request: WriteRequest, limits: &NormalizeLimits) -> Result<Norm
         }
     };
     normalized.1.retain(|p| !p.values.is_empty());
-    Ok(Normalized { tenant: request.tenant, symbols: normalized.0, profiles: normalized.1, input_bytes })
+    Ok(Normalized {
+        tenant: request.tenant,
+        symbols: normalized.0,
+        profiles: normalized.1,
+        input_bytes,
+    })
 }
 
 /// The profile name when the client sent no `__name__`: from the period type, as the
@@ -143,9 +173,16 @@ fn from_pprof(
 ) -> Result<(LocalSymbols, Vec<ProfileRows>)> {
     let p = profile.profile();
     let symbols = local_symbols(profile);
-    let location_index: HashMap<u64, usize> = p.location.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
+    let location_index: HashMap<u64, usize> = p
+        .location
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.id, i))
+        .collect();
 
-    let period_type = p.period_type.map(|pt| (profile.string(pt.r#type), profile.string(pt.unit)));
+    let period_type = p
+        .period_type
+        .map(|pt| (profile.string(pt.r#type), profile.string(pt.unit)));
     let (period_type, period_unit) = period_type.unwrap_or(("", ""));
     let name = clean_part(name.unwrap_or_else(|| default_name(period_type)), "profile");
     let types: Vec<ProfileType> = p
@@ -159,7 +196,11 @@ fn from_pprof(
             period_unit: clean_part(period_unit, "unknown"),
         })
         .collect();
-    let time = if p.time_nanos > 0 { Nanos(p.time_nanos) } else { received_at };
+    let time = if p.time_nanos > 0 {
+        Nanos(p.time_nanos)
+    } else {
+        received_at
+    };
 
     // Stacks, deduplicated within this write.
     let mut stack_refs: HashMap<StackId, SymbolRef> = HashMap::new();
@@ -171,10 +212,18 @@ fn from_pprof(
     let mut rows: Vec<Vec<ProfileRows>> = Vec::new();
 
     for sample in &p.sample {
-        let locations: Vec<SymbolRef> = sample.location_id.iter().map(|id| location_index[id] as SymbolRef).collect();
-        let id = symbols::stack_fingerprint(locations.iter().map(|&l| symbols.locations[l as usize].0));
+        let locations: Vec<SymbolRef> = sample
+            .location_id
+            .iter()
+            .map(|id| location_index[id] as SymbolRef)
+            .collect();
+        let id =
+            symbols::stack_fingerprint(locations.iter().map(|&l| symbols.locations[l as usize].0));
         let stack = *stack_refs.entry(id).or_insert_with(|| {
-            stacks.push(Stack { id, locations: locations.into() });
+            stacks.push(Stack {
+                id,
+                locations: locations.into(),
+            });
             (stacks.len() - 1) as SymbolRef
         });
 
@@ -245,10 +294,15 @@ fn from_pprof(
     let mut out: Vec<ProfileRows> = rows.into_iter().flatten().collect();
     for row in &mut out {
         let n = row.values.len();
-        for column in [&mut row.links.trace_id, &mut row.links.span_id, &mut row.links.profile_id] {
-            if let Some(c) = column {
-                c.resize(n, None);
-            }
+        for c in [
+            &mut row.links.trace_id,
+            &mut row.links.span_id,
+            &mut row.links.profile_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            c.resize(n, None);
         }
     }
     Ok((symbols, out))
@@ -274,8 +328,18 @@ fn push_link(column: &mut Option<Vec<Option<String>>>, n: usize, value: Option<&
 /// function and location refs are table positions. Each location carries its fingerprint.
 fn local_symbols(profile: &ValidProfile) -> LocalSymbols {
     let p = profile.profile();
-    let mapping_pos: HashMap<u64, usize> = p.mapping.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
-    let function_pos: HashMap<u64, usize> = p.function.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    let mapping_pos: HashMap<u64, usize> = p
+        .mapping
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, i))
+        .collect();
+    let function_pos: HashMap<u64, usize> = p
+        .function
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.id, i))
+        .collect();
     let mut strings = p.string_table.clone();
     if strings.is_empty() {
         strings.push(String::new());
@@ -310,7 +374,11 @@ fn local_symbols(profile: &ValidProfile) -> LocalSymbols {
         .iter()
         .map(|l| {
             let mapping = profile.mapping(l.mapping_id).map(|m| MappingView {
-                identity: if m.build_id != 0 { profile.string(m.build_id) } else { profile.string(m.filename) },
+                identity: if m.build_id != 0 {
+                    profile.string(m.build_id)
+                } else {
+                    profile.string(m.filename)
+                },
                 memory_start: m.memory_start,
                 file_offset: m.file_offset,
             });
@@ -337,14 +405,23 @@ fn local_symbols(profile: &ValidProfile) -> LocalSymbols {
                 lines: l
                     .line
                     .iter()
-                    .map(|line| symbols::Line { function: function_pos[&line.function_id] as SymbolRef, line: line.line })
+                    .map(|line| symbols::Line {
+                        function: function_pos[&line.function_id] as SymbolRef,
+                        line: line.line,
+                    })
                     .collect(),
                 is_folded: l.is_folded,
             };
             (key, location)
         })
         .collect();
-    LocalSymbols { strings, mappings, functions, locations, stacks: Vec::new() }
+    LocalSymbols {
+        strings,
+        mappings,
+        functions,
+        locations,
+        stacks: Vec::new(),
+    }
 }
 
 #[cfg(test)]

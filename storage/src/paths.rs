@@ -25,7 +25,9 @@ impl Paths {
 
     /// The Parquet file of a block's sample rows.
     pub fn block_samples(&self, block: &BlockId) -> Path {
-        self.blocks_dir().join(block.as_str()).join("samples.parquet")
+        self.blocks_dir()
+            .join(block.as_str())
+            .join("samples.parquet")
     }
 
     /// The symbol table of a block.

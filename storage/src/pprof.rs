@@ -27,7 +27,9 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_decompressed_bytes: 64 << 20 }
+        Self {
+            max_decompressed_bytes: 64 << 20,
+        }
     }
 }
 
@@ -36,7 +38,9 @@ impl Default for DecodeLimits {
 pub fn decompress(input: &[u8], limits: DecodeLimits) -> Result<std::borrow::Cow<'_, [u8]>> {
     if !input.starts_with(&GZIP_MAGIC) {
         if input.len() > limits.max_decompressed_bytes {
-            return Err(Error::DecompressedTooLarge { limit: limits.max_decompressed_bytes });
+            return Err(Error::DecompressedTooLarge {
+                limit: limits.max_decompressed_bytes,
+            });
         }
         return Ok(std::borrow::Cow::Borrowed(input));
     }
@@ -55,7 +59,8 @@ pub fn decompress(input: &[u8], limits: DecodeLimits) -> Result<std::borrow::Cow
 /// Decodes and validates a raw or gzipped pprof profile.
 pub fn decode(input: &[u8], limits: DecodeLimits) -> Result<ValidProfile> {
     let raw = decompress(input, limits)?;
-    let profile = Profile::decode(raw.as_ref()).map_err(|source| Error::ProfileDecode { source })?;
+    let profile =
+        Profile::decode(raw.as_ref()).map_err(|source| Error::ProfileDecode { source })?;
     ValidProfile::new(profile)
 }
 
@@ -63,8 +68,13 @@ pub fn decode(input: &[u8], limits: DecodeLimits) -> Result<ValidProfile> {
 pub fn encode_gzip(profile: &Profile) -> Vec<u8> {
     use std::io::Write;
     let raw = profile.encode_to_vec();
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 3), flate2::Compression::fast());
-    encoder.write_all(&raw).expect("writing to a Vec cannot fail");
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 3),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(&raw)
+        .expect("writing to a Vec cannot fail");
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 
@@ -84,7 +94,9 @@ impl ValidProfile {
         let invalid = |reason: String| Err(Error::InvalidProfile { reason });
         match profile.string_table.first() {
             Some(first) if first.is_empty() => {}
-            Some(first) => return invalid(format!("string_table[0] must be \"\", found {first:?}")),
+            Some(first) => {
+                return invalid(format!("string_table[0] must be \"\", found {first:?}"));
+            }
             None if profile.sample.is_empty() => {}
             None => return invalid("string_table is empty; string_table[0] must be \"\"".into()),
         }
@@ -130,7 +142,10 @@ impl ValidProfile {
         let location_index = index_ids("location", profile.location.iter().map(|l| l.id))?;
         for (i, l) in profile.location.iter().enumerate() {
             if l.mapping_id != 0 && !mapping_index.contains_key(&l.mapping_id) {
-                return invalid(format!("location[{i}].mapping_id = {} is not in the mapping table", l.mapping_id));
+                return invalid(format!(
+                    "location[{i}].mapping_id = {} is not in the mapping table",
+                    l.mapping_id
+                ));
             }
             for (j, line) in l.line.iter().enumerate() {
                 if !function_index.contains_key(&line.function_id) {
@@ -151,7 +166,9 @@ impl ValidProfile {
             }
             for id in &s.location_id {
                 if !location_index.contains_key(id) {
-                    return invalid(format!("sample[{i}].location_id {id} is not in the location table"));
+                    return invalid(format!(
+                        "sample[{i}].location_id {id} is not in the location table"
+                    ));
                 }
             }
             for (j, label) in s.label.iter().enumerate() {
@@ -160,7 +177,12 @@ impl ValidProfile {
                 check_str(&format!("sample[{i}].label[{j}].num_unit"), label.num_unit)?;
             }
         }
-        Ok(Self { profile, mapping_index, location_index, function_index })
+        Ok(Self {
+            profile,
+            mapping_index,
+            location_index,
+            function_index,
+        })
     }
 
     pub fn profile(&self) -> &Profile {
@@ -173,7 +195,10 @@ impl ValidProfile {
 
     /// The string at a validated index.
     pub fn string(&self, index: i64) -> &str {
-        self.profile.string_table.get(index as usize).map_or("", String::as_str)
+        self.profile
+            .string_table
+            .get(index as usize)
+            .map_or("", String::as_str)
     }
 
     pub fn location(&self, id: u64) -> &proto::Location {
@@ -186,7 +211,9 @@ impl ValidProfile {
 
     /// The mapping of a location, `None` for mapping id 0 (unknown).
     pub fn mapping(&self, id: u64) -> Option<&proto::Mapping> {
-        self.mapping_index.get(&id).map(|&i| &self.profile.mapping[i])
+        self.mapping_index
+            .get(&id)
+            .map(|&i| &self.profile.mapping[i])
     }
 }
 
@@ -195,10 +222,14 @@ fn index_ids(table: &str, ids: impl Iterator<Item = u64>) -> Result<HashMap<u64,
     let mut index = HashMap::new();
     for (i, id) in ids.enumerate() {
         if id == 0 {
-            return Err(Error::InvalidProfile { reason: format!("{table}[{i}].id is 0; ids must be nonzero") });
+            return Err(Error::InvalidProfile {
+                reason: format!("{table}[{i}].id is 0; ids must be nonzero"),
+            });
         }
         if index.insert(id, i).is_some() {
-            return Err(Error::InvalidProfile { reason: format!("{table}[{i}].id {id} is used twice") });
+            return Err(Error::InvalidProfile {
+                reason: format!("{table}[{i}].id {id} is used twice"),
+            });
         }
     }
     Ok(index)

@@ -20,9 +20,14 @@ impl ProfileType {
     /// Parses the five-part ID. Every part must be non-empty and free of `:`.
     pub fn parse(id: &str) -> Result<Self> {
         let parts: Vec<&str> = id.split(':').collect();
-        let invalid = |reason: &str| Error::InvalidProfileType { id: id.to_owned(), reason: reason.to_owned() };
+        let invalid = |reason: &str| Error::InvalidProfileType {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
         if parts.len() != 5 {
-            return Err(invalid("expected 5 colon-separated parts: name:sample_type:sample_unit:period_type:period_unit"));
+            return Err(invalid(
+                "expected 5 colon-separated parts: name:sample_type:sample_unit:period_type:period_unit",
+            ));
         }
         if parts.iter().any(|p| p.is_empty()) {
             return Err(invalid("no part may be empty"));
@@ -43,7 +48,11 @@ impl ProfileType {
 
 impl fmt::Display for ProfileType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}:{}:{}", self.name, self.sample_type, self.sample_unit, self.period_type, self.period_unit)
+        write!(
+            f,
+            "{}:{}:{}:{}:{}",
+            self.name, self.sample_type, self.sample_unit, self.period_type, self.period_unit
+        )
     }
 }
 
@@ -52,7 +61,15 @@ pub(crate) fn clean_part(part: &str, fallback: &str) -> String {
     if part.is_empty() {
         return fallback.to_owned();
     }
-    part.chars().map(|c| if matches!(c, ':' | '{' | '}') || c.is_control() { '_' } else { c }).collect()
+    part.chars()
+        .map(|c| {
+            if matches!(c, ':' | '{' | '}') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -58,7 +58,10 @@ pub fn fixed_fields() -> Vec<Field> {
 
 /// The schema of sample rows with the given label names (sorted by the caller or not; columns
 /// come out sorted by name). `with_tenant` adds the leading tenant column blocks carry.
-pub fn sample_schema<'a>(label_names: impl IntoIterator<Item = &'a str>, with_tenant: bool) -> SchemaRef {
+pub fn sample_schema<'a>(
+    label_names: impl IntoIterator<Item = &'a str>,
+    with_tenant: bool,
+) -> SchemaRef {
     let mut names: Vec<&str> = label_names.into_iter().collect();
     names.sort_unstable();
     names.dedup();
@@ -67,7 +70,11 @@ pub fn sample_schema<'a>(label_names: impl IntoIterator<Item = &'a str>, with_te
         fields.push(Field::new(TENANT, dictionary_utf8(), false));
     }
     fields.extend(fixed_fields());
-    fields.extend(names.iter().map(|n| Field::new(label_column(n), dictionary_utf8(), true)));
+    fields.extend(
+        names
+            .iter()
+            .map(|n| Field::new(label_column(n), dictionary_utf8(), true)),
+    );
     Arc::new(Schema::new(fields))
 }
 
@@ -80,8 +87,16 @@ mod tests {
         let schema = sample_schema(["pod", "service_name", "pod"], true);
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names[0], TENANT);
-        assert_eq!(&names[names.len() - 2..], ["labels.pod", "labels.service_name"]);
-        assert!(schema.field_with_name("labels.pod").expect("present").is_nullable());
+        assert_eq!(
+            &names[names.len() - 2..],
+            ["labels.pod", "labels.service_name"]
+        );
+        assert!(
+            schema
+                .field_with_name("labels.pod")
+                .expect("present")
+                .is_nullable()
+        );
         assert_eq!(label_name("labels.pod"), Some("pod"));
     }
 }

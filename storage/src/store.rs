@@ -71,9 +71,15 @@ pub struct Store {
 
 impl Store {
     /// Opens the store under `prefix`, loading the newest manifest if there is one.
-    pub async fn open(object_store: Arc<dyn ObjectStore>, prefix: Path, config: StoreConfig) -> Result<Self> {
+    pub async fn open(
+        object_store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        config: StoreConfig,
+    ) -> Result<Self> {
         let paths = Paths::new(prefix);
-        let manifest = load_latest_manifest(object_store.as_ref(), &paths).await?.unwrap_or_default();
+        let manifest = load_latest_manifest(object_store.as_ref(), &paths)
+            .await?
+            .unwrap_or_default();
         info!(prefix = %paths.prefix(), blocks = manifest.blocks.len(), flushed_seq = %manifest.flushed_seq, "store opened");
         Ok(Self {
             buffer: Mutex::new(Buffer::new(config.buffer_budget, manifest.flushed_seq)),
@@ -105,7 +111,10 @@ impl Store {
 
     /// Applies an already normalised write.
     pub fn apply(&self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
-        self.buffer.lock().expect("buffer lock poisoned").apply(seq, normalized)
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .apply(seq, normalized)
     }
 
     /// The last sequence number applied.
@@ -114,20 +123,32 @@ impl Store {
     }
 
     pub fn buffer_bytes(&self) -> usize {
-        self.buffer.lock().expect("buffer lock poisoned").memory_bytes()
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .memory_bytes()
     }
 
     pub fn buffer_samples(&self) -> usize {
-        self.buffer.lock().expect("buffer lock poisoned").sample_count()
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .sample_count()
     }
 
     pub fn manifest(&self) -> Arc<Manifest> {
-        self.manifest.read().expect("manifest lock poisoned").clone()
+        self.manifest
+            .read()
+            .expect("manifest lock poisoned")
+            .clone()
     }
 
     pub fn snapshot(&self) -> ReadSnapshot {
         let buffer = self.buffer.lock().expect("buffer lock poisoned").snapshot();
-        ReadSnapshot { buffer, manifest: self.manifest() }
+        ReadSnapshot {
+            buffer,
+            manifest: self.manifest(),
+        }
     }
 
     /// Encodes the whole buffer as a block without changing anything; `None` when empty.
@@ -160,23 +181,37 @@ impl Store {
         let mut manifest = Manifest::clone(&self.manifest());
         manifest.add_block(meta.clone());
         self.publish_manifest(manifest).await?;
-        self.buffer.lock().expect("buffer lock poisoned").drop_through(meta.last_seq)?;
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .drop_through(meta.last_seq)?;
         info!(block = %meta.id, rows = meta.rows, bytes = meta.bytes(), "block flushed");
         Ok(Some(meta))
     }
 
     /// Uploads a block's objects, create-only.
     pub async fn upload_block(&self, block: &EncodedBlock) -> Result<()> {
-        put_create_only(self.object_store.as_ref(), &self.paths.block_samples(&block.meta.id), block.samples.clone())
-            .await?;
-        put_create_only(self.object_store.as_ref(), &self.paths.block_symbols(&block.meta.id), block.symbols.clone())
-            .await
+        put_create_only(
+            self.object_store.as_ref(),
+            &self.paths.block_samples(&block.meta.id),
+            block.samples.clone(),
+        )
+        .await?;
+        put_create_only(
+            self.object_store.as_ref(),
+            &self.paths.block_symbols(&block.meta.id),
+            block.symbols.clone(),
+        )
+        .await
     }
 
     /// Persists a new manifest version and makes it the current one.
     async fn publish_manifest(&self, manifest: Manifest) -> Result<()> {
         let key = self.paths.manifest(manifest.version);
-        let json = serde_json::to_vec(&manifest).map_err(|source| Error::ManifestCodec { key: key.to_string(), source })?;
+        let json = serde_json::to_vec(&manifest).map_err(|source| Error::ManifestCodec {
+            key: key.to_string(),
+            source,
+        })?;
         put_create_only(self.object_store.as_ref(), &key, json.into()).await?;
         let previous = manifest.version.saturating_sub(2);
         *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
@@ -190,7 +225,10 @@ impl Store {
             })
             .try_collect()
             .await
-            .map_err(|source| Error::List { prefix: self.paths.manifests_dir().to_string(), source })?;
+            .map_err(|source| Error::List {
+                prefix: self.paths.manifests_dir().to_string(),
+                source,
+            })?;
         for key in old {
             delete(self.object_store.as_ref(), &key).await?;
         }
@@ -210,7 +248,9 @@ impl Store {
             .blocks
             .iter()
             .filter(|b| {
-                b.tenants.iter().all(|(tenant, t)| retention(tenant).is_some_and(|keep| t.max_time < now.saturating_sub(keep)))
+                b.tenants.iter().all(|(tenant, t)| {
+                    retention(tenant).is_some_and(|keep| t.max_time < now.saturating_sub(keep))
+                })
             })
             .map(|b| b.id.clone())
             .collect();
@@ -230,7 +270,13 @@ impl Store {
 
     /// Reads a block's symbol table.
     pub async fn read_symbols(&self, block: &BlockId) -> Result<SymbolTable> {
-        read_block_symbols(self.object_store.as_ref(), &self.paths, block, self.config.max_symbols_bytes).await
+        read_block_symbols(
+            self.object_store.as_ref(),
+            &self.paths,
+            block,
+            self.config.max_symbols_bytes,
+        )
+        .await
     }
 }
 
@@ -243,26 +289,47 @@ pub async fn read_block_symbols(
 ) -> Result<SymbolTable> {
     let key = paths.block_symbols(block);
     let bytes = get(store, &key).await?;
-    decode_symbols(&bytes, max_bytes).map_err(|reason| Error::Corrupt { key: key.to_string(), reason })
+    decode_symbols(&bytes, max_bytes).map_err(|reason| Error::Corrupt {
+        key: key.to_string(),
+        reason,
+    })
 }
 
 async fn get(store: &dyn ObjectStore, key: &Path) -> Result<bytes::Bytes> {
-    let download = |source| Error::Download { key: key.to_string(), source };
-    store.get(key).await.map_err(download)?.bytes().await.map_err(download)
+    let download = |source| Error::Download {
+        key: key.to_string(),
+        source,
+    };
+    store
+        .get(key)
+        .await
+        .map_err(download)?
+        .bytes()
+        .await
+        .map_err(download)
 }
 
 async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<()> {
     match store.delete(key).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(source) => Err(Error::Delete { key: key.to_string(), source }),
+        Err(source) => Err(Error::Delete {
+            key: key.to_string(),
+            source,
+        }),
     }
 }
 
 /// PUTs an object only if absent. If it exists with the same bytes (a retried write) that is
 /// success; different bytes are a conflict and nothing is overwritten.
 async fn put_create_only(store: &dyn ObjectStore, key: &Path, bytes: bytes::Bytes) -> Result<()> {
-    let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-    match store.put_opts(key, PutPayload::from(bytes.clone()), options).await {
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store
+        .put_opts(key, PutPayload::from(bytes.clone()), options)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
             let existing = get(store, key).await?;
@@ -270,10 +337,15 @@ async fn put_create_only(store: &dyn ObjectStore, key: &Path, bytes: bytes::Byte
                 debug!(%key, "object already written by an earlier attempt");
                 Ok(())
             } else {
-                Err(Error::BlockConflict { key: key.to_string() })
+                Err(Error::BlockConflict {
+                    key: key.to_string(),
+                })
             }
         }
-        Err(source) => Err(Error::Upload { key: key.to_string(), source }),
+        Err(source) => Err(Error::Upload {
+            key: key.to_string(),
+            source,
+        }),
     }
 }
 
@@ -283,13 +355,25 @@ async fn load_latest_manifest(store: &dyn ObjectStore, paths: &Paths) -> Result<
         .list(Some(&dir))
         .try_collect()
         .await
-        .map_err(|source| Error::List { prefix: dir.to_string(), source })?;
-    let Some(latest) = listed.iter().filter_map(|m| paths.manifest_version(&m.location).map(|v| (v, &m.location))).max()
+        .map_err(|source| Error::List {
+            prefix: dir.to_string(),
+            source,
+        })?;
+    let Some(latest) = listed
+        .iter()
+        .filter_map(|m| {
+            paths
+                .manifest_version(&m.location)
+                .map(|v| (v, &m.location))
+        })
+        .max()
     else {
         return Ok(None);
     };
     let bytes = get(store, latest.1).await?;
-    let manifest =
-        serde_json::from_slice(&bytes).map_err(|source| Error::ManifestCodec { key: latest.1.to_string(), source })?;
+    let manifest = serde_json::from_slice(&bytes).map_err(|source| Error::ManifestCodec {
+        key: latest.1.to_string(),
+        source,
+    })?;
     Ok(Some(manifest))
 }

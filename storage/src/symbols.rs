@@ -163,8 +163,16 @@ impl SymbolTable {
 
     fn intern_mapping(&mut self, m: Mapping) -> SymbolRef {
         let size = m.memory_limit.saturating_sub(m.memory_start).div_ceil(4096) * 4096;
-        let identity = if m.build_id != 0 { m.build_id } else { m.filename };
-        let key = MappingKey { size, file_offset: m.file_offset, identity };
+        let identity = if m.build_id != 0 {
+            m.build_id
+        } else {
+            m.filename
+        };
+        let key = MappingKey {
+            size,
+            file_offset: m.file_offset,
+            identity,
+        };
         if let Some(&r) = self.mapping_refs.get(&key) {
             return r;
         }
@@ -217,7 +225,10 @@ impl SymbolTable {
                 };
                 locations.push(r);
             }
-            out.push(self.push_stack(Stack { id: stack.id, locations: locations.into() }));
+            out.push(self.push_stack(Stack {
+                id: stack.id,
+                locations: locations.into(),
+            }));
         }
         out
     }
@@ -243,7 +254,8 @@ impl SymbolTable {
             return r;
         }
         let mut string = |table: &mut Self, s: SymbolRef| -> SymbolRef {
-            *string_map[s as usize].get_or_insert_with(|| table.intern_string(&local.strings[s as usize]))
+            *string_map[s as usize]
+                .get_or_insert_with(|| table.intern_string(&local.strings[s as usize]))
         };
         let mapping = if location.mapping == 0 {
             0
@@ -282,11 +294,19 @@ impl SymbolTable {
                     r
                 }
             };
-            lines.push(Line { function, line: line.line });
+            lines.push(Line {
+                function,
+                line: line.line,
+            });
         }
         let r = self.locations.len() as SymbolRef;
         self.bytes += std::mem::size_of::<Location>() + 16 * lines.len() + ENTRY_OVERHEAD;
-        self.locations.push(Location { mapping, address: location.address, lines: lines.into(), is_folded: location.is_folded });
+        self.locations.push(Location {
+            mapping,
+            address: location.address,
+            lines: lines.into(),
+            is_folded: location.is_folded,
+        });
         self.location_refs.insert(*key, r);
         r
     }
@@ -301,7 +321,10 @@ impl SymbolTable {
         for &l in s.locations.iter() {
             locations.push(self.copy_location_from(other, l));
         }
-        self.push_stack(Stack { id: s.id, locations: locations.into() })
+        self.push_stack(Stack {
+            id: s.id,
+            locations: locations.into(),
+        })
     }
 
     fn copy_location_from(&mut self, other: &SymbolTable, l: SymbolRef) -> SymbolRef {
@@ -332,12 +355,20 @@ impl SymbolTable {
                     filename: self.intern_string(other.string(f.filename)),
                     start_line: f.start_line,
                 };
-                Line { function: self.intern_function(mapped), line: line.line }
+                Line {
+                    function: self.intern_function(mapped),
+                    line: line.line,
+                }
             })
             .collect();
         let r = self.locations.len() as SymbolRef;
         self.bytes += std::mem::size_of::<Location>() + 16 * lines.len() + ENTRY_OVERHEAD;
-        self.locations.push(Location { mapping, address: location.address, lines: lines.into(), is_folded: location.is_folded });
+        self.locations.push(Location {
+            mapping,
+            address: location.address,
+            lines: lines.into(),
+            is_folded: location.is_folded,
+        });
         self.location_refs.insert(key, r);
         r
     }
@@ -348,7 +379,11 @@ impl SymbolTable {
         let mapping = (location.mapping != 0).then(|| {
             let m = &self.mappings[location.mapping as usize - 1];
             MappingView {
-                identity: if m.build_id != 0 { self.string(m.build_id) } else { self.string(m.filename) },
+                identity: if m.build_id != 0 {
+                    self.string(m.build_id)
+                } else {
+                    self.string(m.filename)
+                },
                 memory_start: m.memory_start,
                 file_offset: m.file_offset,
             }
@@ -374,15 +409,18 @@ impl SymbolTable {
 
     /// The function names of a stack's frames, leaf first, inlined callees before callers.
     pub fn frame_names(&self, stack: SymbolRef) -> impl Iterator<Item = &str> + '_ {
-        self.stacks[stack as usize].locations.iter().flat_map(move |&l| {
-            let location = &self.locations[l as usize];
-            let unsymbolized = location.lines.is_empty().then_some(l);
-            location
-                .lines
-                .iter()
-                .map(move |line| self.string(self.functions[line.function as usize].name))
-                .chain(unsymbolized.map(|_| "[unknown]"))
-        })
+        self.stacks[stack as usize]
+            .locations
+            .iter()
+            .flat_map(move |&l| {
+                let location = &self.locations[l as usize];
+                let unsymbolized = location.lines.is_empty().then_some(l);
+                location
+                    .lines
+                    .iter()
+                    .map(move |line| self.string(self.functions[line.function as usize].name))
+                    .chain(unsymbolized.map(|_| "[unknown]"))
+            })
     }
 }
 
@@ -417,7 +455,12 @@ pub fn location_fingerprint<'a>(
         Some(m) => {
             h.update(&[1]);
             put_str(&mut h, m.identity);
-            h.update(&address.wrapping_sub(m.memory_start).wrapping_add(m.file_offset).to_le_bytes());
+            h.update(
+                &address
+                    .wrapping_sub(m.memory_start)
+                    .wrapping_add(m.file_offset)
+                    .to_le_bytes(),
+            );
         }
         None => {
             h.update(&[0]);

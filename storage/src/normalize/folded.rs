@@ -11,22 +11,33 @@ use crate::symbols::{self, FunctionView, LocalSymbols, Stack, SymbolRef};
 /// Parses folded text into local symbols plus, per stack line, its local stack and value.
 /// Lines with value 0 are dropped; identical stacks are summed.
 pub fn parse_folded(text: &[u8]) -> Result<(LocalSymbols, Vec<SymbolRef>, Vec<i64>)> {
-    let mut symbols = LocalSymbols { strings: vec![String::new()], ..Default::default() };
+    let mut symbols = LocalSymbols {
+        strings: vec![String::new()],
+        ..Default::default()
+    };
     let mut function_refs: HashMap<String, SymbolRef> = HashMap::new();
     let mut stack_refs: HashMap<StackId, usize> = HashMap::new();
     let mut stacks = Vec::new();
     let mut values: Vec<i64> = Vec::new();
     for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line_no = i + 1;
-        let invalid = |reason: String| Error::InvalidFolded { line: line_no, reason };
-        let line = std::str::from_utf8(raw).map_err(|e| invalid(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+        let invalid = |reason: String| Error::InvalidFolded {
+            line: line_no,
+            reason,
+        };
+        let line = std::str::from_utf8(raw)
+            .map_err(|e| invalid(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
         let line = line.trim_end_matches('\r').trim();
         if line.is_empty() {
             continue;
         }
-        let (frames, value) =
-            line.rsplit_once(' ').ok_or_else(|| invalid("expected `frame;frame;... value`".into()))?;
-        let value: i64 = value.trim().parse().map_err(|_| invalid(format!("value {value:?} is not an integer")))?;
+        let (frames, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| invalid("expected `frame;frame;... value`".into()))?;
+        let value: i64 = value
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("value {value:?} is not an integer")))?;
         if value < 0 {
             return Err(invalid(format!("value {value} is negative")));
         }
@@ -53,12 +64,16 @@ pub fn parse_folded(text: &[u8]) -> Result<(LocalSymbols, Vec<SymbolRef>, Vec<i6
             locations.push(location);
         }
         locations.reverse(); // leaf first, as pprof stores stacks
-        let id = symbols::stack_fingerprint(locations.iter().map(|&l| symbols.locations[l as usize].0));
+        let id =
+            symbols::stack_fingerprint(locations.iter().map(|&l| symbols.locations[l as usize].0));
         match stack_refs.get(&id) {
             Some(&s) => values[s] = values[s].saturating_add(value),
             None => {
                 stack_refs.insert(id, stacks.len());
-                stacks.push(Stack { id, locations: locations.into() });
+                stacks.push(Stack {
+                    id,
+                    locations: locations.into(),
+                });
                 values.push(value);
             }
         }
@@ -73,17 +88,34 @@ fn intern_frame(symbols: &mut LocalSymbols, name: &str) -> SymbolRef {
     let s = symbols.strings.len() as SymbolRef;
     symbols.strings.push(name.to_owned());
     let f = symbols.functions.len() as SymbolRef;
-    symbols.functions.push(symbols::Function { name: s, system_name: s, filename: 0, start_line: 0 });
+    symbols.functions.push(symbols::Function {
+        name: s,
+        system_name: s,
+        filename: 0,
+        start_line: 0,
+    });
     let key = symbols::location_fingerprint(
         None,
         0,
-        std::iter::once((FunctionView { name, system_name: name, filename: "", start_line: 0 }, 0)),
+        std::iter::once((
+            FunctionView {
+                name,
+                system_name: name,
+                filename: "",
+                start_line: 0,
+            },
+            0,
+        )),
         false,
     );
     let location = symbols::Location {
         mapping: 0,
         address: 0,
-        lines: vec![symbols::Line { function: f, line: 0 }].into(),
+        lines: vec![symbols::Line {
+            function: f,
+            line: 0,
+        }]
+        .into(),
         is_folded: false,
     };
     symbols.locations.push((key, location));

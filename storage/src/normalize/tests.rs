@@ -10,10 +10,19 @@ fn limits() -> NormalizeLimits {
 #[test]
 fn one_profile_type_per_sample_type_and_series_split_by_string_labels() {
     let mut b = ProfileBuilder::cpu().time(Nanos(1_000));
-    b.sample(&["main", "work"], &[2, 20], &[("goroutine", "a"), ("trace_id", "t1")]);
+    b.sample(
+        &["main", "work"],
+        &[2, 20],
+        &[("goroutine", "a"), ("trace_id", "t1")],
+    );
     b.sample(&["main", "idle"], &[1, 10], &[("goroutine", "b")]);
     b.sample(&["main", "zero"], &[0, 0], &[]);
-    let req = pprof_write("t", &[("service_name", "api"), ("__name__", "process_cpu")], b.gzip(), Nanos(5));
+    let req = pprof_write(
+        "t",
+        &[("service_name", "api"), ("__name__", "process_cpu")],
+        b.gzip(),
+        Nanos(5),
+    );
     let n = normalize(req, &limits()).expect("valid");
     // 2 label groups x 2 sample types; the all-zero sample made a group with no rows.
     assert_eq!(n.profiles.len(), 4);
@@ -25,7 +34,11 @@ fn one_profile_type_per_sample_type_and_series_split_by_string_labels() {
             "process_cpu:samples:count:cpu:nanoseconds".to_owned()
         ])
     );
-    let a = n.profiles.iter().find(|p| p.labels.get("goroutine") == Some("a")).expect("group a");
+    let a = n
+        .profiles
+        .iter()
+        .find(|p| p.labels.get("goroutine") == Some("a"))
+        .expect("group a");
     assert_eq!(a.labels.get("service_name"), Some("api"));
     assert_eq!(a.labels.get("trace_id"), None, "links do not split series");
     assert_eq!(a.links.trace_id, Some(vec![Some("t1".to_owned())]));
@@ -41,26 +54,48 @@ fn missing_service_name_and_time_get_defaults() {
     let mut b = ProfileBuilder::new(&[("inuse_space", "bytes")], ("space", "bytes"), 512 * 1024);
     b.sample(&["main"], &[100], &[]);
     let n = normalize(pprof_write("t", &[], b.gzip(), Nanos(77)), &limits()).expect("valid");
-    assert_eq!(n.profiles[0].labels.get("service_name"), Some("unknown_service"));
+    assert_eq!(
+        n.profiles[0].labels.get("service_name"),
+        Some("unknown_service")
+    );
     assert_eq!(n.profiles[0].time, Nanos(77));
     assert!(!n.profiles[0].delta);
-    assert_eq!(n.profiles[0].profile_type.id(), "memory:inuse_space:bytes:space:bytes");
+    assert_eq!(
+        n.profiles[0].profile_type.id(),
+        "memory:inuse_space:bytes:space:bytes"
+    );
 }
 
 #[test]
 fn bad_series_label_is_refused() {
     let mut b = ProfileBuilder::cpu();
     b.sample(&["main"], &[1, 1], &[]);
-    let err = normalize(pprof_write("t", &[("x y", "1")], b.gzip(), Nanos(0)), &limits()).expect_err("bad");
-    assert!(err.to_string().contains("label name \"x y\" is not a valid label name"), "{err}");
+    let err = normalize(
+        pprof_write("t", &[("x y", "1")], b.gzip(), Nanos(0)),
+        &limits(),
+    )
+    .expect_err("bad");
+    assert!(
+        err.to_string()
+            .contains("label name \"x y\" is not a valid label name"),
+        "{err}"
+    );
     assert!(err.is_client_error());
 }
 
 #[test]
 fn pprof_label_keys_are_sanitized_and_collisions_exported() {
     let mut b = ProfileBuilder::cpu();
-    b.sample(&["main"], &[1, 1], &[("http path", "/x"), ("service_name", "other")]);
-    let n = normalize(pprof_write("t", &[("service_name", "api")], b.gzip(), Nanos(0)), &limits()).expect("valid");
+    b.sample(
+        &["main"],
+        &[1, 1],
+        &[("http path", "/x"), ("service_name", "other")],
+    );
+    let n = normalize(
+        pprof_write("t", &[("service_name", "api")], b.gzip(), Nanos(0)),
+        &limits(),
+    )
+    .expect("valid");
     let labels = &n.profiles[0].labels;
     assert_eq!(labels.get("http_path"), Some("/x"));
     assert_eq!(labels.get("service_name"), Some("api"));
@@ -70,7 +105,8 @@ fn pprof_label_keys_are_sanitized_and_collisions_exported() {
 #[test]
 fn same_stack_same_id_across_writes() {
     let mut a = ProfileBuilder::cpu();
-    a.sample(&["x"], &[1, 1], &[]).sample(&["main", "work", "hash"], &[1, 1], &[]);
+    a.sample(&["x"], &[1, 1], &[])
+        .sample(&["main", "work", "hash"], &[1, 1], &[]);
     let mut b = ProfileBuilder::cpu();
     b.sample(&["main", "work", "hash"], &[5, 5], &[]);
     let na = normalize(pprof_write("t", &[], a.gzip(), Nanos(0)), &limits()).expect("valid");
@@ -87,7 +123,10 @@ fn folded_text_is_parsed_root_first() {
     assert_eq!(values, vec![20, 3]);
     let leaf = symbols.stacks[0].locations[0];
     let function = symbols.locations[leaf as usize].1.lines[0].function;
-    assert_eq!(symbols.strings[symbols.functions[function as usize].name as usize], "hash");
+    assert_eq!(
+        symbols.strings[symbols.functions[function as usize].name as usize],
+        "hash"
+    );
 }
 
 #[test]

@@ -7,7 +7,11 @@ use crate::testing::ProfileBuilder;
 
 fn sample_profile() -> Profile {
     let mut b = ProfileBuilder::cpu();
-    b.sample(&["main", "work", "hash"], &[3, 30_000_000], &[("goroutine", "1")]);
+    b.sample(
+        &["main", "work", "hash"],
+        &[3, 30_000_000],
+        &[("goroutine", "1")],
+    );
     b.sample(&["main", "idle"], &[1, 10_000_000], &[]);
     b.build()
 }
@@ -38,13 +42,23 @@ fn gzip_bomb_stops_at_the_limit() {
     encoder.write_all(&vec![0u8; 50 << 20]).expect("vec");
     let bomb = encoder.finish().expect("vec");
     assert!(bomb.len() < 200_000);
-    let err = decode(&bomb, DecodeLimits { max_decompressed_bytes: 1 << 20 }).expect_err("bomb");
-    assert!(err.to_string().contains("the limit is 1048576 bytes"), "{err}");
+    let err = decode(
+        &bomb,
+        DecodeLimits {
+            max_decompressed_bytes: 1 << 20,
+        },
+    )
+    .expect_err("bomb");
+    assert!(
+        err.to_string().contains("the limit is 1048576 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
 fn random_bytes_are_an_error() {
-    let err = decode(&[0xff, 0x12, 0x99, 0x01, 0x02], DecodeLimits::default()).expect_err("garbage");
+    let err =
+        decode(&[0xff, 0x12, 0x99, 0x01, 0x02], DecodeLimits::default()).expect_err("garbage");
     assert!(matches!(err, Error::ProfileDecode { .. }), "{err}");
 }
 
@@ -61,22 +75,37 @@ fn validation_names_the_bad_reference() {
     let mut p = sample_profile();
     p.sample[0].location_id.push(999);
     let err = ValidProfile::new(p).expect_err("bad location");
-    assert!(err.to_string().contains("sample[0].location_id 999 is not in the location table"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("sample[0].location_id 999 is not in the location table"),
+        "{err}"
+    );
 
     let mut p = sample_profile();
     p.function[0].name = 10_000;
     let err = ValidProfile::new(p).expect_err("bad string");
-    assert!(err.to_string().contains("function[0].name = 10000 is outside string_table"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("function[0].name = 10000 is outside string_table"),
+        "{err}"
+    );
 
     let mut p = sample_profile();
     p.sample[1].value.pop();
     let err = ValidProfile::new(p).expect_err("value count");
-    assert!(err.to_string().contains("sample[1] has 1 values but there are 2 sample types"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("sample[1] has 1 values but there are 2 sample types"),
+        "{err}"
+    );
 
     let mut p = sample_profile();
     p.string_table[0] = "x".into();
     let err = ValidProfile::new(p).expect_err("string 0");
-    assert!(err.to_string().contains("string_table[0] must be \"\""), "{err}");
+    assert!(
+        err.to_string().contains("string_table[0] must be \"\""),
+        "{err}"
+    );
 
     let mut p = sample_profile();
     p.location[0].line[0].function_id = 77;
@@ -90,11 +119,17 @@ fn validation_names_the_bad_reference() {
 
 fn arb_profile() -> impl Strategy<Value = Profile> {
     let stacks = prop::collection::vec(
-        (prop::collection::vec(0usize..12, 1..8), prop::collection::vec(-5i64..1_000_000, 2), any::<bool>()),
+        (
+            prop::collection::vec(0usize..12, 1..8),
+            prop::collection::vec(-5i64..1_000_000, 2),
+            any::<bool>(),
+        ),
         0..20,
     );
     (stacks, any::<i64>(), 0i64..1_000_000_000).prop_map(|(samples, time, duration)| {
-        let mut b = ProfileBuilder::cpu().time(Nanos(time)).duration(Nanos(duration));
+        let mut b = ProfileBuilder::cpu()
+            .time(Nanos(time))
+            .duration(Nanos(duration));
         for (frames, values, labelled) in samples {
             let names: Vec<String> = frames.iter().map(|f| format!("fn_{f}")).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();

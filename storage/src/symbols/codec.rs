@@ -102,19 +102,30 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
     }
     let raw = file.encode_to_vec();
     let mut out = MAGIC.to_vec();
-    out.extend(zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compression of an in-memory buffer cannot fail"));
+    out.extend(
+        zstd::bulk::compress(&raw, ZSTD_LEVEL)
+            .expect("zstd compression of an in-memory buffer cannot fail"),
+    );
     out
 }
 
 /// Reads a table written by [`encode_symbols`], checking every reference. The result is meant
 /// for lookups and for copying stacks out; it is not interned into.
 pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTable, String> {
-    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or("missing symbol file magic")?;
+    let body = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("missing symbol file magic")?;
     let raw = zstd::bulk::decompress(body, max_decompressed).map_err(|e| format!("zstd: {e}"))?;
     let file = SymbolFile::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
     let strings = file.strings.len() as u32;
     let check = |what: &str, r: u32, len: u32| {
-        if r >= len { Err(format!("{what} reference {r} is out of range (length {len})")) } else { Ok(()) }
+        if r >= len {
+            Err(format!(
+                "{what} reference {r} is out of range (length {len})"
+            ))
+        } else {
+            Ok(())
+        }
     };
     let mut table = SymbolTable::default();
     for (i, s) in file.strings.iter().enumerate() {
@@ -134,7 +145,14 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
         });
     }
     let functions = file.fn_name.len();
-    if [file.fn_system_name.len(), file.fn_filename.len(), file.fn_start_line.len()].iter().any(|&n| n != functions) {
+    if [
+        file.fn_system_name.len(),
+        file.fn_filename.len(),
+        file.fn_start_line.len(),
+    ]
+    .iter()
+    .any(|&n| n != functions)
+    {
         return Err("function columns differ in length".into());
     }
     let mut function_refs = HashMap::with_capacity(functions);
@@ -153,7 +171,13 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
     }
     table.function_refs = function_refs;
     let locations = file.loc_mapping.len();
-    if [file.loc_address.len(), file.loc_line_count.len(), file.loc_folded.len()].iter().any(|&n| n != locations)
+    if [
+        file.loc_address.len(),
+        file.loc_line_count.len(),
+        file.loc_folded.len(),
+    ]
+    .iter()
+    .any(|&n| n != locations)
         || file.line_function.len() != file.line_number.len()
     {
         return Err("location columns differ in length".into());
@@ -165,11 +189,17 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             check("location mapping", mapping - 1, table.mappings.len() as u32)?;
         }
         let count = file.loc_line_count[i] as usize;
-        let end = next_line.checked_add(count).filter(|&e| e <= file.line_function.len()).ok_or("line count overruns")?;
+        let end = next_line
+            .checked_add(count)
+            .filter(|&e| e <= file.line_function.len())
+            .ok_or("line count overruns")?;
         let mut lines = Vec::with_capacity(count);
         for j in next_line..end {
             check("line function", file.line_function[j], functions as u32)?;
-            lines.push(Line { function: file.line_function[j], line: file.line_number[j] });
+            lines.push(Line {
+                function: file.line_function[j],
+                line: file.line_number[j],
+            });
         }
         next_line = end;
         table.locations.push(Location {
@@ -184,15 +214,22 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
     }
     let mut next = 0usize;
     for (i, &len) in file.stack_len.iter().enumerate() {
-        let id = StackId::from_bytes(&file.stack_ids[16 * i..16 * i + 16]).expect("slice is 16 bytes");
-        let end = next.checked_add(len as usize).filter(|&e| e <= file.stack_locations.len()).ok_or("stack overruns")?;
+        let id =
+            StackId::from_bytes(&file.stack_ids[16 * i..16 * i + 16]).expect("slice is 16 bytes");
+        let end = next
+            .checked_add(len as usize)
+            .filter(|&e| e <= file.stack_locations.len())
+            .ok_or("stack overruns")?;
         let locs = &file.stack_locations[next..end];
         for &l in locs {
             check("stack location", l, locations as u32)?;
         }
         next = end;
         table.stack_refs.insert(id, i as u32);
-        table.stacks.push(Stack { id, locations: locs.into() });
+        table.stacks.push(Stack {
+            id,
+            locations: locs.into(),
+        });
     }
     table.bytes = bytes.len() * 4;
     Ok(table)

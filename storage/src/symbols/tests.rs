@@ -30,7 +30,10 @@ fn copying_keeps_ids_and_frames() {
     let mut target = SymbolTable::new();
     let copied = target.copy_stack_from(&source, refs[1]);
     assert_eq!(target.stack(copied).id, source.stack(refs[1]).id);
-    assert_eq!(target.frame_names(copied).collect::<Vec<_>>(), source.frame_names(refs[1]).collect::<Vec<_>>());
+    assert_eq!(
+        target.frame_names(copied).collect::<Vec<_>>(),
+        source.frame_names(refs[1]).collect::<Vec<_>>()
+    );
     assert_eq!(target.copy_stack_from(&source, refs[1]), copied);
 }
 

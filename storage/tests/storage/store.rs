@@ -12,38 +12,70 @@ fn cpu_profile(seed: usize, time: i64) -> Vec<u8> {
     let mut b = ProfileBuilder::cpu().time(Nanos(time));
     for i in 0..20 {
         let leaf = format!("leaf_{}", (i * 7 + seed) % 13);
-        b.sample(&["main", "serve", &leaf], &[1 + i as i64 % 3, 10_000_000 * (1 + i as i64 % 3)], &[]);
+        b.sample(
+            &["main", "serve", &leaf],
+            &[1 + i as i64 % 3, 10_000_000 * (1 + i as i64 % 3)],
+            &[],
+        );
     }
     b.gzip()
 }
 
 async fn fill(store: &Store, writes: usize, first_seq: u64) {
     for i in 0..writes {
-        let labels = [("service_name", "api"), ("pod", if i % 2 == 0 { "a" } else { "b" })];
-        let request = pprof_write("team-a", &labels, cpu_profile(i, 1_000 + i as i64), Nanos(0));
-        store.write(SeqNo(first_seq + i as u64), request).expect("valid write");
+        let labels = [
+            ("service_name", "api"),
+            ("pod", if i % 2 == 0 { "a" } else { "b" }),
+        ];
+        let request = pprof_write(
+            "team-a",
+            &labels,
+            cpu_profile(i, 1_000 + i as i64),
+            Nanos(0),
+        );
+        store
+            .write(SeqNo(first_seq + i as u64), request)
+            .expect("valid write");
     }
 }
 
 #[tokio::test]
 async fn flush_writes_a_block_and_the_manifest_survives_reopen() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let store = Store::open(os.clone(), Path::from("shard"), StoreConfig::default()).await.expect("open");
+    let store = Store::open(os.clone(), Path::from("shard"), StoreConfig::default())
+        .await
+        .expect("open");
     fill(&store, 10, 1).await;
     let samples = store.buffer_samples();
     assert!(samples > 0);
     let block = store.flush().await.expect("flush").expect("a block");
-    assert_eq!(block.rows as usize, samples, "every sample of both sample types is a row");
+    assert_eq!(
+        block.rows as usize, samples,
+        "every sample of both sample types is a row"
+    );
     assert_eq!((block.first_seq, block.last_seq), (SeqNo(1), SeqNo(10)));
     assert_eq!(store.buffer_samples(), 0);
     let tenant = &block.tenants[&TenantId::new("team-a").expect("valid")];
     assert_eq!(tenant.row_groups, (0, block.row_groups));
-    assert!(tenant.labels["pod"].values.as_ref().expect("few values").contains("b"));
+    assert!(
+        tenant.labels["pod"]
+            .values
+            .as_ref()
+            .expect("few values")
+            .contains("b")
+    );
 
-    let reopened = Store::open(os, Path::from("shard"), StoreConfig::default()).await.expect("reopen");
+    let reopened = Store::open(os, Path::from("shard"), StoreConfig::default())
+        .await
+        .expect("reopen");
     assert_eq!(reopened.manifest().blocks, vec![block]);
     assert_eq!(reopened.last_seq(), SeqNo(10));
-    let err = reopened.write(SeqNo(10), pprof_write("t", &[], cpu_profile(0, 0), Nanos(0))).expect_err("old seq");
+    let err = reopened
+        .write(
+            SeqNo(10),
+            pprof_write("t", &[], cpu_profile(0, 0), Nanos(0)),
+        )
+        .expect_err("old seq");
     assert!(matches!(err, Error::SequenceNotIncreasing { .. }), "{err}");
 }
 
@@ -51,7 +83,13 @@ async fn flush_writes_a_block_and_the_manifest_survives_reopen() {
 async fn the_same_writes_give_the_same_bytes() {
     let mut outputs = Vec::new();
     for _ in 0..2 {
-        let store = Store::open(Arc::new(InMemory::new()), Path::from("s"), StoreConfig::default()).await.expect("open");
+        let store = Store::open(
+            Arc::new(InMemory::new()),
+            Path::from("s"),
+            StoreConfig::default(),
+        )
+        .await
+        .expect("open");
         fill(&store, 12, 5).await;
         let block = store.encode_buffer().await.expect("encode").expect("block");
         outputs.push((block.samples, block.symbols, block.meta));
@@ -62,16 +100,29 @@ async fn the_same_writes_give_the_same_bytes() {
 #[tokio::test]
 async fn a_retried_flush_is_idempotent_and_a_conflict_is_refused() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let store = Store::open(os.clone(), Path::from("s"), StoreConfig::default()).await.expect("open");
+    let store = Store::open(os.clone(), Path::from("s"), StoreConfig::default())
+        .await
+        .expect("open");
     fill(&store, 3, 1).await;
     let block = store.encode_buffer().await.expect("encode").expect("block");
     store.upload_block(&block).await.expect("first upload");
-    store.upload_block(&block).await.expect("identical retry succeeds");
+    store
+        .upload_block(&block)
+        .await
+        .expect("identical retry succeeds");
 
     // Different rows under the same sequence range: never overwrites.
-    let other = Store::open(Arc::new(InMemory::new()), Path::from("s"), StoreConfig::default()).await.expect("open");
+    let other = Store::open(
+        Arc::new(InMemory::new()),
+        Path::from("s"),
+        StoreConfig::default(),
+    )
+    .await
+    .expect("open");
     fill(&other, 2, 1).await;
-    other.write(SeqNo(3), pprof_write("x", &[], cpu_profile(9, 9), Nanos(0))).expect("write");
+    other
+        .write(SeqNo(3), pprof_write("x", &[], cpu_profile(9, 9), Nanos(0)))
+        .expect("write");
     let different = other.encode_buffer().await.expect("encode").expect("block");
     assert_eq!(different.meta.id, block.meta.id);
     let err = store.upload_block(&different).await.expect_err("conflict");
@@ -80,11 +131,19 @@ async fn a_retried_flush_is_idempotent_and_a_conflict_is_refused() {
 
 #[tokio::test]
 async fn the_budget_refuses_writes_without_changing_the_buffer() {
-    let config = StoreConfig { buffer_budget: 64 * 1024, ..Default::default() };
-    let store = Store::open(Arc::new(InMemory::new()), Path::from("s"), config).await.expect("open");
+    let config = StoreConfig {
+        buffer_budget: 64 * 1024,
+        ..Default::default()
+    };
+    let store = Store::open(Arc::new(InMemory::new()), Path::from("s"), config)
+        .await
+        .expect("open");
     let mut refused = None;
     for i in 0..200u64 {
-        match store.write(SeqNo(i + 1), pprof_write("t", &[], cpu_profile(i as usize, 0), Nanos(0))) {
+        match store.write(
+            SeqNo(i + 1),
+            pprof_write("t", &[], cpu_profile(i as usize, 0), Nanos(0)),
+        ) {
             Ok(_) => {}
             Err(e) => {
                 refused = Some((i + 1, e));
@@ -95,15 +154,30 @@ async fn the_budget_refuses_writes_without_changing_the_buffer() {
     let (seq, err) = refused.expect("the budget is reached");
     assert!(err.is_overload(), "{err}");
     assert!(err.to_string().contains("budget is 65536 bytes"), "{err}");
-    assert_eq!(store.last_seq(), SeqNo(seq - 1), "a refused write does not advance the sequence");
+    assert_eq!(
+        store.last_seq(),
+        SeqNo(seq - 1),
+        "a refused write does not advance the sequence"
+    );
     assert!(store.buffer_bytes() <= 64 * 1024 + 16 * 1024);
     store.flush().await.expect("flush");
-    store.write(SeqNo(seq), pprof_write("t", &[], cpu_profile(0, 0), Nanos(0))).expect("room again after a flush");
+    store
+        .write(
+            SeqNo(seq),
+            pprof_write("t", &[], cpu_profile(0, 0), Nanos(0)),
+        )
+        .expect("room again after a flush");
 }
 
 #[tokio::test]
 async fn bad_input_leaves_stored_data_untouched() {
-    let store = Store::open(Arc::new(InMemory::new()), Path::from("s"), StoreConfig::default()).await.expect("open");
+    let store = Store::open(
+        Arc::new(InMemory::new()),
+        Path::from("s"),
+        StoreConfig::default(),
+    )
+    .await
+    .expect("open");
     fill(&store, 2, 1).await;
     let before = (store.buffer_samples(), store.last_seq());
     let mut bad_location = ProfileBuilder::cpu();
@@ -116,7 +190,9 @@ async fn bad_input_leaves_stored_data_untouched() {
         firn_storage::pprof::encode_gzip(&p),
     ];
     for input in inputs {
-        let err = store.write(SeqNo(3), pprof_write("t", &[], input, Nanos(0))).expect_err("bad");
+        let err = store
+            .write(SeqNo(3), pprof_write("t", &[], input, Nanos(0)))
+            .expect_err("bad");
         assert!(err.is_client_error(), "{err}");
     }
     assert_eq!((store.buffer_samples(), store.last_seq()), before);
@@ -125,20 +201,53 @@ async fn bad_input_leaves_stored_data_untouched() {
 #[tokio::test]
 async fn retention_deletes_only_blocks_wholly_past_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let os: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
-    let config = StoreConfig { block: BlockOptions { row_group_rows: 1000, ..Default::default() }, ..Default::default() };
-    let store = Store::open(os.clone(), Path::from("s"), config).await.expect("open");
+    let os: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+    let config = StoreConfig {
+        block: BlockOptions {
+            row_group_rows: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let store = Store::open(os.clone(), Path::from("s"), config)
+        .await
+        .expect("open");
     let hour = 3_600_000_000_000i64;
-    store.write(SeqNo(1), pprof_write("old", &[], cpu_profile(1, hour), Nanos(0))).expect("write");
+    store
+        .write(
+            SeqNo(1),
+            pprof_write("old", &[], cpu_profile(1, hour), Nanos(0)),
+        )
+        .expect("write");
     let old = store.flush().await.expect("flush").expect("block");
-    store.write(SeqNo(2), pprof_write("old", &[], cpu_profile(1, 10 * hour), Nanos(0))).expect("write");
-    store.write(SeqNo(3), pprof_write("keep", &[], cpu_profile(1, hour), Nanos(0))).expect("write");
+    store
+        .write(
+            SeqNo(2),
+            pprof_write("old", &[], cpu_profile(1, 10 * hour), Nanos(0)),
+        )
+        .expect("write");
+    store
+        .write(
+            SeqNo(3),
+            pprof_write("keep", &[], cpu_profile(1, hour), Nanos(0)),
+        )
+        .expect("write");
     let mixed = store.flush().await.expect("flush").expect("block");
     assert_eq!(mixed.tenants.len(), 2);
 
     let retention = |t: &TenantId| (t.as_str() == "old").then_some(Nanos(2 * hour));
-    let deleted = store.apply_retention(&retention, Nanos(12 * hour)).await.expect("retention");
+    let deleted = store
+        .apply_retention(&retention, Nanos(12 * hour))
+        .await
+        .expect("retention");
     assert_eq!(deleted, vec![old.id.clone()]);
     assert_eq!(store.manifest().blocks, vec![mixed]);
-    assert!(!dir.path().join("s/blocks").join(old.id.as_str()).join("samples.parquet").exists());
+    assert!(
+        !dir.path()
+            .join("s/blocks")
+            .join(old.id.as_str())
+            .join("samples.parquet")
+            .exists()
+    );
 }

@@ -1,0 +1,359 @@
+use firn_query::{Aggregation, Error, ProfileQuery, SeriesOptions, StackFilter};
+use firn_storage::Nanos;
+
+use crate::fixtures::{CPU, SEC, engine, tenant, write_cpu};
+
+const HOT: &[&str] = &["main", "serve", "hash"];
+const COLD: &[&str] = &["main", "serve", "parse"];
+const GC: &[&str] = &["runtime", "gc"];
+
+async fn populated() -> firn_query::QueryEngine {
+    let e = engine().await;
+    write_cpu(
+        &e,
+        1,
+        "a",
+        &[("service_name", "api"), ("pod", "p1")],
+        10 * SEC,
+        &[(HOT, 5), (COLD, 1)],
+    );
+    write_cpu(
+        &e,
+        2,
+        "a",
+        &[("service_name", "api"), ("pod", "p2")],
+        20 * SEC,
+        &[(HOT, 3), (GC, 2)],
+    );
+    // Flush half, so queries read a block and the buffer together.
+    e.store().flush().await.expect("flush");
+    // A label only newer data has: a dynamic column the block lacks.
+    write_cpu(
+        &e,
+        3,
+        "a",
+        &[("service_name", "api"), ("pod", "p1"), ("region", "eu")],
+        30 * SEC,
+        &[(HOT, 1)],
+    );
+    write_cpu(&e, 4, "a", &[("service_name", "db")], 30 * SEC, &[(GC, 7)]);
+    write_cpu(
+        &e,
+        5,
+        "b",
+        &[("service_name", "api")],
+        30 * SEC,
+        &[(HOT, 100)],
+    );
+    e
+}
+
+fn q(selector: &str) -> ProfileQuery {
+    ProfileQuery::new(selector, Nanos(0), Nanos(100 * SEC)).expect("valid query")
+}
+
+#[tokio::test]
+async fn merge_sums_across_block_and_buffer_per_tenant() {
+    let e = populated().await;
+    let m = e
+        .merge(&tenant("a"), &q(&format!("{CPU}{{service_name=\"api\"}}")))
+        .await
+        .expect("merge");
+    let top = m.top();
+    let hash = top.iter().find(|t| t.function == "hash").expect("hash");
+    assert_eq!(
+        hash.flat,
+        9 * 10_000_000,
+        "5 + 3 + 1 samples; tenant b's 100 are not visible"
+    );
+    let main = top.iter().find(|t| t.function == "main").expect("main");
+    assert_eq!(main.cumulative, 10 * 10_000_000);
+    assert_eq!(m.total(), 12 * 10_000_000);
+    assert_eq!(m.period, 10_000_000);
+    let folded = m.folded();
+    assert!(folded.contains("main;serve;hash 90000000\n"), "{folded}");
+}
+
+#[tokio::test]
+async fn label_filters_work_on_labels_some_blocks_lack() {
+    let e = populated().await;
+    let eu = e
+        .merge(&tenant("a"), &q(&format!("{CPU}{{region=\"eu\"}}")))
+        .await
+        .expect("merge");
+    assert_eq!(eu.total(), 10_000_000);
+    let not_eu = e
+        .merge(&tenant("a"), &q(&format!("{CPU}{{region!=\"eu\"}}")))
+        .await
+        .expect("merge");
+    assert_eq!(
+        not_eu.total(),
+        (5 + 1 + 3 + 2 + 7) * 10_000_000,
+        "absent labels match != as empty"
+    );
+    let re = e
+        .merge(
+            &tenant("a"),
+            &q(&format!("{CPU}{{pod=~\"p[12]\", service_name!~\"d.*\"}}")),
+        )
+        .await
+        .expect("merge");
+    assert_eq!(re.total(), (5 + 1 + 3 + 2 + 1) * 10_000_000);
+    let none = e
+        .merge(&tenant("a"), &q(&format!("{CPU}{{nosuch=\"x\"}}")))
+        .await
+        .expect("merge");
+    assert_eq!(none.total(), 0);
+}
+
+#[tokio::test]
+async fn time_range_and_profile_type_select_rows() {
+    let e = populated().await;
+    let early = ProfileQuery::new(CPU, Nanos(0), Nanos(15 * SEC)).expect("query");
+    assert_eq!(
+        e.merge(&tenant("a"), &early).await.expect("merge").total(),
+        6 * 10_000_000
+    );
+    let samples = e
+        .merge(
+            &tenant("a"),
+            &q("process_cpu:samples:count:cpu:nanoseconds"),
+        )
+        .await
+        .expect("merge");
+    assert_eq!(samples.total(), 19);
+    let delta = e
+        .merge(&tenant("a"), &q(&format!("{CPU}:delta")))
+        .await
+        .expect("merge");
+    assert_eq!(delta.total(), 19 * 10_000_000);
+}
+
+#[tokio::test]
+async fn flame_graph_snapshot_and_truncation() {
+    let e = populated().await;
+    let fg = e
+        .flamegraph(&tenant("a"), &q(CPU), 100)
+        .await
+        .expect("flame graph");
+    insta::assert_json_snapshot!("flamegraph_tenant_a", fg);
+    let small = e
+        .flamegraph(&tenant("a"), &q(CPU), 4)
+        .await
+        .expect("flame graph");
+    fn frames(n: &firn_query::FlameNode) -> usize {
+        usize::from(n.name != firn_query::flamegraph::OTHER)
+            + n.children.iter().map(frames).sum::<usize>()
+    }
+    assert_eq!(frames(&small.root), 4, "root plus the three largest frames");
+    assert_eq!(
+        small.root.total, fg.root.total,
+        "truncation keeps the total"
+    );
+    insta::assert_json_snapshot!("flamegraph_tenant_a_truncated", small);
+}
+
+#[tokio::test]
+async fn stack_filter_keeps_matching_stacks() {
+    let e = populated().await;
+    let mut query = q(CPU);
+    query.stack_filter = Some(StackFilter::Function("gc".into()));
+    assert_eq!(
+        e.merge(&tenant("a"), &query).await.expect("merge").total(),
+        9 * 10_000_000
+    );
+    query.stack_filter = Some(StackFilter::Regex(
+        regex::Regex::new("^(hash|parse)$").expect("regex"),
+    ));
+    assert_eq!(
+        e.merge(&tenant("a"), &query).await.expect("merge").total(),
+        10 * 10_000_000
+    );
+}
+
+#[tokio::test]
+async fn diff_carries_both_sides() {
+    let e = populated().await;
+    let left = ProfileQuery::new(CPU, Nanos(0), Nanos(15 * SEC)).expect("query");
+    let right = ProfileQuery::new(CPU, Nanos(15 * SEC), Nanos(100 * SEC)).expect("query");
+    let fg = e
+        .diff(&tenant("a"), &left, &right, 100)
+        .await
+        .expect("diff");
+    let main = fg
+        .root
+        .children
+        .iter()
+        .find(|n| n.name == "main")
+        .expect("main");
+    assert_eq!(main.total, 6 * 10_000_000);
+    assert_eq!(main.right.expect("right side").0, 4 * 10_000_000);
+    let runtime = fg
+        .root
+        .children
+        .iter()
+        .find(|n| n.name == "runtime")
+        .expect("runtime");
+    assert_eq!(
+        (runtime.total, runtime.right.expect("right").0),
+        (0, 9 * 10_000_000)
+    );
+}
+
+#[tokio::test]
+async fn series_group_by_and_top_n() {
+    let e = populated().await;
+    let options = SeriesOptions {
+        step: Nanos(10 * SEC),
+        group_by: vec!["pod".into()],
+        aggregation: Aggregation::Sum,
+        limit: None,
+    };
+    let series = e
+        .series(
+            &tenant("a"),
+            &q(&format!("{CPU}{{service_name=\"api\"}}")),
+            &options,
+        )
+        .await
+        .expect("series");
+    assert_eq!(series.len(), 2);
+    let p1 = series
+        .iter()
+        .find(|s| s.labels == vec![("pod".to_owned(), "p1".to_owned())])
+        .expect("p1");
+    assert_eq!(
+        p1.points,
+        vec![(Nanos(10 * SEC), 6e7), (Nanos(30 * SEC), 1e7)]
+    );
+    let top1 = SeriesOptions {
+        limit: Some(1),
+        ..options.clone()
+    };
+    let series = e
+        .series(&tenant("a"), &q(CPU), &top1)
+        .await
+        .expect("series");
+    assert_eq!(series.len(), 1);
+    assert_eq!(
+        series[0].labels,
+        vec![],
+        "p1 and the pod-less db series both total 7; ties break by labels"
+    );
+}
+
+#[tokio::test]
+async fn labels_values_and_profile_types() {
+    let e = populated().await;
+    let names = e.label_names(&tenant("a"), &q("{}")).await.expect("names");
+    assert_eq!(names, ["pod", "region", "service_name"]);
+    let names = e
+        .label_names(&tenant("a"), &q("{service_name=\"db\"}"))
+        .await
+        .expect("names");
+    assert_eq!(names, ["service_name"]);
+    let values = e
+        .label_values(&tenant("a"), &q("{}"), "pod")
+        .await
+        .expect("values");
+    assert_eq!(values, ["p1", "p2"]);
+    let types = e
+        .profile_types(&tenant("b"), Nanos(0), Nanos(100 * SEC))
+        .await
+        .expect("types");
+    let ids: Vec<String> = types.iter().map(|t| t.id()).collect();
+    assert_eq!(ids, [CPU, "process_cpu:samples:count:cpu:nanoseconds"]);
+}
+
+#[tokio::test]
+async fn sql_is_read_only_tenant_scoped_and_limited() {
+    let e = populated().await;
+    let batches = e
+        .sql(&tenant("a"), "SELECT \"labels.pod\" AS pod, sum(value) AS v FROM samples WHERE profile_type = 'process_cpu:cpu:nanoseconds:cpu:nanoseconds' GROUP BY 1 ORDER BY 1 NULLS LAST")
+        .await
+        .expect("sql");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    insta::assert_snapshot!("sql_by_pod", text);
+
+    let batches = e
+        .sql(&tenant("a"), "SELECT s.function, sum(x.value) AS v FROM samples x JOIN stacks s ON x.stack_id = s.stack_id WHERE s.depth = 0 AND x.profile_type LIKE 'process_cpu:cpu%' GROUP BY 1 ORDER BY 1")
+        .await
+        .expect("sql with stacks");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    assert!(
+        text.contains("| main     | 100000000 |") || text.contains("main"),
+        "{text}"
+    );
+
+    for statement in [
+        "DROP TABLE samples",
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO samples SELECT * FROM samples",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let err = e.sql(&tenant("a"), statement).await.expect_err(statement);
+        assert!(err.is_client_error(), "{statement}: {err}");
+    }
+    let err = e
+        .sql(&tenant("a"), "SELECT * FROM nosuch")
+        .await
+        .expect_err("unknown table");
+    assert!(matches!(err, Error::InvalidQuery(_)), "{err}");
+    // Tenant b's rows are not in tenant a's table whatever the predicate.
+    let batches = e
+        .sql(
+            &tenant("a"),
+            "SELECT count(*) AS n FROM samples WHERE value = 1000000000",
+        )
+        .await
+        .expect("sql");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    assert!(text.contains("| 0 |"), "{text}");
+}
+
+#[tokio::test]
+async fn row_and_memory_limits_fail_cleanly() {
+    let store = std::sync::Arc::new(
+        firn_storage::Store::open(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            object_store::path::Path::from("s"),
+            Default::default(),
+        )
+        .await
+        .expect("open"),
+    );
+    let tight = firn_query::QueryConfig {
+        max_rows: 3,
+        memory_limit: 64 * 1024,
+        ..Default::default()
+    };
+    let e = firn_query::QueryEngine::new(store, tight).expect("engine");
+    let stacks: Vec<Vec<String>> = (0..3000)
+        .map(|i| vec!["main".to_owned(), format!("f{i}")])
+        .collect();
+    let refs: Vec<Vec<&str>> = stacks
+        .iter()
+        .map(|s| s.iter().map(String::as_str).collect())
+        .collect();
+    let pairs: Vec<(&[&str], i64)> = refs.iter().map(|s| (s.as_slice(), 1)).collect();
+    write_cpu(&e, 1, "a", &[], SEC, &pairs);
+    let err = e
+        .sql(&tenant("a"), "SELECT value FROM samples")
+        .await
+        .expect_err("rows");
+    assert!(matches!(err, Error::TooManyRows { limit: 3 }), "{err}");
+    let err = e
+        .sql(
+            &tenant("a"),
+            "SELECT stack_id, time_nanos, count(*) FROM samples GROUP BY 1, 2 ORDER BY 3 LIMIT 1",
+        )
+        .await
+        .expect_err("memory");
+    assert!(matches!(err, Error::MemoryLimit { .. }), "{err}");
+}
