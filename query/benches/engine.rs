@@ -90,6 +90,9 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
+    if std::env::var_os("FIRN_BENCH_KEEP").is_some() {
+        eprintln!("keeping blocks in {}", dir.path().display());
+    }
     let os = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
     let config = StoreConfig {
         buffer_budget: 4 << 30,
@@ -166,18 +169,22 @@ fn main() {
     let tenant = TenantId::new("bench").expect("tenant");
     let query = ProfileQuery::new(CPU, Nanos(0), Nanos(i64::MAX)).expect("query");
     let mut times = Vec::new();
+    let mut graph_times = Vec::new();
     let mut merged_rows = 0;
     for _ in 0..5 {
         let t = Instant::now();
         let merged = runtime
             .block_on(engine.merge(&tenant, &query))
             .expect("merge");
+        let g = Instant::now();
         let fg = FlameGraph::from_merged(&merged, 8192);
+        graph_times.push(g.elapsed());
         times.push(t.elapsed());
         merged_rows = merged.stacks.len();
         assert!(fg.root.total > 0);
     }
     let firn_merge = median(times);
+    let graph = median(graph_times);
 
     // DuckDB over the very same Parquet files.
     let python = std::env::var("FIRN_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -227,6 +234,10 @@ fn main() {
         rows / 2,
         firn_merge.as_secs_f64() * 1e3
     );
+    eprintln!(
+        "| of which building the flame graph | {:.0} ms |",
+        graph.as_secs_f64() * 1e3
+    );
     match duck {
         Some(d) => eprintln!(
             "| DuckDB GROUP BY stack_id over the same Parquet (median of 5) | {:.0} ms (Firn / DuckDB = {:.2}) |",
@@ -234,5 +245,8 @@ fn main() {
             firn_merge.as_secs_f64() / d.as_secs_f64()
         ),
         None => eprintln!("| DuckDB | not run: `{python}` cannot import duckdb |"),
+    }
+    if std::env::var_os("FIRN_BENCH_KEEP").is_some() {
+        std::mem::forget(dir);
     }
 }

@@ -10,9 +10,10 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::common::Column;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, min, sum};
 use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, lit};
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
@@ -181,12 +182,27 @@ impl QueryEngine {
     }
 
     async fn collect(&self, df: DataFrame) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        self.for_each_batch(df, |batch| {
+            batches.push(batch.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(batches)
+    }
+
+    /// Runs a query, handing each result batch to `f`, within the query timeout.
+    async fn for_each_batch(
+        &self,
+        df: DataFrame,
+        mut f: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let run = async {
-            let stream = df.execute_stream().await.map_err(|e| self.map_err(e))?;
-            stream
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(|e| self.map_err(e))
+            let mut stream = df.execute_stream().await.map_err(|e| self.map_err(e))?;
+            while let Some(batch) = stream.try_next().await.map_err(|e| self.map_err(e))? {
+                f(&batch)?;
+            }
+            Ok(())
         };
         tokio::time::timeout(self.config.timeout, run)
             .await
@@ -261,30 +277,43 @@ impl QueryEngine {
         let Some(filter) = Self::filters(&table, query) else {
             return Ok(merged);
         };
+        // DataFusion plans the scan and the filters; the sum by stack id is a fold into a map
+        // keyed by the id itself (already a strong hash), far cheaper than a generic GROUP BY
+        // on 16-byte binary keys. The map's memory is reserved in the query pool.
         let df = self
             .frame(table.clone())?
             .filter(filter)
             .and_then(|df| {
-                df.aggregate(
-                    vec![column(schema::STACK_ID)],
-                    vec![
-                        sum(column(schema::VALUE)).alias("v"),
-                        max(column(schema::PERIOD)).alias("p"),
-                    ],
-                )
+                df.select(vec![
+                    column(schema::STACK_ID),
+                    column(schema::VALUE),
+                    column(schema::PERIOD),
+                ])
             })
             .map_err(|e| self.map_err(e))?;
-        let mut totals: Vec<(StackId, i64)> = Vec::new();
-        for batch in self.collect(df).await? {
-            let ids = batch.column(0).as_fixed_size_binary();
+        let mut sums: HashMap<u128, i64, BuildStackHasher> = HashMap::default();
+        let reservation =
+            MemoryConsumer::new("firn stack merge").register(&self.runtime.memory_pool);
+        let mut period = 0;
+        self.for_each_batch(df, |batch| {
             let values = batch.column(1).as_primitive::<Int64Type>();
             let periods = batch.column(2).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
-                let id = StackId::from_bytes(ids.value(i)).expect("stack ids are 16 bytes");
-                totals.push((id, values.value(i)));
-                merged.period = merged.period.max(periods.value(i));
+            fold_stacks(batch.column(0), values, &mut sums)?;
+            if let Some(p) = datafusion::arrow::compute::max(periods) {
+                period = period.max(p);
             }
-        }
+            let needed = sums.capacity() * 40;
+            if needed > reservation.size() {
+                reservation
+                    .try_resize(needed)
+                    .map_err(|e| self.map_err(e))?;
+            }
+            Ok(())
+        })
+        .await?;
+        merged.period = period;
+        let mut totals: Vec<(StackId, i64)> =
+            sums.into_iter().map(|(id, v)| (StackId(id), v)).collect();
         totals.sort_unstable();
         self.resolve(&table, query, &totals, &mut merged).await?;
         if let Some(filter) = &query.stack_filter {
@@ -653,9 +682,9 @@ impl QueryEngine {
     /// `stacks(stack_id, depth, function)`: the frames of every stack the tenant's data uses,
     /// root first (depth 0 = root), for joining with `samples` in SQL.
     async fn stacks_table(&self, tenant: &TenantId) -> Result<RecordBatch> {
-        use datafusion::arrow::array::{FixedSizeBinaryBuilder, Int32Builder, StringBuilder};
+        use datafusion::arrow::array::{BinaryBuilder, Int32Builder, StringBuilder};
         let table = self.table(tenant);
-        let mut ids = FixedSizeBinaryBuilder::new(schema::STACK_ID_BYTES);
+        let mut ids = BinaryBuilder::new();
         let mut depths = Int32Builder::new();
         let mut functions = StringBuilder::new();
         let mut seen = std::collections::HashSet::new();
@@ -667,7 +696,7 @@ impl QueryEngine {
                 let mut frames: Vec<&str> = symbols.frame_names(r as u32).collect();
                 frames.reverse();
                 for (depth, f) in frames.iter().enumerate() {
-                    ids.append_value(stack.id.to_bytes()).expect("16-byte ids");
+                    ids.append_value(stack.id.to_bytes());
                     depths.append_value(depth as i32);
                     functions.append_value(f);
                 }
@@ -691,7 +720,7 @@ impl QueryEngine {
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
             datafusion::arrow::datatypes::Field::new(
                 schema::STACK_ID,
-                datafusion::arrow::datatypes::DataType::FixedSizeBinary(16),
+                datafusion::arrow::datatypes::DataType::Binary,
                 false,
             ),
             datafusion::arrow::datatypes::Field::new(
@@ -721,4 +750,72 @@ impl QueryEngine {
 /// table qualifier.
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
+}
+
+/// Hashes a stack id by its low 64 bits: the id is already a uniform 128-bit hash.
+#[derive(Clone, Copy, Debug, Default)]
+struct StackHasher(u64);
+
+impl std::hash::Hasher for StackHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+}
+
+type BuildStackHasher = std::hash::BuildHasherDefault<StackHasher>;
+
+/// Adds each row's value to its stack's sum. Dictionary-encoded ids (what blocks and the buffer
+/// produce) are summed per key first, so the map is touched once per distinct stack per batch.
+fn fold_stacks(
+    ids: &datafusion::arrow::array::ArrayRef,
+    values: &datafusion::arrow::array::Int64Array,
+    sums: &mut HashMap<u128, i64, BuildStackHasher>,
+) -> Result<()> {
+    let id_of = |bytes: &[u8]| {
+        <[u8; 16]>::try_from(bytes)
+            .map(u128::from_be_bytes)
+            .map_err(|_| {
+                Error::InvalidQuery(format!("a stack id is {} bytes, not 16", bytes.len()))
+            })
+    };
+    if let Some(dict) = ids.as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>() {
+        let dictionary = dict.values().as_binary_opt::<i32>().ok_or_else(|| {
+            Error::InvalidQuery(format!(
+                "stack ids have type {}, not binary",
+                ids.data_type()
+            ))
+        })?;
+        let mut per_key = vec![0i64; dictionary.len()];
+        let mut used = vec![false; dictionary.len()];
+        for (key, value) in dict.keys().values().iter().zip(values.values().iter()) {
+            per_key[*key as usize] += value;
+            used[*key as usize] = true;
+        }
+        for (key, value) in per_key.into_iter().enumerate() {
+            if used[key] {
+                *sums.entry(id_of(dictionary.value(key))?).or_default() += value;
+            }
+        }
+    } else {
+        let plain = ids.as_binary_opt::<i32>().ok_or_else(|| {
+            Error::InvalidQuery(format!(
+                "stack ids have type {}, not binary",
+                ids.data_type()
+            ))
+        })?;
+        for (i, value) in values.values().iter().enumerate() {
+            *sums.entry(id_of(plain.value(i))?).or_default() += value;
+        }
+    }
+    Ok(())
 }

@@ -32,25 +32,47 @@ pub struct FlameGraph {
 
 #[derive(Default)]
 struct Arena {
-    names: Vec<String>,
+    names: Vec<u32>,
     values: Vec<[i64; 4]>, // total, self, right total, right self
     parent: Vec<usize>,
+    depth: Vec<u32>,
     children: Vec<Vec<usize>>,
-    index: HashMap<(usize, String), usize>,
+    /// Child of (parent, frame name id).
+    index: HashMap<(usize, u32), usize>,
+    /// Frame names, interned so the hot path allocates nothing.
+    frame_ids: HashMap<String, u32>,
+    frames: Vec<String>,
 }
 
 impl Arena {
     fn new() -> Self {
         let mut a = Arena::default();
-        a.push(usize::MAX, "total".to_owned());
+        let total = a.intern("total");
+        a.push(usize::MAX, total);
         a
     }
 
-    fn push(&mut self, parent: usize, name: String) -> usize {
+    fn intern(&mut self, frame: &str) -> u32 {
+        if let Some(&id) = self.frame_ids.get(frame) {
+            return id;
+        }
+        let id = self.frames.len() as u32;
+        self.frames.push(frame.to_owned());
+        self.frame_ids.insert(frame.to_owned(), id);
+        id
+    }
+
+    fn push(&mut self, parent: usize, name: u32) -> usize {
         let id = self.names.len();
         self.names.push(name);
         self.values.push([0; 4]);
         self.parent.push(parent);
+        let depth = if parent == usize::MAX {
+            0
+        } else {
+            self.depth[parent] + 1
+        };
+        self.depth.push(depth);
         self.children.push(Vec::new());
         if parent != usize::MAX {
             self.children[parent].push(id);
@@ -62,11 +84,12 @@ impl Arena {
         let mut node = 0;
         self.values[0][2 * side] += value;
         for &frame in frames_root_first {
-            node = match self.index.get(&(node, frame.to_owned())) {
+            let name = self.intern(frame);
+            node = match self.index.get(&(node, name)) {
                 Some(&n) => n,
                 None => {
-                    let n = self.push(node, frame.to_owned());
-                    self.index.insert((node, frame.to_owned()), n);
+                    let n = self.push(node, name);
+                    self.index.insert((node, name), n);
                     n
                 }
             };
@@ -97,15 +120,9 @@ impl FlameGraph {
         // (size desc, depth asc) keeps every kept node's parent.
         let size = |v: &[i64; 4]| v[0].abs().max(v[2].abs());
         let mut order: Vec<usize> = (1..arena.names.len()).collect();
-        let depth = |mut n: usize| {
-            let mut d = 0;
-            while n != 0 {
-                n = arena.parent[n];
-                d += 1;
-            }
-            d
-        };
-        order.sort_by_key(|&n| (std::cmp::Reverse(size(&arena.values[n])), depth(n), n));
+        order.sort_unstable_by_key(|&n| {
+            (std::cmp::Reverse(size(&arena.values[n])), arena.depth[n], n)
+        });
         let mut keep = vec![false; arena.names.len()];
         keep[0] = true;
         let budget = max_nodes.max(1).saturating_sub(1);
@@ -141,7 +158,7 @@ impl FlameGraph {
             });
         }
         FlameNode {
-            name: arena.names[n].clone(),
+            name: arena.frames[arena.names[n] as usize].clone(),
             total: v[0],
             self_value: v[1],
             right: diff.then_some((v[2], v[3])),

@@ -3,11 +3,11 @@
 //! values are stored once per profile rather than once per sample, which keeps a sample at
 //! about 12 bytes (a `u32` stack reference and an `i64` value).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, ListArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, DictionaryArray, Int32Array, Int64Array, ListArray,
     RecordBatch, StringArray, StringDictionaryBuilder, StructArray, UInt32Array, UInt64Array,
     new_null_array,
 };
@@ -63,7 +63,13 @@ impl Chunk {
                     .insert(value.to_owned());
             }
         }
-        let mut profile_type = StringDictionaryBuilder::<Int32Type>::new();
+        // Builders sized exactly: a chunk holds few profile rows, and default capacities
+        // (1024 keys) would cost more than its samples.
+        let mut profile_type = StringDictionaryBuilder::<Int32Type>::with_capacity(
+            rows.len(),
+            rows.len(),
+            64 * rows.len(),
+        );
         let mut profile_types = BTreeSet::new();
         for row in rows {
             let id = row.profile_type.id();
@@ -101,7 +107,12 @@ impl Chunk {
             ),
         ];
         for name in labels.keys() {
-            let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+            let bytes: usize = labels[name].iter().map(String::len).sum();
+            let mut builder = StringDictionaryBuilder::<Int32Type>::with_capacity(
+                rows.len(),
+                labels[name].len(),
+                bytes,
+            );
             for row in rows {
                 builder.append_option(row.labels.get(name));
             }
@@ -265,26 +276,37 @@ pub fn gather(
         let name = field.name().as_str();
         let array: ArrayRef = match name {
             schema::TENANT => {
-                let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+                let mut builder = StringDictionaryBuilder::<Int32Type>::with_capacity(
+                    samples.len(),
+                    chunks.len(),
+                    16 * chunks.len(),
+                );
                 for s in samples {
                     builder.append_value(chunks[s.chunk].tenant.as_str());
                 }
                 Arc::new(builder.finish())
             }
             schema::STACK_ID => {
-                let mut bytes = Vec::with_capacity(16 * samples.len());
+                // Keys local to this batch, values the 16-byte ids of the stacks it uses.
                 let refs: Vec<&UInt32Array> = chunks.iter().map(|c| c.stack_refs()).collect();
-                for s in samples {
-                    let stack = refs[s.chunk].value(s.sample);
-                    bytes.extend_from_slice(&symbols.stack(stack).id.to_bytes());
-                }
+                let mut local: HashMap<u32, i32> = HashMap::new();
+                let mut ids: Vec<u8> = Vec::new();
+                let keys: Int32Array = samples
+                    .iter()
+                    .map(|s| {
+                        let stack = refs[s.chunk].value(s.sample);
+                        *local.entry(stack).or_insert_with(|| {
+                            ids.extend_from_slice(&symbols.stack(stack).id.to_bytes());
+                            (ids.len() / 16 - 1) as i32
+                        })
+                    })
+                    .collect();
+                let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(16, ids.len() / 16));
+                let values = BinaryArray::try_new(offsets, ArrowBuffer::from_vec(ids), None)
+                    .map_err(arrow_err)?;
                 Arc::new(
-                    FixedSizeBinaryArray::try_new(
-                        schema::STACK_ID_BYTES,
-                        ArrowBuffer::from_vec(bytes),
-                        None,
-                    )
-                    .map_err(arrow_err)?,
+                    DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
+                        .map_err(arrow_err)?,
                 )
             }
             schema::VALUE | schema::TRACE_ID | schema::SPAN_ID | schema::PROFILE_ID => {
