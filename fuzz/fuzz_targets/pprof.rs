@@ -8,11 +8,20 @@ use firn_storage::{Nanos, TenantId};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = DecodeLimits { max_decompressed_bytes: 1 << 20 };
-    let Ok(profile) = decode(data, limits) else { return };
+    let limits = DecodeLimits {
+        max_decompressed_bytes: 1 << 20,
+    };
+    let Ok(profile) = decode(data, limits) else {
+        return;
+    };
     // A valid profile survives a round trip and normalises without error or panic.
-    let again = decode(&encode_gzip(profile.profile()), DecodeLimits { max_decompressed_bytes: 16 << 20 })
-        .expect("a re-encoded valid profile decodes");
+    let again = decode(
+        &encode_gzip(profile.profile()),
+        DecodeLimits {
+            max_decompressed_bytes: 16 << 20,
+        },
+    )
+    .expect("a re-encoded valid profile decodes");
     assert_eq!(again.profile(), profile.profile());
     let request = WriteRequest {
         tenant: TenantId::anonymous(),
@@ -20,5 +29,11 @@ fuzz_target!(|data: &[u8]| {
         payload: Payload::Pprof(data.to_vec().into()),
         received_at: Nanos(0),
     };
-    let _ = normalize(request, &NormalizeLimits { decode: limits, ..Default::default() });
+    let _ = normalize(
+        request,
+        &NormalizeLimits {
+            decode: limits,
+            ..Default::default()
+        },
+    );
 });

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use firn_storage::symbols::UNKNOWN_FRAME;
+
 use crate::merged::MergedProfile;
 
 /// The name of the node that holds what `max_nodes` truncated.
@@ -38,7 +40,7 @@ struct Arena {
     depth: Vec<u32>,
     children: Vec<Vec<usize>>,
     /// Child of (parent, frame name id).
-    index: HashMap<(usize, u32), usize>,
+    index: HashMap<(usize, u32), usize, BuildPairHasher>,
     /// Frame names, interned so the hot path allocates nothing.
     frame_ids: HashMap<String, u32>,
     frames: Vec<String>,
@@ -80,11 +82,11 @@ impl Arena {
         id
     }
 
-    fn add(&mut self, frames_root_first: &[&str], value: i64, side: usize) {
+    /// Adds a stack given as arena name ids, root first.
+    fn add(&mut self, names_root_first: &[u32], value: i64, side: usize) {
         let mut node = 0;
         self.values[0][2 * side] += value;
-        for &frame in frames_root_first {
-            let name = self.intern(frame);
+        for &name in names_root_first {
             node = match self.index.get(&(node, name)) {
                 Some(&n) => n,
                 None => {
@@ -112,8 +114,24 @@ impl FlameGraph {
     fn build(sides: &[&MergedProfile], max_nodes: usize, diff: bool) -> Self {
         let mut arena = Arena::new();
         for (side, profile) in sides.iter().enumerate() {
+            // Each profile's string references map to arena name ids once, so the per-frame
+            // work is integer lookups.
+            let symbols = &profile.symbols;
+            let mut ids: Vec<Option<u32>> = vec![None; symbols.strings().len()];
+            let unknown = arena.intern(UNKNOWN_FRAME);
+            let mut path: Vec<u32> = Vec::new();
             for &(stack, value) in &profile.stacks {
-                arena.add(&profile.frames_root_first(stack), value, side);
+                path.clear();
+                for name in symbols.frame_name_refs(stack) {
+                    path.push(match name {
+                        None => unknown,
+                        Some(r) => {
+                            *ids[r as usize].get_or_insert_with(|| arena.intern(symbols.string(r)))
+                        }
+                    });
+                }
+                path.reverse();
+                arena.add(&path, value, side);
             }
         }
         // Keep the largest nodes; a parent is never smaller than its child, so sorting by
@@ -170,3 +188,34 @@ impl FlameGraph {
 fn count(node: &FlameNode) -> usize {
     1 + node.children.iter().map(count).sum::<usize>()
 }
+
+/// A multiply-rotate hasher for the arena's small integer keys (SipHash is needlessly slow
+/// there; the keys come from this process, not from clients).
+#[derive(Clone, Copy, Debug, Default)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+}
+
+type BuildPairHasher = std::hash::BuildHasherDefault<PairHasher>;

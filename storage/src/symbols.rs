@@ -409,20 +409,33 @@ impl SymbolTable {
 
     /// The function names of a stack's frames, leaf first, inlined callees before callers.
     pub fn frame_names(&self, stack: SymbolRef) -> impl Iterator<Item = &str> + '_ {
+        self.frame_name_refs(stack)
+            .map(|name| name.map_or(UNKNOWN_FRAME, |r| self.string(r)))
+    }
+
+    /// Like [`SymbolTable::frame_names`], as string references (`None` for a location without
+    /// symbols), so callers can key maps by integer instead of hashing names.
+    pub fn frame_name_refs(
+        &self,
+        stack: SymbolRef,
+    ) -> impl Iterator<Item = Option<SymbolRef>> + '_ {
         self.stacks[stack as usize]
             .locations
             .iter()
             .flat_map(move |&l| {
                 let location = &self.locations[l as usize];
-                let unsymbolized = location.lines.is_empty().then_some(l);
+                let unsymbolized = location.lines.is_empty().then_some(None);
                 location
                     .lines
                     .iter()
-                    .map(move |line| self.string(self.functions[line.function as usize].name))
-                    .chain(unsymbolized.map(|_| "[unknown]"))
+                    .map(move |line| Some(self.functions[line.function as usize].name))
+                    .chain(unsymbolized)
             })
     }
 }
+
+/// The name of a frame whose location has no symbols.
+pub const UNKNOWN_FRAME: &str = "[unknown]";
 
 /// What identifies a mapping in a location's fingerprint.
 #[derive(Clone, Copy, Debug)]
