@@ -354,3 +354,82 @@ async fn row_and_memory_limits_fail_cleanly() {
         .expect_err("memory");
     assert!(matches!(err, Error::MemoryLimit { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn blocks_outside_the_selection_are_never_opened() {
+    use object_store::ObjectStoreExt;
+    let e = engine().await;
+    write_cpu(
+        &e,
+        1,
+        "a",
+        &[("service_name", "api")],
+        10 * SEC,
+        &[(HOT, 1)],
+    );
+    e.store().flush().await.expect("flush");
+    write_cpu(
+        &e,
+        2,
+        "a",
+        &[("service_name", "db")],
+        1000 * SEC,
+        &[(GC, 1)],
+    );
+    let late = e.store().flush().await.expect("flush").expect("block");
+    // Remove the late block's data: a query that opened it would now fail.
+    let key = e.store().paths().block_samples(&late.id);
+    e.store().object_store().delete(&key).await.expect("delete");
+
+    let early = ProfileQuery::new(CPU, Nanos(0), Nanos(100 * SEC)).expect("query");
+    assert_eq!(
+        e.merge(&tenant("a"), &early)
+            .await
+            .expect("pruned by time")
+            .total(),
+        10_000_000
+    );
+    let by_label = ProfileQuery::new(
+        &format!("{CPU}{{service_name=\"api\"}}"),
+        Nanos(0),
+        Nanos(2000 * SEC),
+    )
+    .expect("query");
+    assert_eq!(
+        e.merge(&tenant("a"), &by_label)
+            .await
+            .expect("pruned by label values")
+            .total(),
+        10_000_000
+    );
+    let everything = ProfileQuery::new(CPU, Nanos(0), Nanos(2000 * SEC)).expect("query");
+    assert!(
+        e.merge(&tenant("a"), &everything).await.is_err(),
+        "the deleted block is read"
+    );
+}
+
+#[tokio::test]
+async fn series_average_is_per_profile() {
+    let e = populated().await;
+    let options = SeriesOptions {
+        step: Nanos(100 * SEC),
+        group_by: vec![],
+        aggregation: Aggregation::Average,
+        limit: None,
+    };
+    let query = q(&format!("{CPU}{{service_name=\"api\"}}"));
+    let series = e
+        .series(&tenant("a"), &query, &options)
+        .await
+        .expect("series");
+    // Three api profiles of 6, 5 and 1 samples in the one step.
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].points, vec![(Nanos(0), 4e7)]);
+    let sum = SeriesOptions {
+        aggregation: Aggregation::Sum,
+        ..options
+    };
+    let series = e.series(&tenant("a"), &query, &sum).await.expect("series");
+    assert_eq!(series[0].points, vec![(Nanos(0), 12e7)]);
+}
