@@ -331,7 +331,7 @@ impl QueryEngine {
         totals: &[(StackId, i64)],
         merged: &mut MergedProfile,
     ) -> Result<()> {
-        let mut missing: HashMap<StackId, i64> = totals.iter().copied().collect();
+        let mut missing: BTreeMap<StackId, i64> = totals.iter().copied().collect();
         let mut found: BTreeMap<StackId, (u32, i64)> = BTreeMap::new();
         {
             let buffer = table
@@ -340,13 +340,7 @@ impl QueryEngine {
                 .symbols
                 .read()
                 .expect("symbol lock poisoned");
-            missing.retain(|&id, &mut value| match buffer.stack_ref(id) {
-                Some(r) => {
-                    found.insert(id, (merged.symbols.copy_stack_from(&buffer, r), value));
-                    false
-                }
-                None => true,
-            });
+            take_stacks(&buffer, &mut missing, &mut found, &mut merged.symbols);
         }
         let scan = firn_storage::filter::ScanFilter {
             time: query.start..query.end,
@@ -363,13 +357,7 @@ impl QueryEngine {
                 break;
             }
             let symbols = self.block_symbols(&block).await?;
-            missing.retain(|&id, &mut value| match symbols.stack_ref(id) {
-                Some(r) => {
-                    found.insert(id, (merged.symbols.copy_stack_from(&symbols, r), value));
-                    false
-                }
-                None => true,
-            });
+            take_stacks(&symbols, &mut missing, &mut found, &mut merged.symbols);
         }
         if !missing.is_empty() {
             tracing::warn!(missing = missing.len(), "stacks without symbols");
@@ -818,4 +806,23 @@ fn fold_stacks(
         }
     }
     Ok(())
+}
+
+/// Moves the stacks of `missing` that `source` holds into `found`, copying their symbols into
+/// `target` in stack-id order (so the output's symbol order is deterministic).
+fn take_stacks(
+    source: &SymbolTable,
+    missing: &mut BTreeMap<StackId, i64>,
+    found: &mut BTreeMap<StackId, (u32, i64)>,
+    target: &mut SymbolTable,
+) {
+    let present: Vec<(StackId, u32, i64)> = missing
+        .iter()
+        .filter_map(|(&id, &value)| source.stack_ref(id).map(|r| (id, r, value)))
+        .collect();
+    let copied = target.copy_stacks_from(source, present.iter().map(|p| p.1));
+    for ((id, _, value), r) in present.into_iter().zip(copied) {
+        missing.remove(&id);
+        found.insert(id, (r, value));
+    }
 }

@@ -154,7 +154,7 @@ impl TableProvider for SampleTable {
                 .transpose()?;
             let mut source = ParquetSource::new(self.schema.clone())
                 .with_enable_page_index(true)
-                .with_pushdown_filters(true)
+                .with_pushdown_filters(false)
                 .with_reorder_filters(true);
             if let Some(predicate) = predicate {
                 source = source.with_predicate(predicate);

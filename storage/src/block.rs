@@ -197,9 +197,7 @@ pub fn encode_block(
     used.dedup();
     used.sort_by_key(|&r| symbols.stack(r).id);
     let mut block_symbols = SymbolTable::new();
-    for &r in &used {
-        block_symbols.copy_stack_from(symbols, r);
-    }
+    block_symbols.copy_stacks_from(symbols, used.iter().copied());
 
     let mut writer = ArrowWriter::try_new(
         Vec::new(),

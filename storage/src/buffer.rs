@@ -170,18 +170,30 @@ impl Buffer {
         }
         let old = self.symbols.read().expect("symbol lock poisoned");
         let mut symbols = SymbolTable::new();
+        // Stacks still referenced, in first-use order, copied in one pass.
+        let mut remap: Vec<Option<u32>> = vec![None; old.stack_count()];
+        let mut used: Vec<u32> = Vec::new();
+        for chunk in &keep {
+            for &r in chunk.stack_refs().values().iter() {
+                if remap[r as usize].is_none() {
+                    remap[r as usize] = Some(0);
+                    used.push(r);
+                }
+            }
+        }
+        for (r, new) in used
+            .iter()
+            .zip(symbols.copy_stacks_from(&old, used.iter().copied()))
+        {
+            remap[*r as usize] = Some(new);
+        }
         let mut rebuilt = Vec::with_capacity(keep.len());
         for chunk in &keep {
-            let mut remap = std::collections::HashMap::new();
             let refs: Vec<u32> = chunk
                 .stack_refs()
                 .values()
                 .iter()
-                .map(|&r| {
-                    *remap
-                        .entry(r)
-                        .or_insert_with(|| symbols.copy_stack_from(&old, r))
-                })
+                .map(|&r| remap[r as usize].expect("every kept stack was copied"))
                 .collect();
             rebuilt.push(Arc::new(rebuild_chunk(chunk, refs)?));
         }
@@ -328,4 +340,75 @@ pub(crate) fn row_may_match(chunk: &Chunk, row: usize, filter: &ScanFilter) -> b
         .labels
         .iter()
         .all(|m| m.matches(chunk.string_value(&schema::label_column(&m.name), row)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::{NormalizeLimits, normalize};
+    use crate::testing::{ProfileBuilder, pprof_write};
+
+    fn write(buffer: &mut Buffer, seq: u64, stacks: &[&[&str]]) {
+        let mut b = ProfileBuilder::cpu();
+        for s in stacks {
+            b.sample(s, &[1, 1], &[]);
+        }
+        let n = normalize(
+            pprof_write("t", &[], b.gzip(), Nanos(seq as i64)),
+            &NormalizeLimits::default(),
+        )
+        .expect("valid");
+        buffer.apply(SeqNo(seq), &n).expect("fits");
+    }
+
+    fn frames_by_id(snapshot: &BufferSnapshot, after: SeqNo) -> Vec<(crate::StackId, Vec<String>)> {
+        let symbols = snapshot.symbols.read().expect("lock");
+        let mut out: Vec<_> = snapshot
+            .chunks
+            .iter()
+            .filter(|c| c.seq > after)
+            .flat_map(|c| c.stack_refs().values().to_vec())
+            .map(|r| {
+                (
+                    symbols.stack(r).id,
+                    symbols.frame_names(r).map(str::to_owned).collect(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn dropping_flushed_chunks_keeps_the_rest_resolvable() {
+        let mut buffer = Buffer::new(1 << 30, SeqNo(0));
+        write(&mut buffer, 1, &[&["main", "a"], &["main", "b"]]);
+        write(&mut buffer, 2, &[&["main", "b"], &["main", "c", "d"]]);
+        write(&mut buffer, 3, &[&["main", "c", "d"], &["x"]]);
+        let before = frames_by_id(&buffer.snapshot(), SeqNo(1));
+        let symbols_before = buffer
+            .snapshot()
+            .symbols
+            .read()
+            .expect("lock")
+            .stack_count();
+        buffer.drop_through(SeqNo(1)).expect("drop");
+        let after = frames_by_id(&buffer.snapshot(), SeqNo(0));
+        assert_eq!(
+            after, before,
+            "remaining rows resolve to the same stacks and frames"
+        );
+        assert_eq!(buffer.first_seq(), Some(SeqNo(2)));
+        let symbols_after = buffer
+            .snapshot()
+            .symbols
+            .read()
+            .expect("lock")
+            .stack_count();
+        assert_eq!(
+            (symbols_before, symbols_after),
+            (5, 3),
+            "symbols only the remaining rows use are gone"
+        );
+    }
 }

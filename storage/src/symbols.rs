@@ -313,18 +313,37 @@ impl SymbolTable {
 
     /// Copies one stack (and everything it refers to) from another table into this one.
     pub fn copy_stack_from(&mut self, other: &SymbolTable, stack: SymbolRef) -> SymbolRef {
-        let s = &other.stacks[stack as usize];
-        if let Some(&r) = self.stack_refs.get(&s.id) {
-            return r;
-        }
-        let mut locations = Vec::with_capacity(s.locations.len());
-        for &l in s.locations.iter() {
-            locations.push(self.copy_location_from(other, l));
-        }
-        self.push_stack(Stack {
-            id: s.id,
-            locations: locations.into(),
-        })
+        self.copy_stacks_from(other, [stack])[0]
+    }
+
+    /// Copies stacks from another table, returning their references here. Each source
+    /// location is fingerprinted once per call, however many stacks share it.
+    pub fn copy_stacks_from(
+        &mut self,
+        other: &SymbolTable,
+        stacks: impl IntoIterator<Item = SymbolRef>,
+    ) -> Vec<SymbolRef> {
+        let mut copied: Vec<Option<SymbolRef>> = vec![None; other.locations.len()];
+        stacks
+            .into_iter()
+            .map(|stack| {
+                let s = &other.stacks[stack as usize];
+                if let Some(&r) = self.stack_refs.get(&s.id) {
+                    return r;
+                }
+                let locations: Vec<SymbolRef> = s
+                    .locations
+                    .iter()
+                    .map(|&l| {
+                        *copied[l as usize].get_or_insert_with(|| self.copy_location_from(other, l))
+                    })
+                    .collect();
+                self.push_stack(Stack {
+                    id: s.id,
+                    locations: locations.into(),
+                })
+            })
+            .collect()
     }
 
     fn copy_location_from(&mut self, other: &SymbolTable, l: SymbolRef) -> SymbolRef {
