@@ -407,7 +407,7 @@ mod tests {
             .stack_count();
         assert_eq!(
             (symbols_before, symbols_after),
-            (5, 3),
+            (4, 3),
             "symbols only the remaining rows use are gone"
         );
     }
