@@ -13,6 +13,7 @@
 //! Execution is memory-bounded: one DataFusion memory pool per engine, no spilling, and a
 //! query that needs more fails with [`Error::MemoryLimit`].
 
+pub mod buffer_exec;
 pub mod engine;
 pub mod error;
 pub mod flamegraph;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  filters ──► ScanFilter (time, profile type, delta, label =/!=/=~/!~) ──► prune
-//!     buffer: profile rows that may match ──► flat batches (MemorySourceConfig)
+//!     buffer: profile rows that may match ──► flat batches, chunk by chunk (BufferScanExec)
 //!     blocks: manifest metadata ──► candidate blocks ──► this tenant's row groups only
 //!             (ParquetAccessPlan) ──► ParquetSource with the filters as predicate
 //!  └──────────────── UnionExec ────────────────┘  (filters re-applied above: Inexact)
@@ -17,7 +17,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -33,8 +32,7 @@ use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
 use firn_storage::paths::Paths;
 use firn_storage::{Nanos, ReadSnapshot, TenantId, schema};
 
-/// Rows per batch the buffer scan produces.
-const BUFFER_BATCH_ROWS: usize = 8192;
+use crate::buffer_exec::BufferScanExec;
 
 /// One tenant's samples.
 #[derive(Debug)]
@@ -117,17 +115,14 @@ impl TableProvider for SampleTable {
         let filter = scan_filter(filters);
         let mut parts: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let batches = self
-            .snapshot
-            .buffer
-            .scan(&self.tenant, &filter, &self.schema, BUFFER_BATCH_ROWS)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        if !batches.is_empty() {
-            parts.push(MemorySourceConfig::try_new_exec(
-                &[batches],
-                self.schema.clone(),
-                projection.cloned(),
-            )?);
+        let buffer = BufferScanExec::new(
+            &self.tenant,
+            self.snapshot.buffer.clone(),
+            filter.clone(),
+            project_schema(&self.schema, projection)?,
+        );
+        if !buffer.is_empty() {
+            parts.push(Arc::new(buffer));
         }
 
         let files: Vec<PartitionedFile> = self

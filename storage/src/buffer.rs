@@ -126,8 +126,8 @@ impl Buffer {
                 budget: self.budget,
             });
         }
-        self.last_seq = seq;
         if normalized.profiles.is_empty() {
+            self.last_seq = seq;
             return Ok(WriteStats::default());
         }
         let refs = self
@@ -136,6 +136,7 @@ impl Buffer {
             .expect("symbol lock poisoned")
             .intern(&normalized.symbols);
         let chunk = Chunk::build(seq, normalized.tenant.clone(), &normalized.profiles, &refs)?;
+        self.last_seq = seq;
         let stats = WriteStats {
             profiles: chunk.rows(),
             samples: chunk.samples,
@@ -277,44 +278,38 @@ impl BufferSnapshot {
         self.chunks.iter().filter(move |c| &c.tenant == tenant)
     }
 
-    /// The samples of a tenant's profile rows that may pass `filter`, as flat batches of
-    /// `schema` (the sample schema without tenant) holding at most `batch_rows` rows each.
-    pub fn scan(
+    /// The flat sample rows of one chunk whose profile rows may pass `filter`, as batches of
+    /// `schema` (any subset of the sample columns, without tenant) of at most `batch_rows`
+    /// rows. Readers call it chunk by chunk, so a scan holds one chunk's rows at a time.
+    pub fn scan_chunk(
         &self,
-        tenant: &TenantId,
+        chunk: &Chunk,
         filter: &ScanFilter,
         schema: &SchemaRef,
         batch_rows: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let symbols = self.symbols.read().expect("symbol lock poisoned");
-        let mut out = Vec::new();
-        for chunk in self.tenant_chunks(tenant) {
-            if !filter.overlaps_time(chunk.min_time, chunk.max_time)
-                || !chunk
-                    .profile_types
-                    .iter()
-                    .any(|p| filter.keeps_profile_type(p))
-            {
-                continue;
-            }
-            let mut refs: Vec<SampleRef> = Vec::new();
-            for row in 0..chunk.rows() {
-                if !row_may_match(chunk, row, filter) {
-                    continue;
-                }
-                for sample in chunk.sample_range(row) {
-                    refs.push(SampleRef {
-                        chunk: 0,
-                        row,
-                        sample,
-                    });
-                }
-            }
-            for part in refs.chunks(batch_rows.max(1)) {
-                out.push(gather(&[chunk.as_ref()], part, schema, &symbols)?);
+        if !filter.overlaps_time(chunk.min_time, chunk.max_time)
+            || !chunk
+                .profile_types
+                .iter()
+                .any(|p| filter.keeps_profile_type(p))
+        {
+            return Ok(Vec::new());
+        }
+        let mut refs: Vec<SampleRef> = Vec::new();
+        for row in 0..chunk.rows() {
+            if row_may_match(chunk, row, filter) {
+                refs.extend(chunk.sample_range(row).map(|sample| SampleRef {
+                    chunk: 0,
+                    row,
+                    sample,
+                }));
             }
         }
-        Ok(out)
+        let symbols = self.symbols.read().expect("symbol lock poisoned");
+        refs.chunks(batch_rows.max(1))
+            .map(|part| gather(&[chunk], part, schema, &symbols))
+            .collect()
     }
 }
 
