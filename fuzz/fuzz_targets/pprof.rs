@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let limits = DecodeLimits {
         max_decompressed_bytes: 1 << 20,
+        ..Default::default()
     };
     let Ok(profile) = decode(data, limits) else {
         return;
@@ -19,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         &encode_gzip(profile.profile()),
         DecodeLimits {
             max_decompressed_bytes: 16 << 20,
+            ..Default::default()
         },
     )
     .expect("a re-encoded valid profile decodes");

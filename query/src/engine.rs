@@ -40,8 +40,10 @@ pub struct QueryConfig {
     pub timeout: Duration,
     /// Partitions DataFusion plans with (0 = number of cores).
     pub target_partitions: usize,
-    /// Block symbol tables kept in memory.
+    /// Block symbol tables kept in memory, at most this many...
     pub symbol_cache_entries: usize,
+    /// ...and at most this many bytes (least recently loaded go first).
+    pub symbol_cache_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -52,6 +54,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(60),
             target_partitions: 0,
             symbol_cache_entries: 64,
+            symbol_cache_bytes: 256 << 20,
         }
     }
 }
@@ -248,13 +251,13 @@ impl QueryEngine {
                 MatchOp::NotEq => filled().not_eq(lit(m.value.clone())),
                 MatchOp::Re => datafusion::functions::expr_fn::regexp_like(
                     filled(),
-                    lit(format!("^(?:{})$", m.value)),
+                    lit(format!("^(?s:{})$", m.value)),
                     None,
                 ),
                 MatchOp::NotRe => {
                     datafusion::prelude::not(datafusion::functions::expr_fn::regexp_like(
                         filled(),
-                        lit(format!("^(?:{})$", m.value)),
+                        lit(format!("^(?s:{})$", m.value)),
                         None,
                     ))
                 }
@@ -277,19 +280,37 @@ impl QueryEngine {
         let Some(filter) = Self::filters(&table, query) else {
             return Ok(merged);
         };
-        // DataFusion plans the scan and the filters; the sum by stack id is a fold into a map
-        // keyed by the id itself (already a strong hash), far cheaper than a generic GROUP BY
-        // on 16-byte binary keys. The map's memory is reserved in the query pool.
-        let df = self
-            .frame(table.clone())?
-            .filter(filter)
-            .and_then(|df| {
-                df.select(vec![
-                    column(schema::STACK_ID),
-                    column(schema::VALUE),
-                    column(schema::PERIOD),
-                ])
-            })
+        self.sum_by_stack(&table, Some(filter), query.start..query.end, &mut merged)
+            .await?;
+        if let Some(filter) = &query.stack_filter {
+            merged.retain_stacks(filter);
+        }
+        Ok(merged)
+    }
+
+    /// Sums values by stack over the rows of `table` passing `filter` (within `time`), and
+    /// resolves those stacks' symbols into `merged`.
+    ///
+    /// DataFusion plans the scan and the filters; the sum by stack id is a fold into a map
+    /// keyed by the id itself (already a strong hash), far cheaper than a generic GROUP BY on
+    /// 16-byte binary keys. The map's memory is reserved in the query pool.
+    async fn sum_by_stack(
+        &self,
+        table: &Arc<SampleTable>,
+        filter: Option<Expr>,
+        time: std::ops::Range<Nanos>,
+        merged: &mut MergedProfile,
+    ) -> Result<()> {
+        let mut df = self.frame(table.clone())?;
+        if let Some(filter) = filter {
+            df = df.filter(filter).map_err(|e| self.map_err(e))?;
+        }
+        let df = df
+            .select(vec![
+                column(schema::STACK_ID),
+                column(schema::VALUE),
+                column(schema::PERIOD),
+            ])
             .map_err(|e| self.map_err(e))?;
         let mut sums: HashMap<u128, i64, BuildStackHasher> = HashMap::default();
         let reservation =
@@ -315,19 +336,15 @@ impl QueryEngine {
         let mut totals: Vec<(StackId, i64)> =
             sums.into_iter().map(|(id, v)| (StackId(id), v)).collect();
         totals.sort_unstable();
-        self.resolve(&table, query, &totals, &mut merged).await?;
-        if let Some(filter) = &query.stack_filter {
-            merged.retain_stacks(filter);
-        }
-        Ok(merged)
+        self.resolve(table, time, &totals, merged).await
     }
 
     /// Copies the symbols of `totals` into `merged`: from the buffer first, then from blocks
-    /// that may hold the selection, until every stack is found.
+    /// that may hold rows in `time`, until every stack is found.
     async fn resolve(
         &self,
         table: &SampleTable,
-        query: &ProfileQuery,
+        time: std::ops::Range<Nanos>,
         totals: &[(StackId, i64)],
         merged: &mut MergedProfile,
     ) -> Result<()> {
@@ -343,7 +360,7 @@ impl QueryEngine {
             take_stacks(&buffer, &mut missing, &mut found, &mut merged.symbols);
         }
         let scan = firn_storage::filter::ScanFilter {
-            time: query.start..query.end,
+            time,
             ..Default::default()
         };
         let blocks: Vec<BlockId> = table
@@ -379,8 +396,13 @@ impl QueryEngine {
         let table = Arc::new(self.store.read_symbols(block).await?);
         let mut cache = self.symbols.lock().expect("cache lock poisoned");
         cache.push_back((block.clone(), table.clone()));
-        while cache.len() > self.config.symbol_cache_entries {
-            cache.pop_front();
+        while cache.len() > self.config.symbol_cache_entries
+            || cache.iter().map(|(_, t)| t.memory_bytes()).sum::<usize>()
+                > self.config.symbol_cache_bytes
+        {
+            if cache.pop_front().is_none() {
+                break;
+            }
         }
         Ok(table)
     }
@@ -419,7 +441,12 @@ impl QueryEngine {
         if options.step.0 <= 0 {
             return Err(Error::InvalidQuery("step must be positive".into()));
         }
-        let steps = (query.end.0 - query.start.0) / options.step.0;
+        let steps = query
+            .end
+            .0
+            .checked_sub(query.start.0)
+            .ok_or_else(|| Error::InvalidQuery("time range is too long".into()))?
+            / options.step.0;
         if steps > 11_000 {
             return Err(Error::InvalidQuery(format!(
                 "{steps} steps requested, the limit is 11000; use a larger step"
@@ -667,60 +694,38 @@ impl QueryEngine {
         Ok(batches)
     }
 
-    /// `stacks(stack_id, depth, function)`: the frames of every stack the tenant's data uses,
-    /// root first (depth 0 = root), for joining with `samples` in SQL.
+    /// `stacks(stack_id, depth, function)`: the frames of every stack the tenant's own rows
+    /// use, root first (depth 0 = root), for joining with `samples` in SQL. Built from the
+    /// tenant's stack ids, so it never shows another tenant's frames.
     async fn stacks_table(&self, tenant: &TenantId) -> Result<RecordBatch> {
         use datafusion::arrow::array::{BinaryBuilder, Int32Builder, StringBuilder};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
         let table = self.table(tenant);
+        let mut merged = MergedProfile {
+            profile_type: None,
+            period: 0,
+            duration_nanos: 0,
+            time_nanos: 0,
+            symbols: SymbolTable::new(),
+            stacks: Vec::new(),
+        };
+        self.sum_by_stack(&table, None, Nanos::MIN..Nanos::MAX, &mut merged)
+            .await?;
         let mut ids = BinaryBuilder::new();
         let mut depths = Int32Builder::new();
         let mut functions = StringBuilder::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut add = |symbols: &SymbolTable| {
-            for (r, stack) in symbols.stacks().iter().enumerate() {
-                if !seen.insert(stack.id) {
-                    continue;
-                }
-                let mut frames: Vec<&str> = symbols.frame_names(r as u32).collect();
-                frames.reverse();
-                for (depth, f) in frames.iter().enumerate() {
-                    ids.append_value(stack.id.to_bytes());
-                    depths.append_value(depth as i32);
-                    functions.append_value(f);
-                }
+        for &(stack, _) in &merged.stacks {
+            let id = merged.symbols.stack(stack).id.to_bytes();
+            for (depth, f) in merged.frames_root_first(stack).iter().enumerate() {
+                ids.append_value(id);
+                depths.append_value(depth as i32);
+                functions.append_value(f);
             }
-        };
-        add(&table
-            .snapshot()
-            .buffer
-            .symbols
-            .read()
-            .expect("symbol lock poisoned"));
-        let blocks: Vec<BlockId> = table
-            .snapshot()
-            .manifest
-            .candidate_blocks(tenant, &Default::default())
-            .map(|b| b.id.clone())
-            .collect();
-        for block in blocks {
-            add(&*self.block_symbols(&block).await?);
         }
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-            datafusion::arrow::datatypes::Field::new(
-                schema::STACK_ID,
-                datafusion::arrow::datatypes::DataType::Binary,
-                false,
-            ),
-            datafusion::arrow::datatypes::Field::new(
-                "depth",
-                datafusion::arrow::datatypes::DataType::Int32,
-                false,
-            ),
-            datafusion::arrow::datatypes::Field::new(
-                "function",
-                datafusion::arrow::datatypes::DataType::Utf8,
-                false,
-            ),
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(schema::STACK_ID, DataType::Binary, false),
+            Field::new("depth", DataType::Int32, false),
+            Field::new("function", DataType::Utf8, false),
         ]));
         RecordBatch::try_new(
             schema,
@@ -786,12 +791,14 @@ fn fold_stacks(
         let mut per_key = vec![0i64; dictionary.len()];
         let mut used = vec![false; dictionary.len()];
         for (key, value) in dict.keys().values().iter().zip(values.values().iter()) {
-            per_key[*key as usize] += value;
+            let sum = &mut per_key[*key as usize];
+            *sum = sum.saturating_add(*value);
             used[*key as usize] = true;
         }
         for (key, value) in per_key.into_iter().enumerate() {
             if used[key] {
-                *sums.entry(id_of(dictionary.value(key))?).or_default() += value;
+                let sum = sums.entry(id_of(dictionary.value(key))?).or_default();
+                *sum = sum.saturating_add(value);
             }
         }
     } else {
@@ -802,7 +809,8 @@ fn fold_stacks(
             ))
         })?;
         for (i, value) in values.values().iter().enumerate() {
-            *sums.entry(id_of(plain.value(i))?).or_default() += value;
+            let sum = sums.entry(id_of(plain.value(i))?).or_default();
+            *sum = sum.saturating_add(*value);
         }
     }
     Ok(())

@@ -85,7 +85,7 @@ impl Arena {
     /// Adds a stack given as arena name ids, root first.
     fn add(&mut self, names_root_first: &[u32], value: i64, side: usize) {
         let mut node = 0;
-        self.values[0][2 * side] += value;
+        self.values[0][2 * side] = self.values[0][2 * side].saturating_add(value);
         for &name in names_root_first {
             node = match self.index.get(&(node, name)) {
                 Some(&n) => n,
@@ -95,9 +95,9 @@ impl Arena {
                     n
                 }
             };
-            self.values[node][2 * side] += value;
+            self.values[node][2 * side] = self.values[node][2 * side].saturating_add(value);
         }
-        self.values[node][2 * side + 1] += value;
+        self.values[node][2 * side + 1] = self.values[node][2 * side + 1].saturating_add(value);
     }
 }
 
@@ -161,8 +161,8 @@ impl FlameGraph {
                 children.push(Self::emit(arena, c, keep, diff));
             } else {
                 let cv = arena.values[c];
-                other[0] += cv[0];
-                other[2] += cv[2];
+                other[0] = other[0].saturating_add(cv[0]);
+                other[2] = other[2].saturating_add(cv[2]);
             }
         }
         children.sort_by(|a, b| a.name.cmp(&b.name));

@@ -49,7 +49,9 @@ pub struct TopEntry {
 
 impl MergedProfile {
     pub fn total(&self) -> i64 {
-        self.stacks.iter().map(|(_, v)| v).sum()
+        self.stacks
+            .iter()
+            .fold(0i64, |t, (_, v)| t.saturating_add(*v))
     }
 
     /// Frames of a stack, root first.
@@ -72,13 +74,15 @@ impl MergedProfile {
         for &(stack, value) in &self.stacks {
             let frames: Vec<&str> = self.symbols.frame_names(stack).collect();
             if let Some(leaf) = frames.first() {
-                by_name.entry(leaf).or_default().0 += value;
+                let e = by_name.entry(leaf).or_default();
+                e.0 = e.0.saturating_add(value);
             }
-            let mut seen: Vec<&str> = Vec::with_capacity(frames.len());
+            // Count a function once per stack, however often it recurses.
+            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
             for f in frames {
-                if !seen.contains(&f) {
-                    seen.push(f);
-                    by_name.entry(f).or_default().1 += value;
+                if seen.insert(f) {
+                    let e = by_name.entry(f).or_default();
+                    e.1 = e.1.saturating_add(value);
                 }
             }
         }
@@ -103,9 +107,10 @@ impl MergedProfile {
     pub fn folded(&self) -> String {
         let mut lines: HashMap<String, i64> = HashMap::new();
         for &(stack, value) in &self.stacks {
-            *lines
+            let sum = lines
                 .entry(self.frames_root_first(stack).join(";"))
-                .or_default() += value;
+                .or_default();
+            *sum = sum.saturating_add(value);
         }
         let mut lines: Vec<(String, i64)> = lines.into_iter().collect();
         lines.sort();

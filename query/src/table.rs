@@ -139,7 +139,7 @@ impl TableProvider for SampleTable {
                     self.paths.block_samples(&block.id).to_string(),
                     block.samples_bytes,
                 )
-                .with_extension(Arc::new(plan))
+                .with_extension(plan)
             })
             .collect();
         if !files.is_empty() {

@@ -41,7 +41,15 @@ fn estimate_bytes(normalized: &Normalized) -> usize {
             .iter()
             .map(|s| 64 + 4 * s.locations.len())
             .sum::<usize>();
-    12 * samples + 64 * rows + 16 * labels + symbols / 4 + 4096
+    let links: usize = normalized
+        .profiles
+        .iter()
+        .flat_map(|p| [&p.links.trace_id, &p.links.span_id, &p.links.profile_id])
+        .flatten()
+        .flat_map(|column| column.iter().flatten())
+        .map(|v| v.len() + 4)
+        .sum();
+    12 * samples + 64 * rows + 16 * labels + links + symbols / 4 + 4096
 }
 
 /// What a successful write added.

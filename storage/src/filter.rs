@@ -37,7 +37,7 @@ impl LabelMatcher {
         let value = value.into();
         let regex = match op {
             MatchOp::Re | MatchOp::NotRe => Some(
-                regex::RegexBuilder::new(&format!("^(?:{value})$"))
+                regex::RegexBuilder::new(&format!("^(?s:{value})$"))
                     .size_limit(1 << 20)
                     .build()?,
             ),

@@ -11,7 +11,7 @@ mod folded;
 
 use std::collections::HashMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{Nanos, StackId, TenantId};
 use crate::labels::{self, LabelLimits, Labels};
 use crate::pprof::{self, DecodeLimits, ValidProfile};
@@ -47,10 +47,22 @@ pub struct WriteRequest {
 }
 
 /// Limits applied while normalising untrusted input.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct NormalizeLimits {
     pub decode: DecodeLimits,
     pub labels: LabelLimits,
+    /// Most locations in one stack (Go's runtime records at most 64; eBPF agents 127-512).
+    pub max_stack_depth: usize,
+}
+
+impl Default for NormalizeLimits {
+    fn default() -> Self {
+        Self {
+            decode: DecodeLimits::default(),
+            labels: LabelLimits::default(),
+            max_stack_depth: 4096,
+        }
+    }
 }
 
 /// Per-sample link columns: present only when some sample in the row carries the label.
@@ -123,12 +135,12 @@ pub fn normalize(request: WriteRequest, limits: &NormalizeLimits) -> Result<Norm
             duration,
         } => {
             let (symbols, stacks, values) = parse_folded(&text)?;
-            let profile_type = match name {
-                Some(name) => ProfileType {
-                    name,
-                    ..profile_type
-                },
-                None => profile_type,
+            let profile_type = ProfileType {
+                name: clean_part(name.as_deref().unwrap_or(&profile_type.name), "profile"),
+                sample_type: clean_part(&profile_type.sample_type, "samples"),
+                sample_unit: clean_part(&profile_type.sample_unit, "count"),
+                period_type: clean_part(&profile_type.period_type, "unknown"),
+                period_unit: clean_part(&profile_type.period_unit, "unknown"),
             };
             let rows = ProfileRows {
                 profile_type,
@@ -145,6 +157,24 @@ pub fn normalize(request: WriteRequest, limits: &NormalizeLimits) -> Result<Norm
         }
     };
     normalized.1.retain(|p| !p.values.is_empty());
+    if let Some(deep) = normalized
+        .0
+        .stacks
+        .iter()
+        .find(|s| s.locations.len() > limits.max_stack_depth)
+    {
+        return Err(Error::InvalidProfile {
+            reason: format!(
+                "a stack has {} frames, the limit is {}",
+                deep.locations.len(),
+                limits.max_stack_depth
+            ),
+        });
+    }
+    for row in &mut normalized.1 {
+        // i64::MAX is the open end of every time range; nothing is stored there.
+        row.time = row.time.min(Nanos(i64::MAX - 1));
+    }
     Ok(Normalized {
         tenant: request.tenant,
         symbols: normalized.0,
@@ -230,12 +260,16 @@ fn from_pprof(
         let mut key: Vec<(i64, i64)> = Vec::new();
         let mut links: [Option<&str>; 3] = [None; 3];
         for label in &sample.label {
-            if label.str == 0 {
-                continue; // numeric labels (and empty values) are not stored
+            if label.str == 0 || profile.string(label.str).is_empty() {
+                continue; // numeric labels and empty values are not stored
             }
             let k = profile.string(label.key);
             match labels::LINK_LABELS.iter().position(|&l| l == k) {
-                Some(i) => links[i] = Some(profile.string(label.str)),
+                Some(i) => {
+                    let value = profile.string(label.str);
+                    labels::validate_pair(k, value, label_limits)?;
+                    links[i] = Some(value);
+                }
                 None => key.push((label.key, label.str)),
             }
         }

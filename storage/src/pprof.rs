@@ -23,12 +23,17 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub struct DecodeLimits {
     /// Most bytes a profile may take after decompression; a gzip bomb stops here.
     pub max_decompressed_bytes: usize,
+    /// Most table entries (samples, locations, functions, mappings, strings) a profile may
+    /// declare. Checked before decoding: a 2-byte empty sample decodes to a 72-byte struct, so
+    /// bytes alone do not bound memory.
+    pub max_entries: usize,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
             max_decompressed_bytes: 64 << 20,
+            max_entries: 2_000_000,
         }
     }
 }
@@ -59,9 +64,62 @@ pub fn decompress(input: &[u8], limits: DecodeLimits) -> Result<std::borrow::Cow
 /// Decodes and validates a raw or gzipped pprof profile.
 pub fn decode(input: &[u8], limits: DecodeLimits) -> Result<ValidProfile> {
     let raw = decompress(input, limits)?;
+    let entries = count_entries(&raw);
+    if entries > limits.max_entries {
+        return Err(Error::InvalidProfile {
+            reason: format!(
+                "profile declares {entries} samples, locations, functions, mappings and strings, \
+                 the limit is {}",
+                limits.max_entries
+            ),
+        });
+    }
     let profile =
         Profile::decode(raw.as_ref()).map_err(|source| Error::ProfileDecode { source })?;
     ValidProfile::new(profile)
+}
+
+/// Counts the length-delimited top-level fields 1 to 6 (the repeated tables) of a protobuf
+/// message without decoding it. Stops at the first malformed field; the decoder reports it.
+fn count_entries(mut bytes: &[u8]) -> usize {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut count = 0;
+    while let Some(tag) = varint(&mut bytes) {
+        let skip = match tag & 7 {
+            0 => match varint(&mut bytes) {
+                Some(_) => 0,
+                None => break,
+            },
+            1 => 8,
+            2 => match varint(&mut bytes) {
+                Some(len) => {
+                    if (1..=6).contains(&(tag >> 3)) {
+                        count += 1;
+                    }
+                    usize::try_from(len).unwrap_or(usize::MAX)
+                }
+                None => break,
+            },
+            5 => 4,
+            _ => break,
+        };
+        if skip > bytes.len() {
+            break;
+        }
+        bytes = &bytes[skip..];
+    }
+    count
 }
 
 /// Encodes a profile as gzipped protobuf, the form `go tool pprof` writes and reads.

@@ -143,12 +143,14 @@ impl Store {
             .clone()
     }
 
+    /// The buffer, then the manifest: rows a flush has put into a block but not yet dropped
+    /// from the buffer are left out of the buffer's view, so no row is seen twice and none is
+    /// missed.
     pub fn snapshot(&self) -> ReadSnapshot {
-        let buffer = self.buffer.lock().expect("buffer lock poisoned").snapshot();
-        ReadSnapshot {
-            buffer,
-            manifest: self.manifest(),
-        }
+        let mut buffer = self.buffer.lock().expect("buffer lock poisoned").snapshot();
+        let manifest = self.manifest();
+        buffer.chunks.retain(|c| c.seq > manifest.flushed_seq);
+        ReadSnapshot { buffer, manifest }
     }
 
     /// Encodes the whole buffer as a block without changing anything; `None` when empty.
@@ -215,13 +217,21 @@ impl Store {
         put_create_only(self.object_store.as_ref(), &key, json.into()).await?;
         let previous = manifest.version.saturating_sub(2);
         *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
-        // Keep the last few versions for readers that listed them; older ones go.
+        // Keep the last few versions for readers that listed them; older ones go. The new
+        // version is already in force, so failing to clean up is logged, not returned.
+        if let Err(e) = self.delete_manifests_before(previous).await {
+            tracing::warn!(error = %e, "old manifest versions not deleted");
+        }
+        Ok(())
+    }
+
+    async fn delete_manifests_before(&self, version: u64) -> Result<()> {
         let old: Vec<Path> = self
             .object_store
             .list(Some(&self.paths.manifests_dir()))
             .try_filter_map(|meta| {
                 let v = self.paths.manifest_version(&meta.location);
-                futures::future::ready(Ok(v.filter(|&v| v < previous).map(|_| meta.location)))
+                futures::future::ready(Ok(v.filter(|&v| v < version).map(|_| meta.location)))
             })
             .try_collect()
             .await

@@ -162,7 +162,11 @@ impl SymbolTable {
     }
 
     fn intern_mapping(&mut self, m: Mapping) -> SymbolRef {
-        let size = m.memory_limit.saturating_sub(m.memory_start).div_ceil(4096) * 4096;
+        let size = m
+            .memory_limit
+            .saturating_sub(m.memory_start)
+            .div_ceil(4096)
+            .saturating_mul(4096);
         let identity = if m.build_id != 0 {
             m.build_id
         } else {

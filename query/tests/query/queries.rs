@@ -433,3 +433,77 @@ async fn series_average_is_per_profile() {
     let series = e.series(&tenant("a"), &query, &sum).await.expect("series");
     assert_eq!(series[0].points, vec![(Nanos(0), 12e7)]);
 }
+
+#[tokio::test]
+async fn tenants_sharing_a_block_never_see_each_other() {
+    let e = engine().await;
+    write_cpu(
+        &e,
+        1,
+        "a",
+        &[("service_name", "api")],
+        10 * SEC,
+        &[(HOT, 1)],
+    );
+    write_cpu(
+        &e,
+        2,
+        "b",
+        &[("service_name", "api"), ("secret", "b-only")],
+        10 * SEC,
+        &[(GC, 50)],
+    );
+    let block = e.store().flush().await.expect("flush").expect("block");
+    assert_eq!(block.tenants.len(), 2, "one block holds both tenants");
+
+    let merged = e.merge(&tenant("a"), &q(CPU)).await.expect("merge");
+    assert_eq!(merged.total(), 10_000_000);
+    assert_eq!(
+        e.label_names(&tenant("a"), &q("{}")).await.expect("names"),
+        ["service_name"]
+    );
+    for sql in [
+        "SELECT count(*) AS n FROM samples",
+        "SELECT count(*) AS n FROM samples WHERE value > 0 OR value <= 0",
+        "SELECT count(*) AS n FROM (SELECT * FROM samples UNION ALL SELECT * FROM samples WHERE value = 500000000)",
+    ] {
+        let batches = e.sql(&tenant("a"), sql).await.expect("sql");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+        assert!(text.contains("| 2 |"), "{sql}: {text}");
+    }
+    let batches = e
+        .sql(
+            &tenant("a"),
+            "SELECT DISTINCT function FROM stacks ORDER BY 1",
+        )
+        .await
+        .expect("sql");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    assert!(
+        !text.contains("gc") && !text.contains("runtime"),
+        "tenant b's frames leak: {text}"
+    );
+    assert!(text.contains("hash"), "{text}");
+}
+
+#[tokio::test]
+async fn huge_values_saturate_instead_of_overflowing() {
+    let e = engine().await;
+    let big = i64::MAX / 2 + 1;
+    let mut b = firn_storage::testing::ProfileBuilder::cpu().time(Nanos(SEC));
+    b.sample(HOT, &[big, big], &[])
+        .sample(HOT, &[big, big], &[]);
+    let request =
+        firn_storage::testing::pprof_write("a", &[("__name__", "process_cpu")], b.gzip(), Nanos(0));
+    e.store()
+        .write(firn_storage::SeqNo(1), request)
+        .expect("write");
+    let m = e.merge(&tenant("a"), &q(CPU)).await.expect("merge");
+    assert_eq!(m.total(), i64::MAX);
+    let fg = firn_query::FlameGraph::from_merged(&m, 100);
+    assert_eq!(fg.root.total, i64::MAX);
+}

@@ -162,3 +162,65 @@ proptest! {
         let _ = parse_folded(&bytes);
     }
 }
+
+#[test]
+fn hostile_profiles_are_refused_or_cleaned() {
+    // A stack deeper than the limit.
+    let deep: Vec<String> = (0..50).map(|i| format!("f{i}")).collect();
+    let frames: Vec<&str> = deep.iter().map(String::as_str).collect();
+    let mut b = ProfileBuilder::cpu();
+    b.sample(&frames, &[1, 1], &[]);
+    let limits = NormalizeLimits {
+        max_stack_depth: 40,
+        ..Default::default()
+    };
+    let err = normalize(pprof_write("t", &[], b.gzip(), Nanos(0)), &limits).expect_err("deep");
+    assert!(
+        err.to_string()
+            .contains("a stack has 50 frames, the limit is 40"),
+        "{err}"
+    );
+
+    // A trace id longer than a label value may be.
+    let long = "x".repeat(5000);
+    let mut b = ProfileBuilder::cpu();
+    b.sample(&["main"], &[1, 1], &[("trace_id", long.as_str())]);
+    let err = normalize(pprof_write("t", &[], b.gzip(), Nanos(0)), &limits).expect_err("long");
+    assert!(err.to_string().contains("the limit is 2048 bytes"), "{err}");
+
+    // An empty string value that is not string 0 is absent, as in Prometheus.
+    let mut b = ProfileBuilder::cpu();
+    b.sample(&["main"], &[1, 1], &[("pod", "")]);
+    let mut p = b.build();
+    p.string_table.push(String::new());
+    let empty = (p.string_table.len() - 1) as i64;
+    p.sample[0].label[0].str = empty;
+    let n = normalize(
+        pprof_write("t", &[], crate::pprof::encode_gzip(&p), Nanos(i64::MAX)),
+        &limits,
+    )
+    .expect("valid");
+    assert_eq!(n.profiles[0].labels.get("pod"), None);
+    assert!(
+        n.profiles[0].time < Nanos(i64::MAX),
+        "the open end of time ranges is never stored"
+    );
+}
+
+#[test]
+fn folded_profile_type_parts_are_cleaned() {
+    let pt = ProfileType::parse("a:b:c:d:e").expect("valid");
+    let req = WriteRequest {
+        tenant: TenantId::new("t").expect("valid"),
+        labels: vec![("__name__".into(), "my:app".into())],
+        payload: Payload::Folded {
+            text: "main 1\n".into(),
+            profile_type: pt,
+            delta: true,
+            duration: Nanos(0),
+        },
+        received_at: Nanos(0),
+    };
+    let n = normalize(req, &limits()).expect("valid");
+    assert_eq!(n.profiles[0].profile_type.id(), "my_app:b:c:d:e");
+}

@@ -46,6 +46,7 @@ fn gzip_bomb_stops_at_the_limit() {
         &bomb,
         DecodeLimits {
             max_decompressed_bytes: 1 << 20,
+            ..Default::default()
         },
     )
     .expect_err("bomb");
@@ -154,6 +155,22 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = decode(&bytes, DecodeLimits { max_decompressed_bytes: 1 << 16 });
+        let _ = decode(&bytes, DecodeLimits { max_decompressed_bytes: 1 << 16, ..Default::default()
+});
     }
+}
+
+#[test]
+fn entry_count_is_checked_before_decoding() {
+    // 100,000 empty samples: 200 bytes each of wire, 72 bytes each decoded; refused unread.
+    let empty_samples: Vec<u8> = std::iter::repeat_n([0x12u8, 0x00], 100_000)
+        .flatten()
+        .collect();
+    let limits = DecodeLimits {
+        max_entries: 1000,
+        ..Default::default()
+    };
+    let err = decode(&empty_samples, limits).expect_err("too many entries");
+    assert!(err.to_string().contains("the limit is 1000"), "{err}");
+    assert!(decode(&sample_profile().encode_to_vec(), limits).is_ok());
 }
