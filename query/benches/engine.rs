@@ -62,7 +62,15 @@ fn stack_universe(rng: &mut Rng, stacks: usize) -> Vec<Vec<String>> {
 }
 
 fn profile(rng: &mut Rng, universe: &[Vec<String>], samples: usize, time: i64) -> Vec<u8> {
-    let mut b = ProfileBuilder::cpu().time(Nanos(time));
+    // One sample type (cpu/nanoseconds, as Pyroscope's Go SDK sends), so every row is a
+    // sample of the merged profile type.
+    let mut b = ProfileBuilder::new(
+        &[("cpu", "nanoseconds")],
+        ("cpu", "nanoseconds"),
+        10_000_000,
+    )
+    .duration(Nanos(10_000_000_000))
+    .time(Nanos(time));
     let mut picked = std::collections::BTreeMap::new();
     while picked.len() < samples {
         let i = (rng.unit().powi(3) * universe.len() as f64) as usize;
@@ -70,7 +78,7 @@ fn profile(rng: &mut Rng, universe: &[Vec<String>], samples: usize, time: i64) -
     }
     for (i, n) in picked {
         let frames: Vec<&str> = universe[i].iter().map(String::as_str).collect();
-        b.sample(&frames, &[n, n * 10_000_000], &[]);
+        b.sample(&frames, &[n * 10_000_000], &[]);
     }
     b.gzip()
 }
@@ -111,7 +119,7 @@ fn main() {
     // Workload: 4000 stacks, profiles of 500 stacks every 10 s from 10 services x 10 pods.
     let mut rng = Rng(42);
     let universe = stack_universe(&mut rng, 4000);
-    let profiles_needed = target_rows / 1000; // 500 stacks x 2 sample types
+    let profiles_needed = target_rows / 500; // 500 stacks a profile
     let payloads: Vec<(String, String, Vec<u8>)> = (0..profiles_needed)
         .map(|i| {
             let time = 1_700_000_000_000_000_000 + (i as i64 / 100) * 10_000_000_000;
@@ -217,7 +225,7 @@ fn main() {
     let mb = input_bytes as f64 / 1e6;
     eprintln!("| measure | value |");
     eprintln!("|---|---|");
-    eprintln!("| rows (samples x sample types) | {rows} |");
+    eprintln!("| samples | {rows} |");
     eprintln!("| gzipped pprof input | {mb:.1} MB |");
     eprintln!(
         "| ingest, one thread | {:.1} MB/s, {:.2} M samples/s |",
@@ -230,8 +238,8 @@ fn main() {
         stored as f64 / stored_rows as f64
     );
     eprintln!(
-        "| merge of {} CPU rows into a flame graph (median of 5) | {:.0} ms |",
-        rows / 2,
+        "| merge of {} CPU samples into a flame graph (median of 5) | {:.0} ms |",
+        rows,
         firn_merge.as_secs_f64() * 1e3
     );
     eprintln!(
