@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::flamegraph::FlameGraph;
+use crate::hash::BuildIdHasher;
 use crate::merged::{MergedProfile, StackFilter};
 use crate::selector::Selector;
 use crate::table::SampleTable;
@@ -312,7 +313,7 @@ impl QueryEngine {
                 column(schema::PERIOD),
             ])
             .map_err(|e| self.map_err(e))?;
-        let mut sums: HashMap<u128, i64, BuildStackHasher> = HashMap::default();
+        let mut sums: HashMap<u128, i64, BuildIdHasher> = HashMap::default();
         let reservation =
             MemoryConsumer::new("firn stack merge").register(&self.runtime.memory_pool);
         let mut period = 0;
@@ -745,34 +746,12 @@ fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
-/// Hashes a stack id by its low 64 bits: the id is already a uniform 128-bit hash.
-#[derive(Clone, Copy, Debug, Default)]
-struct StackHasher(u64);
-
-impl std::hash::Hasher for StackHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
-    }
-}
-
-type BuildStackHasher = std::hash::BuildHasherDefault<StackHasher>;
-
 /// Adds each row's value to its stack's sum. Dictionary-encoded ids (what blocks and the buffer
 /// produce) are summed per key first, so the map is touched once per distinct stack per batch.
 fn fold_stacks(
     ids: &datafusion::arrow::array::ArrayRef,
     values: &datafusion::arrow::array::Int64Array,
-    sums: &mut HashMap<u128, i64, BuildStackHasher>,
+    sums: &mut HashMap<u128, i64, BuildIdHasher>,
 ) -> Result<()> {
     let id_of = |bytes: &[u8]| {
         <[u8; 16]>::try_from(bytes)

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use firn_storage::symbols::UNKNOWN_FRAME;
 
+use crate::hash::BuildIdHasher;
 use crate::merged::MergedProfile;
 
 /// The name of the node that holds what `max_nodes` truncated.
@@ -40,7 +41,7 @@ struct Arena {
     depth: Vec<u32>,
     children: Vec<Vec<usize>>,
     /// Child of (parent, frame name id).
-    index: HashMap<(usize, u32), usize, BuildPairHasher>,
+    index: HashMap<(usize, u32), usize, BuildIdHasher>,
     /// Frame names, interned so the hot path allocates nothing.
     frame_ids: HashMap<String, u32>,
     frames: Vec<String>,
@@ -188,34 +189,3 @@ impl FlameGraph {
 fn count(node: &FlameNode) -> usize {
     1 + node.children.iter().map(count).sum::<usize>()
 }
-
-/// A multiply-rotate hasher for the arena's small integer keys (SipHash is needlessly slow
-/// there; the keys come from this process, not from clients).
-#[derive(Clone, Copy, Debug, Default)]
-struct PairHasher(u64);
-
-impl std::hash::Hasher for PairHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-}
-
-type BuildPairHasher = std::hash::BuildHasherDefault<PairHasher>;

@@ -17,6 +17,7 @@ pub mod buffer_exec;
 pub mod engine;
 pub mod error;
 pub mod flamegraph;
+mod hash;
 pub mod merged;
 pub mod selector;
 pub mod table;

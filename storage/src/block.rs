@@ -156,7 +156,6 @@ pub fn encode_block(
         .flat_map(|c| c.labels.keys().map(String::as_str))
         .collect();
     let schema = schema::sample_schema(label_names.iter().copied(), true);
-    let chunk_refs: Vec<&Chunk> = chunks.iter().map(|c| c.as_ref()).collect();
 
     // Sort profile rows by (tenant, profile type, service, series, time, write order).
     let mut rows: Vec<(usize, usize)> = chunks
@@ -199,33 +198,32 @@ pub fn encode_block(
     let mut block_symbols = SymbolTable::new();
     block_symbols.copy_stacks_from(symbols, used.iter().copied());
 
-    let mut writer = ArrowWriter::try_new(
+    let writer = ArrowWriter::try_new(
         Vec::new(),
         schema.clone(),
         Some(writer_properties(options)?),
     )
     .map_err(encode_err)?;
+    let mut out = RowWriter {
+        writer,
+        chunks: chunks.iter().map(|c| c.as_ref()).collect(),
+        pending: Vec::with_capacity(options.batch_rows),
+        batch_rows: options.batch_rows,
+        schema,
+        symbols,
+        id: &id,
+    };
     let mut tenants: BTreeMap<TenantId, TenantBlockMeta> = BTreeMap::new();
-    let mut pending: Vec<SampleRef> = Vec::with_capacity(options.batch_rows);
     let mut current: Option<TenantId> = None;
     let mut total_rows = 0u64;
     for &(c, r) in &rows {
         let chunk = &chunks[c];
         if current.as_ref() != Some(&chunk.tenant) {
             // A tenant boundary ends the row group, so per-tenant row-group ranges are exact.
-            write_pending(
-                &mut writer,
-                &chunk_refs,
-                &mut pending,
-                &schema,
-                symbols,
-                &id,
-            )?;
-            writer.flush().map_err(encode_err)?;
+            let start = out.end_row_group()?;
             if let Some(previous) = current.take() {
-                close_tenant(&mut tenants, &previous, &writer);
+                close_tenant(&mut tenants, &previous, start);
             }
-            let start = writer.flushed_row_groups().len();
             tenants.insert(
                 chunk.tenant.clone(),
                 TenantBlockMeta {
@@ -271,37 +269,18 @@ pub fn encode_block(
         meta.rows += samples.len() as u64;
         total_rows += samples.len() as u64;
         for sample in samples {
-            pending.push(SampleRef {
+            out.push(SampleRef {
                 chunk: c,
                 row: r,
                 sample,
-            });
-            if pending.len() >= options.batch_rows {
-                write_pending(
-                    &mut writer,
-                    &chunk_refs,
-                    &mut pending,
-                    &schema,
-                    symbols,
-                    &id,
-                )?;
-            }
+            })?;
         }
     }
-    write_pending(
-        &mut writer,
-        &chunk_refs,
-        &mut pending,
-        &schema,
-        symbols,
-        &id,
-    )?;
-    writer.flush().map_err(encode_err)?;
+    let row_groups = out.end_row_group()?;
     if let Some(previous) = current.take() {
-        close_tenant(&mut tenants, &previous, &writer);
+        close_tenant(&mut tenants, &previous, row_groups);
     }
-    let row_groups = writer.flushed_row_groups().len();
-    let samples = bytes::Bytes::from(writer.into_inner().map_err(encode_err)?);
+    let samples = bytes::Bytes::from(out.writer.into_inner().map_err(encode_err)?);
     let symbols_bytes = bytes::Bytes::from(encode_symbols(&block_symbols));
     let meta = BlockMeta {
         id,
@@ -330,32 +309,57 @@ pub fn encode_block(
     })
 }
 
-fn close_tenant(
-    tenants: &mut BTreeMap<TenantId, TenantBlockMeta>,
-    tenant: &TenantId,
-    writer: &ArrowWriter<Vec<u8>>,
-) {
+fn close_tenant(tenants: &mut BTreeMap<TenantId, TenantBlockMeta>, tenant: &TenantId, end: usize) {
     if let Some(meta) = tenants.get_mut(tenant) {
-        meta.row_groups.1 = writer.flushed_row_groups().len();
+        meta.row_groups.1 = end;
     }
 }
 
-fn write_pending(
-    writer: &mut ArrowWriter<Vec<u8>>,
-    chunks: &[&Chunk],
-    pending: &mut Vec<SampleRef>,
-    schema: &arrow::datatypes::SchemaRef,
-    symbols: &SymbolTable,
-    id: &BlockId,
-) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
+/// Gathers sample references into batches and writes them.
+struct RowWriter<'a> {
+    writer: ArrowWriter<Vec<u8>>,
+    chunks: Vec<&'a Chunk>,
+    pending: Vec<SampleRef>,
+    batch_rows: usize,
+    schema: arrow::datatypes::SchemaRef,
+    symbols: &'a SymbolTable,
+    id: &'a BlockId,
+}
+
+impl RowWriter<'_> {
+    fn push(&mut self, sample: SampleRef) -> Result<()> {
+        self.pending.push(sample);
+        if self.pending.len() >= self.batch_rows {
+            self.write_pending()?;
+        }
+        Ok(())
     }
-    let batch = gather(chunks, pending, schema, symbols)?;
-    writer.write(&batch).map_err(|source| Error::EncodeBlock {
-        block: id.clone(),
-        source,
-    })?;
-    pending.clear();
-    Ok(())
+
+    fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = gather(&self.chunks, &self.pending, &self.schema, self.symbols)?;
+        self.writer
+            .write(&batch)
+            .map_err(|source| self.encode_err(source))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending and closes the row group; returns the row groups written.
+    fn end_row_group(&mut self) -> Result<usize> {
+        self.write_pending()?;
+        self.writer
+            .flush()
+            .map_err(|source| self.encode_err(source))?;
+        Ok(self.writer.flushed_row_groups().len())
+    }
+
+    fn encode_err(&self, source: parquet::errors::ParquetError) -> Error {
+        Error::EncodeBlock {
+            block: self.id.clone(),
+            source,
+        }
+    }
 }

@@ -48,6 +48,13 @@ async fn populated() -> firn_query::QueryEngine {
     e
 }
 
+/// SQL results as the table people read.
+fn table_text(batches: &[datafusion::arrow::array::RecordBatch]) -> String {
+    datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .expect("format")
+        .to_string()
+}
+
 fn q(selector: &str) -> ProfileQuery {
     ProfileQuery::new(selector, Nanos(0), Nanos(100 * SEC)).expect("valid query")
 }
@@ -272,18 +279,14 @@ async fn sql_is_read_only_tenant_scoped_and_limited() {
         .sql(&tenant("a"), "SELECT \"labels.pod\" AS pod, sum(value) AS v FROM samples WHERE profile_type = 'process_cpu:cpu:nanoseconds:cpu:nanoseconds' GROUP BY 1 ORDER BY 1 NULLS LAST")
         .await
         .expect("sql");
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .expect("format")
-        .to_string();
+    let text = table_text(&batches);
     insta::assert_snapshot!("sql_by_pod", text);
 
     let batches = e
         .sql(&tenant("a"), "SELECT s.function, sum(x.value) AS v FROM samples x JOIN stacks s ON x.stack_id = s.stack_id WHERE s.depth = 0 AND x.profile_type LIKE 'process_cpu:cpu%' GROUP BY 1 ORDER BY 1")
         .await
         .expect("sql with stacks");
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .expect("format")
-        .to_string();
+    let text = table_text(&batches);
     insta::assert_snapshot!("sql_roots_via_stacks", text);
 
     for statement in [
@@ -308,9 +311,7 @@ async fn sql_is_read_only_tenant_scoped_and_limited() {
         )
         .await
         .expect("sql");
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .expect("format")
-        .to_string();
+    let text = table_text(&batches);
     assert!(text.contains("| 0 |"), "{text}");
 }
 
@@ -468,9 +469,7 @@ async fn tenants_sharing_a_block_never_see_each_other() {
         "SELECT count(*) AS n FROM (SELECT * FROM samples UNION ALL SELECT * FROM samples WHERE value = 500000000)",
     ] {
         let batches = e.sql(&tenant("a"), sql).await.expect("sql");
-        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-            .expect("format")
-            .to_string();
+        let text = table_text(&batches);
         assert!(text.contains("| 2 |"), "{sql}: {text}");
     }
     let batches = e
@@ -480,9 +479,7 @@ async fn tenants_sharing_a_block_never_see_each_other() {
         )
         .await
         .expect("sql");
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .expect("format")
-        .to_string();
+    let text = table_text(&batches);
     assert!(
         !text.contains("gc") && !text.contains("runtime"),
         "tenant b's frames leak: {text}"
