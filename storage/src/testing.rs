@@ -158,3 +158,14 @@ pub fn pprof_write(
         received_at,
     }
 }
+
+/// A store over a fresh in-memory object store.
+pub async fn memory_store(config: crate::StoreConfig) -> crate::Store {
+    crate::Store::open(
+        std::sync::Arc::new(object_store::memory::InMemory::new()),
+        object_store::path::Path::from("s"),
+        config,
+    )
+    .await
+    .expect("opening an in-memory store cannot fail")
+}

@@ -1,10 +1,8 @@
 use std::sync::Arc;
 
 use firn_query::{QueryConfig, QueryEngine};
-use firn_storage::testing::{ProfileBuilder, pprof_write};
-use firn_storage::{Nanos, SeqNo, Store, StoreConfig, TenantId};
-use object_store::memory::InMemory;
-use object_store::path::Path;
+use firn_storage::testing::{ProfileBuilder, memory_store, pprof_write};
+use firn_storage::{Nanos, SeqNo, StoreConfig, TenantId};
 
 pub const SEC: i64 = 1_000_000_000;
 pub const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -14,13 +12,7 @@ pub fn tenant(t: &str) -> TenantId {
 }
 
 pub async fn engine() -> QueryEngine {
-    let store = Store::open(
-        Arc::new(InMemory::new()),
-        Path::from("s"),
-        StoreConfig::default(),
-    )
-    .await
-    .expect("open");
+    let store = memory_store(StoreConfig::default()).await;
     QueryEngine::new(Arc::new(store), QueryConfig::default()).expect("engine")
 }
 

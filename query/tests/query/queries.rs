@@ -317,15 +317,7 @@ async fn sql_is_read_only_tenant_scoped_and_limited() {
 
 #[tokio::test]
 async fn row_and_memory_limits_fail_cleanly() {
-    let store = std::sync::Arc::new(
-        firn_storage::Store::open(
-            std::sync::Arc::new(object_store::memory::InMemory::new()),
-            object_store::path::Path::from("s"),
-            Default::default(),
-        )
-        .await
-        .expect("open"),
-    );
+    let store = std::sync::Arc::new(firn_storage::testing::memory_store(Default::default()).await);
     let tight = firn_query::QueryConfig {
         max_rows: 3,
         memory_limit: 64 * 1024,

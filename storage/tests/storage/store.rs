@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use firn_storage::block::BlockOptions;
-use firn_storage::testing::{ProfileBuilder, pprof_write};
+use firn_storage::testing::{ProfileBuilder, memory_store, pprof_write};
 use firn_storage::{Error, Nanos, SeqNo, Store, StoreConfig, TenantId};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
@@ -83,13 +83,7 @@ async fn flush_writes_a_block_and_the_manifest_survives_reopen() {
 async fn the_same_writes_give_the_same_bytes() {
     let mut outputs = Vec::new();
     for _ in 0..2 {
-        let store = Store::open(
-            Arc::new(InMemory::new()),
-            Path::from("s"),
-            StoreConfig::default(),
-        )
-        .await
-        .expect("open");
+        let store = memory_store(StoreConfig::default()).await;
         fill(&store, 12, 5).await;
         let block = store.encode_buffer().await.expect("encode").expect("block");
         outputs.push((block.samples, block.symbols, block.meta));
@@ -112,13 +106,7 @@ async fn a_retried_flush_is_idempotent_and_a_conflict_is_refused() {
         .expect("identical retry succeeds");
 
     // Different rows under the same sequence range: never overwrites.
-    let other = Store::open(
-        Arc::new(InMemory::new()),
-        Path::from("s"),
-        StoreConfig::default(),
-    )
-    .await
-    .expect("open");
+    let other = memory_store(StoreConfig::default()).await;
     fill(&other, 2, 1).await;
     other
         .write(SeqNo(3), pprof_write("x", &[], cpu_profile(9, 9), Nanos(0)))
@@ -135,9 +123,7 @@ async fn the_budget_refuses_writes_without_changing_the_buffer() {
         buffer_budget: 64 * 1024,
         ..Default::default()
     };
-    let store = Store::open(Arc::new(InMemory::new()), Path::from("s"), config)
-        .await
-        .expect("open");
+    let store = memory_store(config).await;
     let mut refused = None;
     for i in 0..200u64 {
         match store.write(
@@ -171,13 +157,7 @@ async fn the_budget_refuses_writes_without_changing_the_buffer() {
 
 #[tokio::test]
 async fn bad_input_leaves_stored_data_untouched() {
-    let store = Store::open(
-        Arc::new(InMemory::new()),
-        Path::from("s"),
-        StoreConfig::default(),
-    )
-    .await
-    .expect("open");
+    let store = memory_store(StoreConfig::default()).await;
     fill(&store, 2, 1).await;
     let before = (store.buffer_samples(), store.last_seq());
     let mut bad_location = ProfileBuilder::cpu();
