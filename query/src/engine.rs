@@ -1,8 +1,8 @@
 //! The query engine: profile queries and read-only SQL over a store, planned by DataFusion
 //! with a bounded memory pool.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -14,6 +14,7 @@ use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{count, min, sum};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, lit};
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
@@ -23,9 +24,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::flamegraph::FlameGraph;
-use crate::hash::BuildIdHasher;
 use crate::merged::{MergedProfile, StackFilter};
 use crate::selector::Selector;
+use crate::stack_sum::{StackSums, SumByStackExec};
+use crate::symbol_cache::SymbolCache;
 use crate::table::SampleTable;
 
 /// The URL under which the store's object store is registered with DataFusion.
@@ -119,7 +121,7 @@ pub struct QueryEngine {
     store: Arc<Store>,
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
-    symbols: Mutex<VecDeque<(BlockId, Arc<SymbolTable>)>>,
+    symbols: Arc<SymbolCache>,
 }
 
 impl QueryEngine {
@@ -134,10 +136,14 @@ impl QueryEngine {
         let url = ObjectStoreUrl::parse(STORE_URL).map_err(|source| Error::Execution { source })?;
         runtime.register_object_store(url.as_ref(), store.object_store().clone());
         Ok(Self {
+            symbols: Arc::new(SymbolCache::new(
+                store.clone(),
+                config.symbol_cache_entries,
+                config.symbol_cache_bytes,
+            )),
             store,
             config,
             runtime,
-            symbols: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -163,6 +169,7 @@ impl QueryEngine {
             self.store.snapshot(),
             self.store.paths().clone(),
             url,
+            self.symbols.clone(),
         ))
     }
 
@@ -199,10 +206,26 @@ impl QueryEngine {
     async fn for_each_batch(
         &self,
         df: DataFrame,
+        f: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let task = Arc::new(df.task_ctx());
+        let plan = df
+            .create_physical_plan()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        self.run(plan, task, f).await
+    }
+
+    /// Runs a physical plan, handing each result batch to `f`, within the query timeout.
+    async fn run(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        task: Arc<datafusion::execution::TaskContext>,
         mut f: impl FnMut(&RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let run = async {
-            let mut stream = df.execute_stream().await.map_err(|e| self.map_err(e))?;
+            let mut stream = datafusion::physical_plan::execute_stream(plan, task)
+                .map_err(|e| self.map_err(e))?;
             while let Some(batch) = stream.try_next().await.map_err(|e| self.map_err(e))? {
                 f(&batch)?;
             }
@@ -292,9 +315,10 @@ impl QueryEngine {
     /// Sums values by stack over the rows of `table` passing `filter` (within `time`), and
     /// resolves those stacks' symbols into `merged`.
     ///
-    /// DataFusion plans the scan and the filters; the sum by stack id is a fold into a map
-    /// keyed by the id itself (already a strong hash), far cheaper than a generic GROUP BY on
-    /// 16-byte binary keys. The map's memory is reserved in the query pool.
+    /// DataFusion plans the scan and the filters; [`SumByStackExec`] sums by stack id within
+    /// each partition, in a map keyed by the id itself (already a strong hash): far cheaper than
+    /// a generic GROUP BY on 16-byte binary keys. Its memory is reserved in the query pool. The
+    /// period comes from block metadata and the buffer, not from a column read per sample.
     async fn sum_by_stack(
         &self,
         table: &Arc<SampleTable>,
@@ -303,39 +327,34 @@ impl QueryEngine {
         merged: &mut MergedProfile,
     ) -> Result<()> {
         let mut df = self.frame(table.clone())?;
-        if let Some(filter) = filter {
-            df = df.filter(filter).map_err(|e| self.map_err(e))?;
+        if let Some(filter) = &filter {
+            df = df.filter(filter.clone()).map_err(|e| self.map_err(e))?;
         }
+        merged.period = table.max_period(&crate::table::scan_filter(filter.as_slice()));
         let df = df
-            .select(vec![
-                column(schema::STACK_ID),
-                column(schema::VALUE),
-                column(schema::PERIOD),
-            ])
+            .select(vec![column(schema::STACK_ID), column(schema::VALUE)])
             .map_err(|e| self.map_err(e))?;
-        let mut sums: HashMap<u128, i64, BuildIdHasher> = HashMap::default();
+        let task = df.task_ctx();
+        let plan = df
+            .create_physical_plan()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(SumByStackExec::new(plan));
+        let mut sums = StackSums::default();
         let reservation =
             MemoryConsumer::new("firn stack merge").register(&self.runtime.memory_pool);
-        let mut period = 0;
-        self.for_each_batch(df, |batch| {
-            let values = batch.column(1).as_primitive::<Int64Type>();
-            let periods = batch.column(2).as_primitive::<Int64Type>();
-            fold_stacks(batch.column(0), values, &mut sums)?;
-            if let Some(p) = datafusion::arrow::compute::max(periods) {
-                period = period.max(p);
-            }
-            let needed = sums.capacity() * 40;
-            if needed > reservation.size() {
-                reservation
-                    .try_resize(needed)
-                    .map_err(|e| self.map_err(e))?;
-            }
-            Ok(())
+        self.run(plan, Arc::new(task), |batch| {
+            sums.add(batch.column(0), batch.column(1).as_primitive::<Int64Type>())?;
+            reservation
+                .try_resize(sums.bytes())
+                .map_err(|e| self.map_err(e))
         })
         .await?;
-        merged.period = period;
-        let mut totals: Vec<(StackId, i64)> =
-            sums.into_iter().map(|(id, v)| (StackId(id), v)).collect();
+        let mut totals: Vec<(StackId, i64)> = sums
+            .finish()?
+            .into_iter()
+            .map(|(id, v)| (StackId(id), v))
+            .collect();
         totals.sort_unstable();
         self.resolve(table, time, &totals, merged).await
     }
@@ -374,38 +393,19 @@ impl QueryEngine {
             if missing.is_empty() {
                 break;
             }
-            let symbols = self.block_symbols(&block).await?;
-            take_stacks(&symbols, &mut missing, &mut found, &mut merged.symbols);
+            let symbols = self.symbols.get(&block).await?;
+            take_stacks(
+                &symbols.table,
+                &mut missing,
+                &mut found,
+                &mut merged.symbols,
+            );
         }
         if !missing.is_empty() {
             tracing::warn!(missing = missing.len(), "stacks without symbols");
         }
         merged.stacks = found.into_values().collect();
         Ok(())
-    }
-
-    async fn block_symbols(&self, block: &BlockId) -> Result<Arc<SymbolTable>> {
-        if let Some((_, t)) = self
-            .symbols
-            .lock()
-            .expect("cache lock poisoned")
-            .iter()
-            .find(|(id, _)| id == block)
-        {
-            return Ok(t.clone());
-        }
-        let table = Arc::new(self.store.read_symbols(block).await?);
-        let mut cache = self.symbols.lock().expect("cache lock poisoned");
-        cache.push_back((block.clone(), table.clone()));
-        while cache.len() > self.config.symbol_cache_entries
-            || cache.iter().map(|(_, t)| t.memory_bytes()).sum::<usize>()
-                > self.config.symbol_cache_bytes
-        {
-            if cache.pop_front().is_none() {
-                break;
-            }
-        }
-        Ok(table)
     }
 
     pub async fn flamegraph(
@@ -663,8 +663,12 @@ impl QueryEngine {
         let ctx = self.context();
         ctx.register_table("samples", self.table(tenant))
             .map_err(|e| self.map_err(e))?;
+        // Held until the query ends: the `stacks` table's memory counts against the pool.
+        let mut _stacks_memory = None;
         if sql.to_ascii_lowercase().contains("stacks") {
-            ctx.register_batch("stacks", self.stacks_table(tenant).await?)
+            let (stacks, reservation) = self.stacks_table(tenant).await?;
+            _stacks_memory = Some(reservation);
+            ctx.register_batch("stacks", stacks)
                 .map_err(|e| self.map_err(e))?;
         }
         let options = SQLOptions::new()
@@ -682,9 +686,17 @@ impl QueryEngine {
                 }
                 _ => self.map_err(e),
             })?;
-        let df = df
-            .limit(0, Some(self.config.max_rows + 1))
-            .map_err(|e| self.map_err(e))?;
+        // EXPLAIN must stay the root of its plan; its output is small.
+        let df = if matches!(
+            df.logical_plan(),
+            datafusion::logical_expr::LogicalPlan::Explain(_)
+                | datafusion::logical_expr::LogicalPlan::Analyze(_)
+        ) {
+            df
+        } else {
+            df.limit(0, Some(self.config.max_rows + 1))
+                .map_err(|e| self.map_err(e))?
+        };
         let batches = self.collect(df).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > self.config.max_rows {
@@ -698,7 +710,13 @@ impl QueryEngine {
     /// `stacks(stack_id, depth, function)`: the frames of every stack the tenant's own rows
     /// use, root first (depth 0 = root), for joining with `samples` in SQL. Built from the
     /// tenant's stack ids, so it never shows another tenant's frames.
-    async fn stacks_table(&self, tenant: &TenantId) -> Result<RecordBatch> {
+    async fn stacks_table(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(
+        RecordBatch,
+        datafusion::execution::memory_pool::MemoryReservation,
+    )> {
         use datafusion::arrow::array::{BinaryBuilder, Int32Builder, StringBuilder};
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
         let table = self.table(tenant);
@@ -712,12 +730,18 @@ impl QueryEngine {
         };
         self.sum_by_stack(&table, None, Nanos::MIN..Nanos::MAX, &mut merged)
             .await?;
+        let reservation =
+            MemoryConsumer::new("firn stacks table").register(&self.runtime.memory_pool);
         let mut ids = BinaryBuilder::new();
         let mut depths = Int32Builder::new();
         let mut functions = StringBuilder::new();
         for &(stack, _) in &merged.stacks {
             let id = merged.symbols.stack(stack).id.to_bytes();
-            for (depth, f) in merged.frames_root_first(stack).iter().enumerate() {
+            let frames = merged.frames_root_first(stack);
+            // Reserved before the rows are built: 16-byte id, depth, name and offsets a frame.
+            let bytes: usize = frames.iter().map(|f| 28 + f.len()).sum();
+            reservation.try_grow(bytes).map_err(|e| self.map_err(e))?;
+            for (depth, f) in frames.iter().enumerate() {
                 ids.append_value(id);
                 depths.append_value(depth as i32);
                 functions.append_value(f);
@@ -728,7 +752,7 @@ impl QueryEngine {
             Field::new("depth", DataType::Int32, false),
             Field::new("function", DataType::Utf8, false),
         ]));
-        RecordBatch::try_new(
+        let batch = RecordBatch::try_new(
             schema,
             vec![
                 Arc::new(ids.finish()),
@@ -736,7 +760,8 @@ impl QueryEngine {
                 Arc::new(functions.finish()),
             ],
         )
-        .map_err(|e| Error::Execution { source: e.into() })
+        .map_err(|e| Error::Execution { source: e.into() })?;
+        Ok((batch, reservation))
     }
 }
 
@@ -744,55 +769,6 @@ impl QueryEngine {
 /// table qualifier.
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
-}
-
-/// Adds each row's value to its stack's sum. Dictionary-encoded ids (what blocks and the buffer
-/// produce) are summed per key first, so the map is touched once per distinct stack per batch.
-fn fold_stacks(
-    ids: &datafusion::arrow::array::ArrayRef,
-    values: &datafusion::arrow::array::Int64Array,
-    sums: &mut HashMap<u128, i64, BuildIdHasher>,
-) -> Result<()> {
-    let id_of = |bytes: &[u8]| {
-        <[u8; 16]>::try_from(bytes)
-            .map(u128::from_be_bytes)
-            .map_err(|_| {
-                Error::InvalidQuery(format!("a stack id is {} bytes, not 16", bytes.len()))
-            })
-    };
-    if let Some(dict) = ids.as_dictionary_opt::<datafusion::arrow::datatypes::Int32Type>() {
-        let dictionary = dict.values().as_binary_opt::<i32>().ok_or_else(|| {
-            Error::InvalidQuery(format!(
-                "stack ids have type {}, not binary",
-                ids.data_type()
-            ))
-        })?;
-        let mut per_key = vec![0i64; dictionary.len()];
-        let mut used = vec![false; dictionary.len()];
-        for (key, value) in dict.keys().values().iter().zip(values.values().iter()) {
-            let sum = &mut per_key[*key as usize];
-            *sum = sum.saturating_add(*value);
-            used[*key as usize] = true;
-        }
-        for (key, value) in per_key.into_iter().enumerate() {
-            if used[key] {
-                let sum = sums.entry(id_of(dictionary.value(key))?).or_default();
-                *sum = sum.saturating_add(value);
-            }
-        }
-    } else {
-        let plain = ids.as_binary_opt::<i32>().ok_or_else(|| {
-            Error::InvalidQuery(format!(
-                "stack ids have type {}, not binary",
-                ids.data_type()
-            ))
-        })?;
-        for (i, value) in values.values().iter().enumerate() {
-            let sum = sums.entry(id_of(plain.value(i))?).or_default();
-            *sum = sum.saturating_add(*value);
-        }
-    }
-    Ok(())
 }
 
 /// Moves the stacks of `missing` that `source` holds into `found`, copying their symbols into

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use firn_storage::symbols::UNKNOWN_FRAME;
 
-use crate::hash::BuildIdHasher;
 use crate::merged::MergedProfile;
 
 /// The name of the node that holds what `max_nodes` truncated.
@@ -39,17 +38,27 @@ struct Arena {
     values: Vec<[i64; 4]>, // total, self, right total, right self
     parent: Vec<usize>,
     depth: Vec<u32>,
-    children: Vec<Vec<usize>>,
-    /// Child of (parent, frame name id).
-    index: HashMap<(usize, u32), usize, BuildIdHasher>,
+    /// Children as linked lists (first child, next sibling): no allocation per node.
+    first_child: Vec<usize>,
+    next_sibling: Vec<usize>,
     /// Frame names, interned so the hot path allocates nothing.
     frame_ids: HashMap<String, u32>,
     frames: Vec<String>,
 }
 
 impl Arena {
-    fn new() -> Self {
-        let mut a = Arena::default();
+    /// An arena with room for `nodes` nodes: growing the vectors while building
+    /// costs more than the building itself.
+    fn with_capacity(nodes: usize) -> Self {
+        let mut a = Arena {
+            names: Vec::with_capacity(nodes),
+            values: Vec::with_capacity(nodes),
+            parent: Vec::with_capacity(nodes),
+            depth: Vec::with_capacity(nodes),
+            first_child: Vec::with_capacity(nodes),
+            next_sibling: Vec::with_capacity(nodes),
+            ..Default::default()
+        };
         let total = a.intern("total");
         a.push(usize::MAX, total);
         a
@@ -76,29 +85,44 @@ impl Arena {
             self.depth[parent] + 1
         };
         self.depth.push(depth);
-        self.children.push(Vec::new());
+        self.first_child.push(usize::MAX);
+        self.next_sibling.push(usize::MAX);
         if parent != usize::MAX {
-            self.children[parent].push(id);
+            self.next_sibling[id] = self.first_child[parent];
+            self.first_child[parent] = id;
         }
         id
     }
 
-    /// Adds a stack given as arena name ids, root first.
-    fn add(&mut self, names_root_first: &[u32], value: i64, side: usize) {
-        let mut node = 0;
-        self.values[0][2 * side] = self.values[0][2 * side].saturating_add(value);
-        for &name in names_root_first {
-            node = match self.index.get(&(node, name)) {
-                Some(&n) => n,
-                None => {
-                    let n = self.push(node, name);
-                    self.index.insert((node, name), n);
-                    n
-                }
-            };
-            self.values[node][2 * side] = self.values[node][2 * side].saturating_add(value);
+    /// Builds the tree from stacks given as paths of arena name ids (root first) in `names`,
+    /// one `(start, len, value, side)` span each. Sorted by path, stacks sharing a prefix are
+    /// neighbours: each stack keeps the nodes of the common prefix with the previous one and
+    /// pushes the rest, so the tree is built without a lookup per frame.
+    fn add_all(&mut self, names: &[u32], mut spans: Vec<(usize, usize, i64, usize)>) {
+        let path_of = |&(start, len, _, _): &(usize, usize, i64, usize)| &names[start..start + len];
+        spans.sort_unstable_by(|a, b| path_of(a).cmp(path_of(b)));
+        let mut nodes: Vec<usize> = Vec::new(); // the previous path's nodes, root excluded
+        let mut previous: &[u32] = &[];
+        for span in &spans {
+            let path = path_of(span);
+            let common = path
+                .iter()
+                .zip(previous)
+                .take_while(|(a, b)| a == b)
+                .count();
+            nodes.truncate(common);
+            for &name in &path[common..] {
+                let parent = nodes.last().copied().unwrap_or(0);
+                nodes.push(self.push(parent, name));
+            }
+            let (value, side) = (span.2, span.3);
+            for &n in std::iter::once(&0).chain(nodes.iter()) {
+                self.values[n][2 * side] = self.values[n][2 * side].saturating_add(value);
+            }
+            let leaf = nodes.last().copied().unwrap_or(0);
+            self.values[leaf][2 * side + 1] = self.values[leaf][2 * side + 1].saturating_add(value);
+            previous = path;
         }
-        self.values[node][2 * side + 1] = self.values[node][2 * side + 1].saturating_add(value);
     }
 }
 
@@ -113,39 +137,54 @@ impl FlameGraph {
     }
 
     fn build(sides: &[&MergedProfile], max_nodes: usize, diff: bool) -> Self {
-        let mut arena = Arena::new();
+        // At most one node per frame of every stack (fewer as prefixes are shared).
+        let frames: usize = sides
+            .iter()
+            .flat_map(|p| {
+                p.stacks
+                    .iter()
+                    .map(|&(s, _)| p.symbols.stack(s).locations.len())
+            })
+            .sum();
+        let mut arena = Arena::with_capacity(frames.saturating_add(1).min(1 << 22));
+        let mut names: Vec<u32> = Vec::with_capacity(frames);
+        let mut spans = Vec::with_capacity(sides.iter().map(|p| p.stacks.len()).sum());
         for (side, profile) in sides.iter().enumerate() {
             // Each profile's string references map to arena name ids once, so the per-frame
             // work is integer lookups.
             let symbols = &profile.symbols;
             let mut ids: Vec<Option<u32>> = vec![None; symbols.strings().len()];
             let unknown = arena.intern(UNKNOWN_FRAME);
-            let mut path: Vec<u32> = Vec::new();
             for &(stack, value) in &profile.stacks {
-                path.clear();
+                let start = names.len();
                 for name in symbols.frame_name_refs(stack) {
-                    path.push(match name {
+                    names.push(match name {
                         None => unknown,
                         Some(r) => {
                             *ids[r as usize].get_or_insert_with(|| arena.intern(symbols.string(r)))
                         }
                     });
                 }
-                path.reverse();
-                arena.add(&path, value, side);
+                names[start..].reverse();
+                spans.push((start, names.len() - start, value, side));
             }
         }
+        arena.add_all(&names, spans);
         // Keep the largest nodes; a parent is never smaller than its child, so sorting by
         // (size desc, depth asc) keeps every kept node's parent.
         let size = |v: &[i64; 4]| v[0].abs().max(v[2].abs());
+        let key = |n: usize| (std::cmp::Reverse(size(&arena.values[n])), arena.depth[n], n);
         let mut order: Vec<usize> = (1..arena.names.len()).collect();
-        order.sort_unstable_by_key(|&n| {
-            (std::cmp::Reverse(size(&arena.values[n])), arena.depth[n], n)
-        });
+        let budget = max_nodes.max(1).saturating_sub(1).min(order.len());
+        // Only the kept nodes need ordering: select them, then sort those.
+        if budget < order.len() {
+            order.select_nth_unstable_by_key(budget, |&n| key(n));
+            order.truncate(budget);
+        }
+        order.sort_unstable_by_key(|&n| key(n));
         let mut keep = vec![false; arena.names.len()];
         keep[0] = true;
-        let budget = max_nodes.max(1).saturating_sub(1);
-        for &n in order.iter().take(budget) {
+        for &n in &order {
             keep[n] = keep[arena.parent[n]];
         }
         let root = Self::emit(&arena, 0, &keep, diff);
@@ -157,7 +196,9 @@ impl FlameGraph {
         let v = arena.values[n];
         let mut children: Vec<FlameNode> = Vec::new();
         let mut other = [0i64; 4];
-        for &c in &arena.children[n] {
+        let mut c = arena.first_child[n];
+        while c != usize::MAX {
+            let next = arena.next_sibling[c];
             if keep[c] {
                 children.push(Self::emit(arena, c, keep, diff));
             } else {
@@ -165,6 +206,7 @@ impl FlameGraph {
                 other[0] = other[0].saturating_add(cv[0]);
                 other[2] = other[2].saturating_add(cv[2]);
             }
+            c = next;
         }
         children.sort_by(|a, b| a.name.cmp(&b.name));
         if other[0] != 0 || other[2] != 0 {

@@ -3,7 +3,8 @@
 //! ```text
 //!  selector + time range ──► QueryEngine ──► SampleTable (TableProvider: buffer + blocks)
 //!                                │                 filters pushed down, blocks pruned
-//!                                ├─ merge: SUM(value) GROUP BY stack_id ──► symbols for the
+//!                                ├─ merge: SumByStackExec (partial sums by stack id per
+//!                                │         partition) ──► final sums ──► symbols for the
 //!                                │         surviving stacks ──► flame graph / pprof / top / folded
 //!                                ├─ series: per profile, then per step, grouped by labels
 //!                                ├─ labels, label values, profile types, diff
@@ -13,6 +14,7 @@
 //! Execution is memory-bounded: one DataFusion memory pool per engine, no spilling, and a
 //! query that needs more fails with [`Error::MemoryLimit`].
 
+pub mod block_exec;
 pub mod buffer_exec;
 pub mod engine;
 pub mod error;
@@ -20,6 +22,8 @@ pub mod flamegraph;
 mod hash;
 pub mod merged;
 pub mod selector;
+pub mod stack_sum;
+pub mod symbol_cache;
 pub mod table;
 
 pub use engine::{Aggregation, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions};

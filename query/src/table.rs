@@ -6,8 +6,14 @@
 //!     buffer: profile rows that may match ──► flat batches, chunk by chunk (BufferScanExec)
 //!     blocks: manifest metadata ──► candidate blocks ──► this tenant's row groups only
 //!             (ParquetAccessPlan) ──► ParquetSource with the filters as predicate
-//!  └──────────────── UnionExec ────────────────┘  (filters re-applied above: Inexact)
+//!             ──► row filter only where the block's metadata cannot prove all rows pass
+//!             (BlockScanExec: stack ordinals become stack ids)
+//!  └──────────────── UnionExec ────────────────┘
 //! ```
+//!
+//! Filters the scan understands (time ranges, profile type, delta, label equality) are pushed
+//! down as Exact: both halves apply them exactly, so DataFusion does not evaluate them again.
+//! Anything else is Inexact and DataFusion filters above the scan.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -26,13 +32,16 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, project_schema};
 use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
 use firn_storage::paths::Paths;
 use firn_storage::{Nanos, ReadSnapshot, TenantId, schema};
 
+use crate::block_exec::{BlockScan, BlockScanExec};
 use crate::buffer_exec::BufferScanExec;
+use crate::symbol_cache::SymbolCache;
 
 /// One tenant's samples.
 #[derive(Debug)]
@@ -41,17 +50,19 @@ pub struct SampleTable {
     snapshot: ReadSnapshot,
     paths: Paths,
     store_url: ObjectStoreUrl,
+    symbols: Arc<SymbolCache>,
     schema: SchemaRef,
 }
 
 impl SampleTable {
     /// The table of `tenant`'s rows in `snapshot`; blocks are read through the object store
-    /// registered under `store_url`.
+    /// registered under `store_url`, their symbols through `symbols`.
     pub fn new(
         tenant: TenantId,
         snapshot: ReadSnapshot,
         paths: Paths,
         store_url: ObjectStoreUrl,
+        symbols: Arc<SymbolCache>,
     ) -> Self {
         let mut names: BTreeSet<String> = snapshot.buffer.label_names(&tenant);
         for block in &snapshot.manifest.blocks {
@@ -65,6 +76,7 @@ impl SampleTable {
             snapshot,
             paths,
             store_url,
+            symbols,
             schema,
         }
     }
@@ -75,6 +87,19 @@ impl SampleTable {
 
     pub fn snapshot(&self) -> &ReadSnapshot {
         &self.snapshot
+    }
+
+    /// The largest sampling period among rows that may pass `filter`.
+    pub fn max_period(&self, filter: &ScanFilter) -> i64 {
+        let blocks = self
+            .snapshot
+            .manifest
+            .candidate_blocks(&self.tenant, filter)
+            .map(|b| b.tenants[&self.tenant].max_period(filter));
+        blocks
+            .chain([self.snapshot.buffer.max_period(&self.tenant, filter)])
+            .max()
+            .unwrap_or(0)
     }
 
     /// Label names with a column in this table.
@@ -101,8 +126,16 @@ impl TableProvider for SampleTable {
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        // Used for pruning only; DataFusion still applies every filter to what the scan returns.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if capture(f, &mut ScanFilter::default()) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -125,43 +158,14 @@ impl TableProvider for SampleTable {
             parts.push(Arc::new(buffer));
         }
 
-        let files: Vec<PartitionedFile> = self
-            .snapshot
-            .manifest
-            .candidate_blocks(&self.tenant, &filter)
-            .map(|block| {
-                let tenant = &block.tenants[&self.tenant];
-                let mut plan = ParquetAccessPlan::new_none(block.row_groups);
-                for rg in tenant.row_groups.0..tenant.row_groups.1 {
-                    plan.scan(rg);
-                }
-                PartitionedFile::new(
-                    self.paths.block_samples(&block.id).to_string(),
-                    block.samples_bytes,
-                )
-                .with_extension(plan)
-            })
-            .collect();
-        if !files.is_empty() {
-            let df_schema = DFSchema::try_from(self.schema.clone())?;
-            let predicate = conjunction(filters.to_vec())
-                .map(|e| state.create_physical_expr(e, &df_schema))
-                .transpose()?;
-            let mut source = ParquetSource::new(self.schema.clone())
-                .with_enable_page_index(true)
-                .with_pushdown_filters(false)
-                .with_reorder_filters(true);
-            if let Some(predicate) = predicate {
-                source = source.with_predicate(predicate);
-            }
-            let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source));
-            for file in files {
-                builder = builder.with_file(file);
-            }
-            let config = builder
-                .with_projection_indices(projection.cloned())?
-                .build();
-            parts.push(DataSourceExec::from_data_source(config));
+        let blocks = self.block_scans(state, projection, filters, &filter)?;
+        if !blocks.is_empty() {
+            parts.push(Arc::new(BlockScanExec::new(
+                blocks,
+                self.symbols.clone(),
+                project_schema(&self.schema, projection)?,
+                state.config().target_partitions(),
+            )));
         }
 
         if parts.is_empty() {
@@ -174,71 +178,195 @@ impl TableProvider for SampleTable {
     }
 }
 
-/// Extracts the prunable predicates from a conjunction of filters; anything else is ignored
-/// here (and still applied by DataFusion).
+impl SampleTable {
+    /// A plan per row group of this tenant in each candidate block: the Parquet scan with the
+    /// filters as a pruning predicate, and an exact row filter unless the block's metadata
+    /// proves that every row passes `filter` (the filters the scan claimed as Exact).
+    fn block_scans(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        filter: &ScanFilter,
+    ) -> datafusion::error::Result<Vec<BlockScan>> {
+        let file_schema = schema::block_file_schema(&self.schema);
+        let file_columns = DFSchema::try_from(file_schema.clone())?;
+        let mentions_stack = |e: &Expr| e.column_refs().iter().any(|c| c.name == schema::STACK_ID);
+        let prunable: Vec<Expr> = filters
+            .iter()
+            .filter(|e| !mentions_stack(e))
+            .cloned()
+            .collect();
+        let predicate = conjunction(prunable)
+            .map(|e| state.create_physical_expr(e, &file_columns))
+            .transpose()?;
+        let exact: Vec<Expr> = filters
+            .iter()
+            .filter(|f| capture(f, &mut ScanFilter::default()))
+            .cloned()
+            .collect();
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+
+        let mut scans = Vec::new();
+        for block in self
+            .snapshot
+            .manifest
+            .candidate_blocks(&self.tenant, filter)
+        {
+            let tenant = &block.tenants[&self.tenant];
+            let row_filter = if tenant.all_match(filter) {
+                None
+            } else {
+                conjunction(exact.clone())
+            };
+            // Columns read: the projection, plus what the row filter needs.
+            let mut read = wanted.clone();
+            if let Some(f) = &row_filter {
+                for c in f.column_refs() {
+                    let i = file_schema.index_of(&c.name)?;
+                    if !read.contains(&i) {
+                        read.push(i);
+                    }
+                }
+            }
+            let read_schema = DFSchema::try_from(Arc::new(file_schema.project(&read)?))?;
+            let row_filter = row_filter
+                .map(|f| state.create_physical_expr(f, &read_schema))
+                .transpose()?;
+            // One unit of work per row group, so partitions share the work evenly.
+            for rg in tenant.row_groups.0..tenant.row_groups.1 {
+                let mut access = ParquetAccessPlan::new_none(block.row_groups);
+                access.scan(rg);
+                let file = PartitionedFile::new(
+                    self.paths.block_samples(&block.id).to_string(),
+                    block.samples_bytes,
+                )
+                .with_extension(access);
+                let mut source = ParquetSource::new(file_schema.clone())
+                    .with_enable_page_index(true)
+                    .with_pushdown_filters(false);
+                if let Some(predicate) = &predicate {
+                    source = source.with_predicate(predicate.clone());
+                }
+                let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+                    .with_file(file)
+                    .with_projection_indices(Some(read.clone()))?
+                    .build();
+                let mut plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+                if let Some(f) = &row_filter {
+                    let keep: Vec<usize> = (0..wanted.len()).collect();
+                    plan = Arc::new(
+                        FilterExecBuilder::new(f.clone(), plan)
+                            .apply_projection(Some(keep))?
+                            .build()?,
+                    );
+                }
+                scans.push(BlockScan {
+                    block: block.id.clone(),
+                    plan,
+                });
+            }
+        }
+        Ok(scans)
+    }
+}
+
+/// The prunable predicates of a conjunction of filters, as a [`ScanFilter`].
 pub fn scan_filter(filters: &[Expr]) -> ScanFilter {
     let mut out = ScanFilter::default();
-    let mut conjuncts = Vec::new();
     for f in filters {
-        split_and(f, &mut conjuncts);
+        capture(f, &mut out);
     }
+    out
+}
+
+/// Adds what `filter` says to `out`; true when `out` now expresses all of it exactly (every
+/// conjunct is a time comparison, profile type or delta equality, or a non-empty label
+/// equality), false when part of it must still be evaluated row by row.
+fn capture(filter: &Expr, out: &mut ScanFilter) -> bool {
+    let mut conjuncts = Vec::new();
+    split_and(filter, &mut conjuncts);
+    let mut exact = true;
     for e in conjuncts {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
-            continue;
-        };
-        let (column, op, value) = match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v, _)) => (c.name.as_str(), *op, v),
-            (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
-                Some(op) => (c.name.as_str(), op, v),
-                None => continue,
-            },
-            _ => continue,
-        };
-        match column {
-            schema::TIME => {
-                let Some(t) = as_i64(value) else { continue };
-                match op {
-                    Operator::GtEq => out.time.start = out.time.start.max(Nanos(t)),
-                    Operator::Gt => out.time.start = out.time.start.max(Nanos(t.saturating_add(1))),
-                    Operator::Lt => out.time.end = out.time.end.min(Nanos(t)),
-                    Operator::LtEq => out.time.end = out.time.end.min(Nanos(t.saturating_add(1))),
-                    Operator::Eq => {
-                        out.time.start = out.time.start.max(Nanos(t));
-                        out.time.end = out.time.end.min(Nanos(t.saturating_add(1)));
-                    }
-                    _ => {}
+        exact &= capture_one(e, out);
+    }
+    exact
+}
+
+fn capture_one(e: &Expr, out: &mut ScanFilter) -> bool {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return false;
+    };
+    let (column, op, value) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) => (c.name.as_str(), *op, v),
+        (Expr::Literal(v, _), Expr::Column(c)) => match op.swap() {
+            Some(op) => (c.name.as_str(), op, v),
+            None => return false,
+        },
+        _ => return false,
+    };
+    match column {
+        schema::TIME => {
+            let Some(t) = as_i64(value) else {
+                return false;
+            };
+            match op {
+                Operator::GtEq => out.time.start = out.time.start.max(Nanos(t)),
+                Operator::Gt => out.time.start = out.time.start.max(Nanos(t.saturating_add(1))),
+                Operator::Lt => out.time.end = out.time.end.min(Nanos(t)),
+                Operator::LtEq => out.time.end = out.time.end.min(Nanos(t.saturating_add(1))),
+                Operator::Eq => {
+                    out.time.start = out.time.start.max(Nanos(t));
+                    out.time.end = out.time.end.min(Nanos(t.saturating_add(1)));
                 }
+                _ => return false,
             }
-            schema::PROFILE_TYPE if op == Operator::Eq => {
-                if let Some(s) = as_str(value) {
-                    let keep: BTreeSet<String> = BTreeSet::from([s.to_owned()]);
-                    out.profile_types = Some(match out.profile_types.take() {
-                        Some(existing) => existing.intersection(&keep).cloned().collect(),
-                        None => keep,
-                    });
+            // `t + 1` saturates at i64::MAX, where the half-open range would drop the row at
+            // i64::MAX: leave that edge to DataFusion.
+            matches!(op, Operator::GtEq | Operator::Lt) || t != i64::MAX
+        }
+        schema::PROFILE_TYPE if op == Operator::Eq => {
+            let Some(s) = as_str(value) else {
+                return false;
+            };
+            let keep: BTreeSet<String> = BTreeSet::from([s.to_owned()]);
+            out.profile_types = Some(match out.profile_types.take() {
+                Some(existing) => existing.intersection(&keep).cloned().collect(),
+                None => keep,
+            });
+            true
+        }
+        schema::DELTA if op == Operator::Eq => match value {
+            ScalarValue::Boolean(Some(b)) => {
+                if out.delta.is_some_and(|d| d != *b) {
+                    // `delta = true AND delta = false`: nothing passes.
+                    out.time.end = out.time.start;
                 }
+                out.delta = Some(*b);
+                true
             }
-            schema::DELTA if op == Operator::Eq => {
-                if let ScalarValue::Boolean(Some(b)) = value {
-                    out.delta = Some(*b);
-                }
+            _ => false,
+        },
+        other => {
+            let (Some(name), Some(v)) = (schema::label_name(other), as_str(value)) else {
+                return false;
+            };
+            // `labels.x = 'v'` is false on null; as a matcher it must not match absent rows.
+            if op != Operator::Eq || v.is_empty() {
+                return false;
             }
-            other => {
-                let (Some(name), Some(v)) = (schema::label_name(other), as_str(value)) else {
-                    continue;
-                };
-                // `labels.x = 'v'` is false on null; as a matcher it must not match absent rows.
-                let op = match op {
-                    Operator::Eq if !v.is_empty() => MatchOp::Eq,
-                    _ => continue,
-                };
-                if let Ok(m) = LabelMatcher::new(name, op, v) {
+            match LabelMatcher::new(name, MatchOp::Eq, v) {
+                Ok(m) => {
                     out.labels.push(m);
+                    true
                 }
+                Err(_) => false,
             }
         }
     }
-    out
 }
 
 fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {

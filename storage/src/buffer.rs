@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use crate::chunk::{Chunk, SampleRef, gather};
+use crate::chunk::{Chunk, SampleRef, StackColumn, gather};
 use crate::error::{Error, Result};
 use crate::filter::ScanFilter;
 use crate::ids::{Nanos, SeqNo, TenantId};
@@ -204,7 +204,7 @@ impl Buffer {
                 .iter()
                 .map(|&r| remap[r as usize].expect("every kept stack was copied"))
                 .collect();
-            rebuilt.push(Arc::new(rebuild_chunk(chunk, refs)?));
+            rebuilt.push(Arc::new(chunk.with_stack_refs(refs)?));
         }
         drop(old);
         self.chunks = rebuilt;
@@ -217,51 +217,6 @@ impl Buffer {
         self.symbols = Arc::new(RwLock::new(symbols));
         Ok(())
     }
-}
-
-/// A chunk with its stack references replaced.
-fn rebuild_chunk(chunk: &Chunk, refs: Vec<u32>) -> Result<Chunk> {
-    use arrow::array::{Array, ArrayRef, ListArray, StructArray, UInt32Array};
-    let arrow_err = |source| Error::Arrow {
-        what: "a rebuilt buffer chunk",
-        source,
-    };
-    let samples_index = chunk
-        .batch
-        .schema()
-        .index_of("samples")
-        .map_err(arrow_err)?;
-    let list = chunk
-        .batch
-        .column(samples_index)
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .expect("samples is a list column");
-    let structs = list
-        .values()
-        .as_any()
-        .downcast_ref::<StructArray>()
-        .expect("samples are structs");
-    let mut children: Vec<ArrayRef> = structs.columns().to_vec();
-    children[0] = Arc::new(UInt32Array::from(refs));
-    let structs =
-        StructArray::try_new(structs.fields().clone(), children, None).map_err(arrow_err)?;
-    let (field, offsets, _, nulls) = list.clone().into_parts();
-    let list = ListArray::try_new(field, offsets, Arc::new(structs), nulls).map_err(arrow_err)?;
-    let mut columns = chunk.batch.columns().to_vec();
-    columns[samples_index] = Arc::new(list);
-    let batch = RecordBatch::try_new(chunk.batch.schema(), columns).map_err(arrow_err)?;
-    Ok(Chunk {
-        seq: chunk.seq,
-        tenant: chunk.tenant.clone(),
-        bytes: batch.get_array_memory_size() + std::mem::size_of::<Chunk>(),
-        batch,
-        min_time: chunk.min_time,
-        max_time: chunk.max_time,
-        samples: chunk.samples,
-        labels: chunk.labels.clone(),
-        profile_types: chunk.profile_types.clone(),
-    })
 }
 
 /// A reader's view of the buffer, unaffected by later writes and flushes.
@@ -277,6 +232,18 @@ impl BufferSnapshot {
         self.tenant_chunks(tenant)
             .flat_map(|c| c.labels.keys().cloned())
             .collect()
+    }
+
+    /// The largest sampling period among a tenant's profile rows that pass `filter`.
+    pub fn max_period(&self, tenant: &TenantId, filter: &ScanFilter) -> i64 {
+        self.tenant_chunks(tenant)
+            .flat_map(|c| {
+                (0..c.rows())
+                    .filter(|&r| row_may_match(c, r, filter))
+                    .map(|r| c.i64_value(schema::PERIOD, r))
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn tenant_chunks<'a>(
@@ -316,7 +283,7 @@ impl BufferSnapshot {
         }
         let symbols = self.symbols.read().expect("symbol lock poisoned");
         refs.chunks(batch_rows.max(1))
-            .map(|part| gather(&[chunk], part, schema, &symbols))
+            .map(|part| gather(&[chunk], part, schema, StackColumn::Ids(&symbols)))
             .collect()
     }
 }
@@ -380,6 +347,60 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    /// Values are stored as `value / common factor` in 32 bits when they fit; each case must
+    /// read back exactly, through the compact form or the 64-bit fallback.
+    #[test]
+    fn values_read_back_exactly_in_compact_and_wide_form() {
+        let cases: [(&[i64], bool); 5] = [
+            (&[10_000_000, 30_000_000, 7_000_000_000], true),
+            (&[3, 5, -7], true),
+            (&[5_000_000_001, 1], false),
+            (&[i64::MAX, 3], false),
+            // Both divide by i64::MAX: stored as 1 and -1.
+            (&[i64::MAX, i64::MIN + 1], true),
+        ];
+        for (seq, (values, compact)) in cases.into_iter().enumerate() {
+            let mut b = ProfileBuilder::new(
+                &[("cpu", "nanoseconds")],
+                ("cpu", "nanoseconds"),
+                10_000_000,
+            );
+            for (i, &v) in values.iter().enumerate() {
+                b.sample(&["main", &format!("f{i}")], &[v], &[]);
+            }
+            let n = normalize(
+                pprof_write("t", &[], b.gzip(), Nanos(1)),
+                &NormalizeLimits::default(),
+            )
+            .expect("valid");
+            let mut buffer = Buffer::new(1 << 30, SeqNo(0));
+            buffer.apply(SeqNo(seq as u64 + 1), &n).expect("fits");
+            let snapshot = buffer.snapshot();
+            let chunk = &snapshot.chunks[0];
+            let mut read: Vec<i64> = (0..chunk.samples).map(|s| chunk.value(s)).collect();
+            let mut expected: Vec<i64> = values.to_vec();
+            read.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(read, expected, "values {values:?}");
+            let bytes_per_value = chunk.bytes as f64 / chunk.samples as f64;
+            let samples = chunk.batch.schema().field_with_name("samples").cloned();
+            let value_type = match samples.expect("samples column").data_type() {
+                arrow::datatypes::DataType::List(item) => match item.data_type() {
+                    arrow::datatypes::DataType::Struct(fields) => fields
+                        .find(schema::VALUE)
+                        .map(|(_, f)| f.data_type().clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            assert_eq!(
+                value_type == Some(arrow::datatypes::DataType::Int32),
+                compact,
+                "values {values:?} ({bytes_per_value:.1} bytes a sample)"
+            );
+        }
     }
 
     #[test]

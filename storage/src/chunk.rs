@@ -1,15 +1,16 @@
 //! A chunk: the rows of one write in the buffer, as one Arrow record batch with one row per
 //! profile (series, profile type, time) and the samples nested in a list column. Profile-level
-//! values are stored once per profile rather than once per sample, which keeps a sample at
-//! about 12 bytes (a `u32` stack reference and an `i64` value).
+//! values are stored once per profile rather than once per sample, and a sample's value is
+//! stored divided by the write's common factor (the period, for CPU profiles) in 32 bits when
+//! it fits, which keeps a sample at about 8 bytes (a `u32` stack reference and an `i32` value).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, DictionaryArray, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray, StringDictionaryBuilder, StructArray, UInt32Array, UInt64Array,
-    new_null_array,
+    RecordBatch, RecordBatchOptions, StringArray, StringDictionaryBuilder, StructArray,
+    UInt32Array, UInt64Array, new_null_array,
 };
 use arrow::buffer::{Buffer as ArrowBuffer, OffsetBuffer};
 use arrow::compute::interleave;
@@ -40,6 +41,8 @@ pub struct Chunk {
     pub labels: BTreeMap<String, BTreeSet<String>>,
     pub profile_types: BTreeSet<String>,
     pub bytes: usize,
+    /// Stored values are the real ones divided by this (see [`Chunk::value`]).
+    value_scale: i64,
 }
 
 impl Chunk {
@@ -128,13 +131,12 @@ impl Chunk {
             rows.iter()
                 .flat_map(|r| r.stacks.iter().map(|&s| stack_refs[s as usize])),
         );
-        let values =
-            Int64Array::from_iter_values(rows.iter().flat_map(|r| r.values.iter().copied()));
+        let (value_scale, values) = compact_values(rows);
         let mut sample_fields = vec![
             Field::new(STACK, DataType::UInt32, false),
-            Field::new(schema::VALUE, DataType::Int64, false),
+            Field::new(schema::VALUE, values.data_type().clone(), false),
         ];
-        let mut sample_arrays: Vec<ArrayRef> = vec![Arc::new(stacks), Arc::new(values)];
+        let mut sample_arrays: Vec<ArrayRef> = vec![Arc::new(stacks), values];
         let link_columns: [(&str, LinkColumn); 3] = [
             (schema::TRACE_ID, |r| &r.links.trace_id),
             (schema::SPAN_ID, |r| &r.links.span_id),
@@ -179,11 +181,64 @@ impl Chunk {
             profile_types,
             bytes,
             batch,
+            value_scale,
         })
+    }
+
+    /// The value of a sample (a position in the samples list).
+    pub fn value(&self, sample: usize) -> i64 {
+        let Some(values) = self.sample_child(schema::VALUE) else {
+            return 0;
+        };
+        if let Some(small) = values.as_any().downcast_ref::<Int32Array>() {
+            i64::from(small.value(sample)) * self.value_scale
+        } else {
+            values
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map_or(0, |a| a.value(sample))
+        }
     }
 
     pub fn rows(&self) -> usize {
         self.batch.num_rows()
+    }
+
+    /// This chunk with its stack references replaced (after the symbol table is rebuilt).
+    pub fn with_stack_refs(&self, refs: Vec<u32>) -> Result<Chunk> {
+        let arrow_err = |source| Error::Arrow {
+            what: "a rebuilt buffer chunk",
+            source,
+        };
+        let samples_index = self.batch.schema().index_of(SAMPLES).map_err(arrow_err)?;
+        let list = self.samples();
+        let structs = list
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or(Error::Internal("chunk samples are not structs"))?;
+        let mut children: Vec<ArrayRef> = structs.columns().to_vec();
+        children[0] = Arc::new(UInt32Array::from(refs));
+        let structs =
+            StructArray::try_new(structs.fields().clone(), children, None).map_err(arrow_err)?;
+        let (field, offsets, _, nulls) = list.clone().into_parts();
+        let list =
+            ListArray::try_new(field, offsets, Arc::new(structs), nulls).map_err(arrow_err)?;
+        let mut columns = self.batch.columns().to_vec();
+        columns[samples_index] = Arc::new(list);
+        let batch = RecordBatch::try_new(self.batch.schema(), columns).map_err(arrow_err)?;
+        Ok(Chunk {
+            seq: self.seq,
+            tenant: self.tenant.clone(),
+            bytes: batch.get_array_memory_size() + std::mem::size_of::<Chunk>(),
+            batch,
+            min_time: self.min_time,
+            max_time: self.max_time,
+            samples: self.samples,
+            labels: self.labels.clone(),
+            profile_types: self.profile_types.clone(),
+            value_scale: self.value_scale,
+        })
     }
 
     pub fn column(&self, name: &str) -> Option<&ArrayRef> {
@@ -249,6 +304,39 @@ impl Chunk {
     }
 }
 
+/// A write's values as an array: `Int32` of `value / scale` when every value divides by a
+/// common `scale` and the quotients fit in 32 bits, else `Int64` with scale 1.
+fn compact_values(rows: &[ProfileRows]) -> (i64, ArrayRef) {
+    let all = || rows.iter().flat_map(|r| r.values.iter().copied());
+    let scale = all()
+        .map(i64::unsigned_abs)
+        .fold(0u64, gcd)
+        .clamp(1, i64::MAX as u64) as i64;
+    let fits = all().all(|v| i32::try_from(v / scale).is_ok());
+    if fits {
+        let small = Int32Array::from_iter_values(all().map(|v| (v / scale) as i32));
+        (scale, Arc::new(small))
+    } else {
+        (1, Arc::new(Int64Array::from_iter_values(all())))
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// How a gathered batch renders stacks.
+#[derive(Clone, Copy, Debug)]
+pub enum StackColumn<'a> {
+    /// As 16-byte ids ([`schema::STACK_ID`]), from the buffer's symbol table.
+    Ids(&'a SymbolTable),
+    /// As ordinals into a block's stack table ([`schema::STACK`]), indexed by buffer reference.
+    Ordinals(&'a [i32]),
+}
+
 /// One output sample: which chunk, which profile row, which sample position.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleRef {
@@ -258,12 +346,12 @@ pub struct SampleRef {
 }
 
 /// Gathers flat sample rows from chunks into one batch of `schema` (the flat sample schema,
-/// with or without the tenant column). Stack references resolve through `symbols`.
+/// with or without the tenant column, or a block's file schema). Stacks render as `stacks` says.
 pub fn gather(
     chunks: &[&Chunk],
     samples: &[SampleRef],
     schema: &SchemaRef,
-    symbols: &SymbolTable,
+    stacks: StackColumn<'_>,
 ) -> Result<RecordBatch> {
     let arrow_err = |source| Error::Arrow {
         what: "flat sample rows",
@@ -287,6 +375,9 @@ pub fn gather(
                 Arc::new(builder.finish())
             }
             schema::STACK_ID => {
+                let StackColumn::Ids(symbols) = stacks else {
+                    return Err(Error::Internal("stack ids gathered without a symbol table"));
+                };
                 // Keys local to this batch, values the 16-byte ids of the stacks it uses.
                 let refs: Vec<&UInt32Array> = chunks.iter().map(|c| c.stack_refs()).collect();
                 let mut local: HashMap<u32, i32> = HashMap::new();
@@ -309,7 +400,20 @@ pub fn gather(
                         .map_err(arrow_err)?,
                 )
             }
-            schema::VALUE | schema::TRACE_ID | schema::SPAN_ID | schema::PROFILE_ID => {
+            schema::STACK => {
+                let StackColumn::Ordinals(ordinals) = stacks else {
+                    return Err(Error::Internal(
+                        "stack ordinals gathered without a block table",
+                    ));
+                };
+                Arc::new(Int32Array::from_iter_values(samples.iter().map(|s| {
+                    ordinals[chunks[s.chunk].stack_refs().value(s.sample) as usize]
+                })))
+            }
+            schema::VALUE => Arc::new(Int64Array::from_iter_values(
+                samples.iter().map(|s| chunks[s.chunk].value(s.sample)),
+            )),
+            schema::TRACE_ID | schema::SPAN_ID | schema::PROFILE_ID => {
                 let sources: Vec<ArrayRef> = chunks
                     .iter()
                     .map(|c| {
@@ -336,5 +440,7 @@ pub fn gather(
         };
         columns.push(array);
     }
-    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_err)
+    // With no columns projected (`count(*)`), the batch still carries its row count.
+    let options = RecordBatchOptions::new().with_row_count(Some(samples.len()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(arrow_err)
 }

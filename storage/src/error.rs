@@ -98,6 +98,10 @@ pub enum Error {
     #[error("{key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
 
+    /// A broken invariant inside the store: a bug, reported rather than panicking.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+
     #[error("manifest {key} could not be encoded or decoded")]
     ManifestCodec {
         key: String,

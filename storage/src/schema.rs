@@ -16,6 +16,10 @@ pub const TIME: &str = "time_nanos";
 pub const DURATION: &str = "duration_nanos";
 pub const PERIOD: &str = "period";
 pub const STACK_ID: &str = "stack_id";
+/// In a block's Parquet file, the stack of a sample as an ordinal into the block's stack table
+/// (`symbols.bin`, sorted by stack id) instead of the 16-byte id: within a profile the ordinals
+/// rise, so delta encoding stores a sample's stack in under a byte.
+pub const STACK: &str = "stack";
 pub const VALUE: &str = "value";
 pub const TRACE_ID: &str = "trace_id";
 pub const SPAN_ID: &str = "span_id";
@@ -82,6 +86,29 @@ pub fn sample_schema<'a>(
             .iter()
             .map(|n| Field::new(label_column(n), dictionary_utf8(), true)),
     );
+    Arc::new(Schema::new(fields))
+}
+
+/// The schema of a block's Parquet file: [`sample_schema`] with the tenant, and the stack as an
+/// `Int32` ordinal ([`STACK`]) where the table has [`STACK_ID`].
+pub fn block_schema<'a>(label_names: impl IntoIterator<Item = &'a str>) -> SchemaRef {
+    block_file_schema(&sample_schema(label_names, true))
+}
+
+/// `schema` with its [`STACK_ID`] field, if any, replaced by the block file's [`STACK`] ordinal
+/// at the same position (so projections index both alike).
+pub fn block_file_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == STACK_ID {
+                Field::new(STACK, DataType::Int32, false)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
     Arc::new(Schema::new(fields))
 }
 

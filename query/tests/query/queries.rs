@@ -55,6 +55,19 @@ fn table_text(batches: &[datafusion::arrow::array::RecordBatch]) -> String {
         .to_string()
 }
 
+/// One profile of tenant "a" with 3000 distinct stacks `main;leaf(i)`, one sample each.
+fn write_wide(e: &firn_query::QueryEngine, leaf: impl Fn(usize) -> String) {
+    let stacks: Vec<Vec<String>> = (0..3000)
+        .map(|i| vec!["main".to_owned(), leaf(i)])
+        .collect();
+    let refs: Vec<Vec<&str>> = stacks
+        .iter()
+        .map(|s| s.iter().map(String::as_str).collect())
+        .collect();
+    let pairs: Vec<(&[&str], i64)> = refs.iter().map(|s| (s.as_slice(), 1)).collect();
+    write_cpu(e, 1, "a", &[], SEC, &pairs);
+}
+
 fn q(selector: &str) -> ProfileQuery {
     ProfileQuery::new(selector, Nanos(0), Nanos(100 * SEC)).expect("valid query")
 }
@@ -106,6 +119,12 @@ async fn label_filters_work_on_labels_some_blocks_lack() {
         .await
         .expect("merge");
     assert_eq!(re.total(), (5 + 1 + 3 + 2 + 1) * 10_000_000);
+    // The block holds pods p1 and p2: its rows are filtered one by one.
+    let p1 = e
+        .merge(&tenant("a"), &q(&format!("{CPU}{{pod=\"p1\"}}")))
+        .await
+        .expect("merge");
+    assert_eq!(p1.total(), (5 + 1 + 1) * 10_000_000);
     let none = e
         .merge(&tenant("a"), &q(&format!("{CPU}{{nosuch=\"x\"}}")))
         .await
@@ -324,15 +343,7 @@ async fn row_and_memory_limits_fail_cleanly() {
         ..Default::default()
     };
     let e = firn_query::QueryEngine::new(store, tight).expect("engine");
-    let stacks: Vec<Vec<String>> = (0..3000)
-        .map(|i| vec!["main".to_owned(), format!("f{i}")])
-        .collect();
-    let refs: Vec<Vec<&str>> = stacks
-        .iter()
-        .map(|s| s.iter().map(String::as_str).collect())
-        .collect();
-    let pairs: Vec<(&[&str], i64)> = refs.iter().map(|s| (s.as_slice(), 1)).collect();
-    write_cpu(&e, 1, "a", &[], SEC, &pairs);
+    write_wide(&e, |i| format!("f{i}"));
     let err = e
         .sql(&tenant("a"), "SELECT value FROM samples")
         .await
@@ -495,4 +506,72 @@ async fn huge_values_saturate_instead_of_overflowing() {
     assert_eq!(m.total(), i64::MAX);
     let fg = firn_query::FlameGraph::from_merged(&m, 100);
     assert_eq!(fg.root.total, i64::MAX);
+    e.store().flush().await.expect("flush");
+    let m = e.merge(&tenant("a"), &q(CPU)).await.expect("merge");
+    assert_eq!(m.total(), i64::MAX, "read back from the block");
+}
+
+/// Filters the scan applies exactly are not evaluated again above it; others are.
+#[tokio::test]
+async fn exact_filters_are_not_evaluated_twice() {
+    let e = populated().await;
+    let plan = |sql: &str| {
+        let e = &e;
+        let sql = format!("EXPLAIN {sql}");
+        async move { table_text(&e.sql(&tenant("a"), &sql).await.expect("explain")) }
+    };
+    let exact = plan(&format!(
+        "SELECT count(*) FROM samples WHERE time_nanos >= 0 AND time_nanos < {} AND profile_type = '{CPU}' AND \"labels.pod\" = 'p1'",
+        100 * SEC
+    ))
+    .await;
+    assert!(!exact.contains("FilterExec"), "{exact}");
+    assert!(exact.contains("BlockScanExec"), "{exact}");
+    let inexact = plan("SELECT count(*) FROM samples WHERE value > 20000000").await;
+    assert!(inexact.contains("FilterExec"), "{inexact}");
+    // And the answers agree with a filter DataFusion evaluates itself.
+    let count = |sql: String| {
+        let e = &e;
+        async move { table_text(&e.sql(&tenant("a"), &sql).await.expect("sql")) }
+    };
+    let pushed = count(format!(
+        "SELECT count(*) AS n FROM samples WHERE time_nanos < {} AND \"labels.pod\" = 'p1'",
+        15 * SEC
+    ))
+    .await;
+    let evaluated = count(format!(
+        "SELECT count(*) AS n FROM samples WHERE time_nanos + 0 < {} AND concat(\"labels.pod\", '') = 'p1'",
+        15 * SEC
+    ))
+    .await;
+    assert_eq!(pushed, evaluated);
+    assert!(pushed.contains("| 4 |"), "{pushed}");
+}
+
+/// The `stacks` table is built inside the query's memory pool: frames past the limit fail the
+/// query cleanly, while the merge under it still fits.
+#[tokio::test]
+async fn the_stacks_table_counts_against_the_memory_limit() {
+    let store = std::sync::Arc::new(firn_storage::testing::memory_store(Default::default()).await);
+    let tight = firn_query::QueryConfig {
+        memory_limit: 400 * 1024,
+        ..Default::default()
+    };
+    let e = firn_query::QueryEngine::new(store, tight).expect("engine");
+    let long = "x".repeat(200);
+    write_wide(&e, |i| format!("{long}{i}"));
+    let count = e
+        .sql(&tenant("a"), "SELECT count(*) AS n FROM samples")
+        .await
+        .expect("fits");
+    let text = table_text(&count);
+    assert!(
+        text.contains("| 6000 |"),
+        "two sample types of 3000 stacks: {text}"
+    );
+    let err = e
+        .sql(&tenant("a"), "SELECT count(*) FROM stacks")
+        .await
+        .expect_err("memory");
+    assert!(matches!(err, Error::MemoryLimit { .. }), "{err}");
 }

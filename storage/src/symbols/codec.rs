@@ -1,11 +1,9 @@
 //! The on-disk form of a symbol table: a columnar protobuf message compressed with zstd,
 //! prefixed by a magic and version. Deterministic: the same table gives the same bytes.
 
-use std::collections::HashMap;
-
 use prost::Message;
 
-use super::{Function, Line, Location, Mapping, Stack, SymbolTable};
+use super::{Function, HashMap, Line, Location, Mapping, Stack, SymbolTable};
 use crate::ids::StackId;
 
 const MAGIC: &[u8; 5] = b"FSYM1";
@@ -155,7 +153,7 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
     {
         return Err("function columns differ in length".into());
     }
-    let mut function_refs = HashMap::with_capacity(functions);
+    let mut function_refs = HashMap::with_capacity_and_hasher(functions, Default::default());
     for i in 0..functions {
         for r in [file.fn_name[i], file.fn_system_name[i], file.fn_filename[i]] {
             check("function string", r, strings)?;

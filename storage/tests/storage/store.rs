@@ -231,3 +231,101 @@ async fn retention_deletes_only_blocks_wholly_past_it() {
             .exists()
     );
 }
+
+/// A block refers to stacks by ordinal into its own stack table (sorted by id): delta-encoded
+/// Int32 that rises within each profile, every ordinal in range, and the metadata a merge reads
+/// instead of columns (periods, deltas, label row counts).
+#[tokio::test]
+async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int32Type, Int64Type, UInt64Type};
+    use object_store::ObjectStoreExt;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let store = memory_store(StoreConfig::default()).await;
+    fill(&store, 10, 1).await;
+    let block = store.flush().await.expect("flush").expect("a block");
+    let symbols = store.read_symbols(&block.id).await.expect("symbols");
+    let ids: Vec<_> = (0..symbols.stack_count() as u32)
+        .map(|r| symbols.stack(r).id)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "stack table sorted by id"
+    );
+
+    let bytes = store
+        .object_store()
+        .get(&store.paths().block_samples(&block.id))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+    let column = builder
+        .metadata()
+        .row_group(0)
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == firn_storage::schema::STACK)
+        .expect("a stack column")
+        .clone();
+    assert!(
+        column
+            .encodings()
+            .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED),
+        "{:?}",
+        column.encodings().collect::<Vec<_>>()
+    );
+    assert!(builder.schema().field_with_name("stack_id").is_err());
+    let mut previous: Option<(u64, i64, String, i32)> = None;
+    for batch in builder.build().expect("reader") {
+        let batch = batch.expect("batch");
+        let stack = batch
+            .column_by_name("stack")
+            .expect("stack")
+            .as_primitive::<Int32Type>();
+        let series = batch
+            .column_by_name("series_id")
+            .expect("series")
+            .as_primitive::<UInt64Type>();
+        let time = batch
+            .column_by_name("time_nanos")
+            .expect("time")
+            .as_primitive::<Int64Type>();
+        let types = arrow::compute::cast(
+            batch.column_by_name("profile_type").expect("type"),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .expect("cast");
+        let types = types.as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            let ordinal = stack.value(i);
+            assert!(
+                (0..ids.len() as i32).contains(&ordinal),
+                "ordinal {ordinal} in range"
+            );
+            let profile = (series.value(i), time.value(i), types.value(i).to_owned());
+            if let Some((s, t, p, o)) = &previous
+                && (*s, *t, p.as_str()) == (profile.0, profile.1, profile.2.as_str())
+            {
+                assert!(ordinal >= *o, "ordinals never fall within a profile");
+            }
+            previous = Some((profile.0, profile.1, profile.2, ordinal));
+        }
+        assert_eq!(stack.null_count(), 0);
+    }
+
+    let tenant = &block.tenants[&TenantId::new("team-a").expect("valid")];
+    assert_eq!(tenant.deltas, std::collections::BTreeSet::from([true]));
+    assert!(
+        tenant.periods.values().all(|&p| p == 10_000_000),
+        "{:?}",
+        tenant.periods
+    );
+    assert_eq!(
+        tenant.labels["pod"].rows, tenant.rows,
+        "every row has a pod"
+    );
+}

@@ -1,0 +1,191 @@
+//! `BlockScanExec`: the leaf of a plan that reads a tenant's rows from Parquet blocks. Each
+//! block is read by its own small plan (the Parquet scan, under an exact filter only when the
+//! block's metadata cannot prove that every row passes); a partition reads its share of the
+//! blocks one after another, so a query over a thousand blocks holds `partitions` open readers,
+//! not a thousand.
+//!
+//! Blocks store a sample's stack as an ordinal into the block's stack table; this exec turns it
+//! back into the table's `stack_id` column: a dictionary whose keys are the ordinals and whose
+//! values are the block's 16-byte ids, shared by every batch of the block (no copy per row).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, DictionaryArray, RecordBatch, RecordBatchOptions,
+};
+use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
+};
+use firn_storage::BlockId;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::symbol_cache::SymbolCache;
+
+/// How to read one block.
+#[derive(Debug)]
+pub struct BlockScan {
+    pub block: BlockId,
+    /// One partition producing the projected file schema (`stack` where the table has
+    /// `stack_id`), already filtered exactly.
+    pub plan: Arc<dyn ExecutionPlan>,
+}
+
+#[derive(Debug)]
+pub struct BlockScanExec {
+    blocks: Arc<Vec<BlockScan>>,
+    symbols: Arc<SymbolCache>,
+    /// Position of `stack_id` in the output, when projected.
+    stack_index: Option<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl BlockScanExec {
+    /// Reads `blocks` as `schema` (the projected table schema) in up to `partitions` partitions.
+    pub fn new(
+        blocks: Vec<BlockScan>,
+        symbols: Arc<SymbolCache>,
+        schema: SchemaRef,
+        partitions: usize,
+    ) -> Self {
+        let stack_index = schema.index_of(firn_storage::schema::STACK_ID).ok();
+        let partitions = partitions.clamp(1, blocks.len().max(1));
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            blocks: Arc::new(blocks),
+            symbols,
+            stack_index,
+            schema,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for BlockScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "BlockScanExec: blocks={}", self.blocks.len())
+            }
+            DisplayFormatType::TreeRender => write!(f, "blocks={}", self.blocks.len()),
+        }
+    }
+}
+
+impl ExecutionPlan for BlockScanExec {
+    fn name(&self) -> &str {
+        "BlockScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.properties.partitioning.partition_count();
+        let mine: Vec<usize> = (partition..self.blocks.len()).step_by(partitions).collect();
+        let blocks = self.blocks.clone();
+        let symbols = self.symbols.clone();
+        let schema = self.schema.clone();
+        let stack_index = self.stack_index;
+        let stream = futures::stream::iter(mine)
+            .then(move |i| {
+                let (blocks, symbols, schema, context) = (
+                    blocks.clone(),
+                    symbols.clone(),
+                    schema.clone(),
+                    context.clone(),
+                );
+                async move {
+                    let scan = &blocks[i];
+                    let stack_ids = match stack_index {
+                        Some(_) => Some(
+                            symbols
+                                .get(&scan.block)
+                                .await
+                                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                                .stack_ids
+                                .clone(),
+                        ),
+                        None => None,
+                    };
+                    let input = scan.plan.execute(0, context)?;
+                    Ok::<_, DataFusionError>(input.map(move |batch| {
+                        to_table_batch(batch?, &schema, stack_index, stack_ids.as_ref())
+                    }))
+                }
+            })
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// A block batch as the table's: the stack ordinals become dictionary keys into the block's ids
+/// (checked in range, so a corrupt block is an error, not a panic).
+fn to_table_batch(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+    stack_index: Option<usize>,
+    stack_ids: Option<&ArrayRef>,
+) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    if let (Some(i), Some(ids)) = (stack_index, stack_ids) {
+        let ordinals = columns[i]
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "block stack column has type {}, not Int32",
+                    columns[i].data_type()
+                ))
+            })?
+            .clone();
+        columns[i] = Arc::new(DictionaryArray::<Int32Type>::try_new(
+            ordinals,
+            ids.clone(),
+        )?);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
