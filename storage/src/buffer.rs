@@ -118,13 +118,9 @@ impl Buffer {
 
     /// Appends a write. Refuses, changing nothing, when the sequence number does not increase or
     /// the write would take the buffer past its budget.
-    pub fn apply(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
-        if seq <= self.last_seq {
-            return Err(Error::SequenceNotIncreasing {
-                seq,
-                last: self.last_seq,
-            });
-        }
+    /// Refuses a write the budget cannot take ([`Error::BufferFull`]); changes nothing. A
+    /// server checks before it logs a write, so a logged write is one the buffer accepts.
+    pub fn check_fits(&self, normalized: &Normalized) -> Result<()> {
         let needed = estimate_bytes(normalized);
         let used = self.memory_bytes();
         if used.saturating_add(needed) > self.budget {
@@ -134,6 +130,17 @@ impl Buffer {
                 budget: self.budget,
             });
         }
+        Ok(())
+    }
+
+    pub fn apply(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+        if seq <= self.last_seq {
+            return Err(Error::SequenceNotIncreasing {
+                seq,
+                last: self.last_seq,
+            });
+        }
+        self.check_fits(normalized)?;
         if normalized.profiles.is_empty() {
             self.last_seq = seq;
             return Ok(WriteStats::default());

@@ -117,6 +117,20 @@ impl Store {
             .apply(seq, normalized)
     }
 
+    /// Refuses a write the buffer's budget cannot take, changing nothing (see
+    /// [`Buffer::check_fits`](crate::buffer::Buffer::check_fits)).
+    pub fn check_fits(&self, normalized: &Normalized) -> Result<()> {
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .check_fits(normalized)
+    }
+
+    /// Normalises a write under the store's limits, without applying it.
+    pub fn normalize(&self, request: WriteRequest) -> Result<Normalized> {
+        normalize(request, &self.config.limits)
+    }
+
     /// The last sequence number applied.
     pub fn last_seq(&self) -> SeqNo {
         self.buffer.lock().expect("buffer lock poisoned").last_seq()

@@ -1,0 +1,58 @@
+//! The HTTP surface: one router for every protocol on one port (HTTP/1.1 and h2c).
+//!
+//! ```text
+//!  POST /ingest, /pyroscope/ingest     Pyroscope legacy ingest (pprof, multipart, folded, lines)
+//!  GET  /api/v1/merge                  Firn's API: merged profile as folded, top, pprof or flame graph
+//!  GET  /ready, /healthz               probes
+//! ```
+
+pub mod error;
+pub mod ingest;
+pub mod query;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use firn_query::QueryEngine;
+use firn_storage::TenantId;
+
+use crate::error::{Error, Result};
+use crate::writer::Writer;
+
+/// The tenant when a request names none (`--auth=none`, as in Pyroscope).
+pub const ANONYMOUS: &str = "anonymous";
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub writer: Writer,
+    pub engine: Arc<QueryEngine>,
+    pub max_request_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_request_bytes;
+    Router::new()
+        .route("/ingest", post(ingest::ingest))
+        .route("/pyroscope/ingest", post(ingest::ingest))
+        .route("/api/v1/merge", get(query::merge))
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The tenant of a request: `X-Scope-OrgID`, or [`ANONYMOUS`].
+pub fn tenant(headers: &HeaderMap) -> Result<TenantId> {
+    let id = headers
+        .get("x-scope-orgid")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Error::BadRequest("X-Scope-OrgID is not valid ASCII".into()))
+        })
+        .transpose()?
+        .unwrap_or(ANONYMOUS);
+    Ok(TenantId::new(id)?)
+}

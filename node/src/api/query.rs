@@ -1,0 +1,69 @@
+//! Firn's own query API (`/api/v1/`): JSON in query parameters, answers in the format asked.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use firn_query::{FlameGraph, ProfileQuery};
+use serde::Deserialize;
+
+use crate::api::{AppState, tenant};
+use crate::error::{Error, Result};
+use crate::time::{now, parse_time};
+
+#[derive(Debug, Deserialize)]
+pub struct MergeParams {
+    /// A selector: profile type ID and matchers, `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="api"}`.
+    query: String,
+    /// Defaults to an hour ago.
+    from: Option<String>,
+    /// Defaults to now.
+    until: Option<String>,
+    /// `folded` (default), `top`, `pprof` (gzipped) or `flamegraph` (JSON).
+    format: Option<String>,
+    /// Flame graph nodes at most (default 1024).
+    max_nodes: Option<usize>,
+}
+
+/// `GET /api/v1/merge`: the selection merged into one profile.
+pub async fn merge(
+    State(state): State<AppState>,
+    Query(params): Query<MergeParams>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let tenant = tenant(&headers)?;
+    let current = now();
+    let time = |text: &Option<String>, default, what: &str| match text {
+        Some(t) => parse_time(t, current).map_err(|e| Error::BadRequest(format!("{what}: {e}"))),
+        None => Ok(default),
+    };
+    let from = time(
+        &params.from,
+        firn_storage::Nanos(current.0 - 3_600_000_000_000),
+        "from",
+    )?;
+    let until = time(&params.until, current, "until")?;
+    let query = ProfileQuery::new(
+        &params.query,
+        from,
+        firn_storage::Nanos(until.0.saturating_add(1)),
+    )?;
+    let merged = state.engine.merge(&tenant, &query).await?;
+    Ok(match params.format.as_deref().unwrap_or("folded") {
+        "folded" => merged.folded().into_response(),
+        "top" => axum::Json(merged.top()).into_response(),
+        "flamegraph" => axum::Json(FlameGraph::from_merged(
+            &merged,
+            params.max_nodes.unwrap_or(1024),
+        ))
+        .into_response(),
+        "pprof" => {
+            let bytes = firn_storage::pprof::encode_gzip(&merged.to_pprof());
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        other => {
+            return Err(Error::BadRequest(format!(
+                "format {other:?} is not one of folded, top, pprof, flamegraph"
+            )));
+        }
+    })
+}

@@ -1,0 +1,60 @@
+//! The node's error: one variant per failing operation. [`crate::api::error`] turns it into an
+//! HTTP status and a Connect error body in one place.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] firn_storage::Error),
+
+    #[error(transparent)]
+    Query(#[from] firn_query::Error),
+
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
+
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
+
+    #[error("write-ahead log failed: {0}")]
+    Log(String),
+
+    #[error(
+        "write refused: {used} bytes of the write-ahead log wait for a flush, the limit is {budget} bytes; retry later"
+    )]
+    LogFull { used: u64, budget: u64 },
+
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("{what} is {bytes} bytes, the limit is {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
+
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+
+    #[error("the node is shutting down")]
+    ShuttingDown,
+
+    #[error("starting a thread failed")]
+    Spawn { source: std::io::Error },
+
+    #[error("opening the object store failed: {0}")]
+    ObjectStore(String),
+
+    #[error("data directory {path} cannot be used")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,78 @@
+//! `firn`: the server and its command line.
+
+use clap::{Parser, Subcommand};
+use firn_node::config::ServeArgs;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "firn", version, about = "A continuous-profiling store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node: ingest and query APIs on one port, data in a local directory by default.
+    Serve(ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = args.resolve()?;
+            if args.check_config {
+                eprintln!("configuration is valid:\n{settings:#?}");
+                return Ok(());
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("firn")
+                .build()?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                let signal = shutdown.clone();
+                let signals = tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    signal.cancel();
+                });
+                let result = firn_node::node::run(settings, shutdown).await;
+                signals.abort();
+                result
+            })?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

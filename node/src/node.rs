@@ -1,0 +1,174 @@
+//! A running node: the store over its object store, the write-ahead log and its writer, the
+//! flusher, the query engine and the HTTP server, started in dependency order and stopped in
+//! reverse.
+//!
+//! ```text
+//!  open object store ─► Store::open (manifest) ─► Wal::open ─► replay into the buffer ─► writer
+//!                                                                       ▲
+//!  flusher: buffer past --flush-bytes or --flush-interval ─► block ─► truncate the log
+//!  HTTP (axum, HTTP/1.1 + h2c on one port) ─► writer / QueryEngine
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firn_query::{QueryConfig, QueryEngine};
+use firn_storage::{Store, StoreConfig};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::{ObjectStoreUrl, Settings};
+use crate::error::{Error, Result};
+use crate::wal::Wal;
+use crate::writer::Writer;
+
+/// Log segments are rolled past this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Serves until `shutdown` is cancelled, then drains: stops accepting requests, flushes the
+/// buffer if it can, and returns.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let (object_store, prefix) = open_object_store(&settings)?;
+    let store = Arc::new(Store::open(object_store, prefix, store_config(&settings)).await?);
+    let wal = Wal::open(&data_dir.join("wal"), SEGMENT_BYTES)?;
+    let (writer, writer_thread) = Writer::start(wal, store.clone(), settings.log_budget_bytes)?;
+    let engine = Arc::new(QueryEngine::new(store.clone(), QueryConfig::default())?);
+
+    let flusher = tokio::spawn(flush_loop(
+        store.clone(),
+        writer.clone(),
+        settings.flush_bytes,
+        settings.flush_interval,
+        shutdown.clone(),
+    ));
+    let app = api::router(AppState {
+        writer: writer.clone(),
+        engine,
+        max_request_bytes: settings.max_request_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| Error::DataDir {
+            path: settings.listen.to_string().into(),
+            source,
+        })?;
+    tracing::info!(listen = %settings.listen, data_dir = %data_dir.display(), "serving");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    if let Err(e) = flusher.await {
+        tracing::error!(error = %e, "flusher task failed");
+    }
+    drop(writer);
+    // The writer thread ends once every handle (the router's included) is gone.
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
+}
+
+fn store_config(settings: &Settings) -> StoreConfig {
+    let mut config = StoreConfig {
+        buffer_budget: settings.buffer_bytes,
+        ..Default::default()
+    };
+    config.limits.decode.max_decompressed_bytes = settings.max_profile_bytes;
+    config
+}
+
+fn open_object_store(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    let err = |e: object_store::Error| Error::ObjectStore(e.to_string());
+    Ok(match &settings.object_store {
+        ObjectStoreUrl::File(path) => {
+            std::fs::create_dir_all(path).map_err(|source| Error::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+            (
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path).map_err(err)?),
+                Path::from(""),
+            )
+        }
+        ObjectStoreUrl::Memory => (
+            Arc::new(object_store::memory::InMemory::new()),
+            Path::from(""),
+        ),
+        ObjectStoreUrl::S3 { bucket, prefix } => {
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_region(&settings.s3_region);
+            if let Some(endpoint) = &settings.s3_endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            (
+                Arc::new(builder.build().map_err(err)?),
+                Path::from(prefix.as_str()),
+            )
+        }
+    })
+}
+
+/// Flushes the buffer when it passes `flush_bytes` or its oldest write passes `interval`;
+/// retries failed flushes with backoff (writes keep landing in the log meanwhile). A final
+/// flush is attempted at shutdown.
+async fn flush_loop(
+    store: Arc<Store>,
+    writer: Writer,
+    flush_bytes: usize,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let tick = Duration::from_millis(200);
+    let mut dirty_since: Option<Instant> = None;
+    let mut backoff = Duration::ZERO;
+    let mut next_try = Instant::now();
+    loop {
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(tick) => false,
+        };
+        if store.buffer_samples() == 0 {
+            dirty_since = None;
+            if stopping {
+                return;
+            }
+            continue;
+        }
+        let since = *dirty_since.get_or_insert_with(Instant::now);
+        let due = store.buffer_bytes() >= flush_bytes || since.elapsed() >= interval || stopping;
+        if !due || Instant::now() < next_try {
+            continue;
+        }
+        let started = Instant::now();
+        match store.flush().await {
+            Ok(block) => {
+                backoff = Duration::ZERO;
+                dirty_since = None;
+                let flushed = store.manifest().flushed_seq;
+                if let Some(block) = block {
+                    tracing::info!(block = %block.id, rows = block.rows, bytes = block.bytes(), ms = started.elapsed().as_millis() as u64, "block flushed");
+                }
+                if writer.truncate(flushed).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+                next_try = Instant::now() + backoff;
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, log_bytes = writer.log_bytes(), "flush failed");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Starts `firn serve` as a real process on a free port and talks HTTP to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+
+/// A `firn serve` process; killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until `condition` holds or `deadline` passes.
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let (child, url) = spawn(data_dir, extra);
+        let mut server = Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let ready = wait_until(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("firn serve exited early: {status}");
+            }
+            ureq::get(&format!("{}/ready", self.url)).call().is_ok()
+        });
+        assert!(ready, "firn serve did not become ready");
+    }
+
+    /// SIGKILL, then start again on the same data directory (and a new port).
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        (self.child, self.url) = spawn(&self.data_dir, &extra);
+        self.wait_ready();
+    }
+
+    /// `POST /ingest` with folded text; returns the status and body.
+    pub fn ingest_folded(&self, name: &str, text: &str) -> (u16, String) {
+        post(
+            &format!("{}/ingest?name={}&format=folded", self.url, urlencode(name)),
+            "text/plain",
+            text.as_bytes(),
+        )
+    }
+
+    /// `GET /api/v1/merge` over the last hour in `format`.
+    pub fn merge(&self, selector: &str, format: &str) -> (u16, String) {
+        get(&format!(
+            "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format={format}",
+            self.url,
+            urlencode(selector)
+        ))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, String) {
+    let objects = data_dir.join("objects");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_firn"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--object-store")
+        .arg(format!("file://{}", objects.display()))
+        .args(extra)
+        .env("FIRN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn firn serve");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let response = ureq::post(url)
+        .set("Content-Type", content_type)
+        .send_bytes(body);
+    answer(response)
+}
+
+pub fn get(url: &str) -> (u16, String) {
+    answer(ureq::get(url).call())
+}
+
+fn answer(response: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match response {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,126 @@
+//! `/ingest` against a live `firn serve`: what goes in comes out of a merge; bad input gets a
+//! 4xx naming the problem and changes nothing.
+
+use crate::harness::{CPU, Server, post};
+
+#[test]
+fn folded_uploads_are_merged_per_service_and_label() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let (status, body) = server.ingest_folded(
+        "shop.cpu{env=prod}",
+        "main;serve;hash 30\nmain;serve;parse 10\n",
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, ""),
+        "success is exactly 200, empty"
+    );
+    server.ingest_folded("shop.cpu{env=dev}", "main;gc 5\n");
+    server.ingest_folded("other.cpu", "main;idle 99\n");
+
+    let (status, folded) = server.merge(&format!("{CPU}{{service_name=\"shop\"}}"), "folded");
+    assert_eq!(status, 200, "{folded}");
+    // Counts are samples at the default 100 Hz: 10 ms each.
+    assert!(folded.contains("main;serve;hash 300000000"), "{folded}");
+    assert!(folded.contains("main;gc 50000000"), "{folded}");
+    assert!(!folded.contains("idle"), "{folded}");
+    let (_, prod) = server.merge(
+        &format!("{CPU}{{service_name=\"shop\",env=\"prod\"}}"),
+        "top",
+    );
+    assert!(
+        prod.contains("\"function\":\"hash\"") && !prod.contains("gc"),
+        "{prod}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-request-bytes",
+            "1000000",
+            "--max-profile-bytes",
+            "10000000",
+        ],
+    );
+    server.ingest_folded("kept.cpu", "main;kept 1\n");
+    let url = &server.url;
+    let bomb = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 50_000_000]).expect("compress");
+        e.finish().expect("finish")
+    };
+    let cases: Vec<(String, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            format!("{url}/ingest"),
+            "text/plain",
+            b"a 1".to_vec(),
+            400,
+            "`name` is required",
+        ),
+        (
+            format!("{url}/ingest?name=my.app"),
+            "text/plain",
+            b"a 1".to_vec(),
+            400,
+            "unknown profile type",
+        ),
+        (
+            format!("{url}/ingest?name=x.cpu"),
+            "text/plain",
+            b"a;b notanumber".to_vec(),
+            400,
+            "line 1",
+        ),
+        (
+            format!("{url}/ingest?name=x&format=pprof"),
+            "binary/octet-stream",
+            b"\x1f\x8b\x08garbage".to_vec(),
+            400,
+            "gzip",
+        ),
+        (
+            format!("{url}/ingest?name=x&format=pprof"),
+            "binary/octet-stream",
+            bomb,
+            400,
+            "limit",
+        ),
+        (
+            format!("{url}/ingest?name=x&format=jfr"),
+            "application/octet-stream",
+            b"jfr".to_vec(),
+            415,
+            "format=jfr",
+        ),
+        (
+            format!("{url}/ingest?name=x{{bad%20label=1}}"),
+            "text/plain",
+            b"a 1".to_vec(),
+            400,
+            "label name",
+        ),
+    ];
+    for (url, content_type, body, status, needle) in cases {
+        let (got, text) = post(&url, content_type, &body);
+        assert_eq!(got, status, "{url}: {text}");
+        assert!(text.contains(needle), "{url}: {text}");
+        assert!(text.contains("\"code\""), "Connect error JSON: {text}");
+    }
+    let (status, text) = crate::harness::get(&format!(
+        "{url}/api/v1/merge?query={}",
+        crate::harness::urlencode("process_cpu{")
+    ));
+    assert_eq!(status, 400, "{text}");
+    let (_, folded) = server.merge(CPU, "folded");
+    assert_eq!(
+        folded.trim(),
+        "main;kept 10000000",
+        "nothing else was stored"
+    );
+}

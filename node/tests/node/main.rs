@@ -1,0 +1,5 @@
+//! Tests against real `firn serve` processes.
+
+mod crash;
+mod harness;
+mod ingest;
