@@ -1,6 +1,7 @@
 //! The HTTP surface: one router for every protocol on one port (HTTP/1.1 and h2c).
 //!
 //! ```text
+//!  POST /push.v1.PusherService/Push   Pyroscope Push over Connect (proto or JSON, gzip bodies)
 //!  POST /ingest, /pyroscope/ingest     Pyroscope legacy ingest (pprof, multipart, folded, lines)
 //!  GET  /api/v1/merge                  Firn's API: merged profile as folded, top, pprof or flame graph
 //!  GET  /ready, /healthz               probes
@@ -8,6 +9,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod push;
 pub mod query;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.max_request_bytes;
     Router::new()
+        .route("/push.v1.PusherService/Push", post(push::push))
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
         .route("/api/v1/merge", get(query::merge))
@@ -42,6 +45,35 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// A request body with `Content-Encoding: gzip` honoured, bounded by `max_bytes` decompressed.
+pub fn content_decoded(
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+    max_bytes: usize,
+) -> Result<axum::body::Bytes> {
+    use std::io::Read;
+    let gzip = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(body.as_ref())
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::BadRequest(format!("request body is not valid gzip: {e}")))?;
+    if out.len() > max_bytes {
+        return Err(Error::TooLarge {
+            what: "request body decompressed",
+            bytes: out.len(),
+            limit: max_bytes,
+        });
+    }
+    Ok(out.into())
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, or [`ANONYMOUS`].

@@ -3,7 +3,6 @@
 //! body. Wire facts: `../shared/reference/wire-apis.md` §2.3.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -11,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use firn_storage::{Nanos, Payload, ProfileType, TenantId, WriteRequest};
 use serde::Deserialize;
 
-use crate::api::{AppState, tenant};
+use crate::api::{AppState, content_decoded, tenant};
 use crate::error::{Error, Result};
 use crate::time::{now, parse_time};
 
@@ -137,30 +136,6 @@ fn ingest_request(
         },
         received_at: from,
     })
-}
-
-/// Honours `Content-Encoding: gzip`, bounded by `max_bytes` decompressed.
-fn content_decoded(headers: &HeaderMap, body: Bytes, max_bytes: usize) -> Result<Bytes> {
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    if !gzip {
-        return Ok(body);
-    }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(body.as_ref())
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::BadRequest(format!("request body is not valid gzip: {e}")))?;
-    if out.len() > max_bytes {
-        return Err(Error::TooLarge {
-            what: "request body decompressed",
-            bytes: out.len(),
-            limit: max_bytes,
-        });
-    }
-    Ok(out.into())
 }
 
 /// The `profile` part of a multipart upload (pyroscope-go, the Node SDK).

@@ -1,5 +1,7 @@
 //! Tests against real `firn serve` processes.
 
+mod clients;
 mod crash;
 mod harness;
 mod ingest;
+mod push;
