@@ -1,5 +1,7 @@
 //! Fixtures for tests and benchmarks: a builder of pprof profiles from function-name stacks.
 
+pub mod go;
+
 use std::collections::HashMap;
 
 use crate::ids::{Nanos, TenantId};

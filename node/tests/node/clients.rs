@@ -7,36 +7,43 @@ use std::time::Duration;
 
 use crate::harness::{CPU, Server, get, urlencode, wait_until};
 
-fn python() -> String {
-    std::env::var("FIRN_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn has_module(module: &str) -> bool {
-    Command::new(python())
+fn has_module(python: &str, module: &str) -> bool {
+    Command::new(python)
         .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success())
 }
 
-/// pyroscope-io (latest; Push over Connect, gzip proto) profiling a Python busy loop: the hot
-/// function dominates the merged profile and the SDK's tags are label values.
+/// pyroscope-io ≥ 1.0 (Push over Connect, gzip proto), from `FIRN_TEST_PYTHON`.
 #[test]
 fn pyroscope_io_push_sdk() {
-    if !has_module("pyroscope") {
-        eprintln!(
-            "skipped: {} has no pyroscope-io (bash .ci/test installs it)",
-            python()
-        );
+    let python = std::env::var("FIRN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    python_sdk(&python, "pyapp", 6);
+}
+
+/// pyroscope-io 0.8.16 (`/ingest` with `from`/`until` in seconds, every 10 s), from
+/// `FIRN_TEST_PYTHON_OLD`.
+#[test]
+fn pyroscope_io_ingest_sdk() {
+    let python = std::env::var("FIRN_TEST_PYTHON_OLD").unwrap_or_else(|_| "python3".into());
+    python_sdk(&python, "pyapp-old", 12);
+}
+
+/// Profiles a Python busy loop with the SDK: the hot function dominates the merged profile and
+/// the SDK's tags are label values.
+fn python_sdk(python: &str, app: &str, seconds: u32) {
+    if !has_module(python, "pyroscope") {
+        eprintln!("skipped: {python} has no pyroscope-io (bash .ci/test installs it)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), &[]);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/pyroscope_push.py"
+        "/tests/clients/pyroscope_sdk.py"
     );
-    let status = Command::new(python())
-        .args([script, &server.url, "6"])
+    let status = Command::new(python)
+        .args([script, &server.url, &seconds.to_string(), app])
         .status()
         .expect("run the SDK program");
     assert!(status.success(), "the SDK program failed: {status}");
@@ -44,7 +51,7 @@ fn pyroscope_io_push_sdk() {
     let top_url = format!(
         "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format=top",
         server.url,
-        urlencode(&format!("{CPU}{{service_name=\"pyapp\"}}"))
+        urlencode(&format!("{CPU}{{service_name=\"{app}\"}}"))
     );
     let tenant_get = |url: &str| {
         ureq::get(url)

@@ -2,6 +2,7 @@
 
 mod clients;
 mod crash;
+mod go;
 mod harness;
 mod ingest;
 mod push;

@@ -2,102 +2,20 @@
 //! per-function flat and cumulative totals must be identical for every sample type.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use firn_query::ProfileQuery;
-use firn_storage::pprof::{DecodeLimits, Profile, decode, encode_gzip};
+use firn_storage::pprof::encode_gzip;
+use firn_storage::testing::go::{merge as go_merge, per_function, profiles, type_id};
 use firn_storage::testing::pprof_write;
 use firn_storage::{Nanos, SeqNo};
 
 use crate::fixtures::{engine, tenant};
 
-/// Runs the Go program in `tests/goprof`, which writes CPU profiles and a heap profile.
-fn go_profiles(out: &Path) -> Vec<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goprof");
-    let cache = out.join("gocache");
-    let status = Command::new("go")
-        .args(["run", ".", "-out"])
-        .arg(out)
-        .args(["-cpu", "3", "-seconds", "1"])
-        .current_dir(&src)
-        .env("GOCACHE", &cache)
-        .env("GOFLAGS", "-mod=mod")
-        .status()
-        .expect("Go is needed for the oracle tests: apt-get install golang-go (the README's test command does)");
-    assert!(status.success(), "go run failed: {status}");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
-        .expect("output dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gz"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// `go tool pprof -proto` merging `files`, decoded.
-fn go_merge(files: &[PathBuf]) -> Profile {
-    let output = Command::new("go")
-        .args(["tool", "pprof", "-proto"])
-        .args(files)
-        .output()
-        .expect("go tool pprof");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    decode(&output.stdout, DecodeLimits::default())
-        .expect("pprof's output decodes")
-        .into_profile()
-}
-
-/// Flat and cumulative value per function name for one sample index.
-fn per_function(p: &Profile, index: usize) -> BTreeMap<String, (i64, i64)> {
-    let name = |id: u64| {
-        let f = p.function.iter().find(|f| f.id == id).expect("function");
-        p.string_table[f.name as usize].clone()
-    };
-    let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for s in &p.sample {
-        let value = s.value[index];
-        if value == 0 {
-            continue;
-        }
-        let mut frames = Vec::new();
-        for id in &s.location_id {
-            let l = p.location.iter().find(|l| l.id == *id).expect("location");
-            frames.extend(l.line.iter().map(|line| name(line.function_id)));
-        }
-        if let Some(leaf) = frames.first() {
-            out.entry(leaf.clone()).or_default().0 += value;
-        }
-        frames.sort();
-        frames.dedup();
-        for f in frames {
-            out.entry(f).or_default().1 += value;
-        }
-    }
-    out
-}
-
-fn type_id(p: &Profile, name: &str, index: usize) -> String {
-    let s = |i: i64| p.string_table[i as usize].as_str();
-    let pt = p.period_type.expect("period type");
-    let st = p.sample_type[index];
-    format!(
-        "{name}:{}:{}:{}:{}",
-        s(st.r#type),
-        s(st.unit),
-        s(pt.r#type),
-        s(pt.unit)
-    )
-}
-
 #[tokio::test]
 async fn merged_profiles_match_go_tool_pprof() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = go_profiles(dir.path());
+    let files = profiles(dir.path(), 3, 1);
     let (heap, cpu): (Vec<PathBuf>, Vec<PathBuf>) = files
         .into_iter()
         .partition(|f| f.to_string_lossy().contains("heap"));

@@ -1,18 +1,22 @@
-"""Profiles a busy loop with the real Pyroscope Python SDK (pyroscope-io >= 1.0, which uses
-push.v1.PusherService/Push) against the server at argv[1], for argv[2] seconds."""
+"""Profiles a busy loop with the real Pyroscope Python SDK against the server at argv[1] for
+argv[2] seconds, as application argv[3]. pyroscope-io >= 1.0 uses push.v1.PusherService/Push
+(and takes upload_interval); 0.8.x uses /ingest every 10 s."""
+import inspect
 import sys
 import time
 
 import pyroscope
 
-pyroscope.configure(
-    application_name="pyapp",
+options = dict(
+    application_name=sys.argv[3],
     server_address=sys.argv[1],
     sample_rate=100,
-    upload_interval=1,
     tags={"region": "eu-north"},
     tenant_id="py-tenant",
 )
+if "upload_interval" in inspect.signature(pyroscope.configure).parameters:
+    options["upload_interval"] = 1
+pyroscope.configure(**options)
 
 
 def hot_python_function(n):
