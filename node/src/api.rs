@@ -4,6 +4,7 @@
 //!  POST /push.v1.PusherService/Push   Pyroscope Push over Connect (proto or JSON, gzip bodies)
 //!  POST /ingest, /pyroscope/ingest     Pyroscope legacy ingest (pprof, multipart, folded, lines)
 //!  GET  /api/v1/merge                  Firn's API: merged profile as folded, top, pprof or flame graph
+//!  GET  /metrics                        Prometheus
 //!  GET  /ready, /healthz               probes
 //! ```
 
@@ -22,6 +23,7 @@ use firn_query::QueryEngine;
 use firn_storage::TenantId;
 
 use crate::error::{Error, Result};
+use crate::metrics::{Gauges, Metrics};
 use crate::writer::Writer;
 
 /// The tenant when a request names none (`--auth=none`, as in Pyroscope).
@@ -31,6 +33,7 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct AppState {
     pub writer: Writer,
     pub engine: Arc<QueryEngine>,
+    pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
 }
 
@@ -41,10 +44,44 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
         .route("/api/v1/merge", get(query::merge))
+        .route("/metrics", get(metrics))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Counts and times every request by its route (the router's path, so the set is bounded).
+async fn track(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    let store = state.engine.store();
+    let manifest = store.manifest();
+    state.metrics.render(&Gauges {
+        buffer_bytes: store.buffer_bytes() as u64,
+        buffer_samples: store.buffer_samples() as u64,
+        log_bytes: state.writer.log_bytes(),
+        blocks: manifest.blocks.len() as u64,
+        flushed_seq: manifest.flushed_seq.0,
+    })
 }
 
 /// A request body with `Content-Encoding: gzip` honoured, bounded by `max_bytes` decompressed.

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod node;
 pub mod record;
 pub mod time;

@@ -10,6 +10,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use firn_query::{QueryConfig, QueryEngine};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::{ObjectStoreUrl, Settings};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::wal::Wal;
 use crate::writer::Writer;
 
@@ -38,12 +40,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let (object_store, prefix) = open_object_store(&settings)?;
     let store = Arc::new(Store::open(object_store, prefix, store_config(&settings)).await?);
     let wal = Wal::open(&data_dir.join("wal"), SEGMENT_BYTES)?;
-    let (writer, writer_thread) = Writer::start(wal, store.clone(), settings.log_budget_bytes)?;
+    let metrics = Arc::new(Metrics::default());
+    let (writer, writer_thread) = Writer::start(
+        wal,
+        store.clone(),
+        settings.log_budget_bytes,
+        metrics.clone(),
+    )?;
     let engine = Arc::new(QueryEngine::new(store.clone(), QueryConfig::default())?);
 
     let flusher = tokio::spawn(flush_loop(
         store.clone(),
         writer.clone(),
+        metrics.clone(),
         settings.flush_bytes,
         settings.flush_interval,
         shutdown.clone(),
@@ -51,6 +60,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let app = api::router(AppState {
         writer: writer.clone(),
         engine,
+        metrics,
         max_request_bytes: settings.max_request_bytes,
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -123,6 +133,7 @@ fn open_object_store(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Path)
 async fn flush_loop(
     store: Arc<Store>,
     writer: Writer,
+    metrics: Arc<Metrics>,
     flush_bytes: usize,
     interval: Duration,
     shutdown: CancellationToken,
@@ -151,6 +162,10 @@ async fn flush_loop(
         let started = Instant::now();
         match store.flush().await {
             Ok(block) => {
+                metrics.flush_time.observe(started.elapsed());
+                if block.is_some() {
+                    metrics.flushes.fetch_add(1, Ordering::Relaxed);
+                }
                 backoff = Duration::ZERO;
                 dirty_since = None;
                 let flushed = store.manifest().flushed_seq;
@@ -162,6 +177,7 @@ async fn flush_loop(
                 }
             }
             Err(e) => {
+                metrics.flush_failures.fetch_add(1, Ordering::Relaxed);
                 backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
                 next_try = Instant::now() + backoff;
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, log_bytes = writer.log_bytes(), "flush failed");

@@ -19,6 +19,7 @@ use firn_storage::{SeqNo, Store, WriteRequest};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::record;
 use crate::wal::Wal;
 
@@ -44,6 +45,7 @@ pub struct Writer {
     store: Arc<Store>,
     log_bytes: Arc<AtomicU64>,
     log_budget: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Command {
@@ -63,6 +65,7 @@ impl Writer {
         mut wal: Wal,
         store: Arc<Store>,
         log_budget: u64,
+        metrics: Arc<Metrics>,
     ) -> Result<(Self, std::thread::JoinHandle<()>)> {
         let flushed = store.last_seq().0;
         let mut replayed = 0u64;
@@ -104,6 +107,7 @@ impl Writer {
                 store,
                 log_bytes,
                 log_budget,
+                metrics,
             },
             thread,
         ))
@@ -126,6 +130,7 @@ impl Writer {
         })
         .await
         .map_err(|e| Error::Internal(format!("normalising task failed: {e}")))??;
+        let bytes = record.len() as u64;
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Command::Write {
@@ -135,7 +140,17 @@ impl Writer {
             })
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+        let stats = answer.await.map_err(|_| Error::ShuttingDown)??;
+        self.metrics
+            .ingest_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        self.metrics
+            .ingest_profiles
+            .fetch_add(stats.profiles as u64, Ordering::Relaxed);
+        self.metrics
+            .ingest_samples
+            .fetch_add(stats.samples as u64, Ordering::Relaxed);
+        Ok(stats)
     }
 
     /// Drops log segments whose writes are all in blocks up to `seq`.

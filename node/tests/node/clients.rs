@@ -10,6 +10,7 @@ use crate::harness::{CPU, Server, get, urlencode, wait_until};
 fn has_module(python: &str, module: &str) -> bool {
     Command::new(python)
         .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }

@@ -25,6 +25,13 @@ fn folded_uploads_are_merged_per_service_and_label() {
     assert!(folded.contains("main;serve;hash 300000000"), "{folded}");
     assert!(folded.contains("main;gc 50000000"), "{folded}");
     assert!(!folded.contains("idle"), "{folded}");
+    let (status, metrics) = crate::harness::get(&format!("{}/metrics", server.url));
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("firn_http_requests_total{route=\"/ingest\",status=\"200\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("firn_ingest_samples_total 4"), "{metrics}");
     let (_, prod) = server.merge(
         &format!("{CPU}{{service_name=\"shop\",env=\"prod\"}}"),
         "top",

@@ -1,0 +1,202 @@
+//! Prometheus metrics, rendered by hand in the text exposition format. Every series is fixed
+//! or keyed by a route and a status code, so the set is bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A sum and a count: enough for a rate and a mean in Prometheus.
+#[derive(Debug, Default)]
+pub struct Summary {
+    micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Summary {
+    pub fn observe(&self, d: Duration) {
+        self.micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (route, status) → requests. Routes come from the router's own paths.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    request_time: Mutex<BTreeMap<String, Summary>>,
+    pub ingest_bytes: AtomicU64,
+    pub ingest_profiles: AtomicU64,
+    pub ingest_samples: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub flush_time: Summary,
+}
+
+/// Values read at scrape time.
+#[derive(Debug)]
+pub struct Gauges {
+    pub buffer_bytes: u64,
+    pub buffer_samples: u64,
+    pub log_bytes: u64,
+    pub blocks: u64,
+    pub flushed_seq: u64,
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: &str, status: u16, elapsed: Duration) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry((route.to_owned(), status))
+            .or_default() += 1;
+        self.request_time
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(route.to_owned())
+            .or_default()
+            .observe(elapsed);
+    }
+
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "firn_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+        );
+        for ((route, status), n) in self.requests.lock().expect("metrics lock poisoned").iter() {
+            let _ = writeln!(
+                out,
+                "firn_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "firn_http_request_duration_seconds",
+            "summary",
+            "Time to answer HTTP requests, by route.",
+        );
+        for (route, s) in self
+            .request_time
+            .lock()
+            .expect("metrics lock poisoned")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "firn_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\nfirn_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                s.micros.load(Ordering::Relaxed) as f64 / 1e6,
+                s.count.load(Ordering::Relaxed)
+            );
+        }
+        let counters = [
+            (
+                "firn_ingest_bytes_total",
+                "Profile bytes accepted (as received).",
+                &self.ingest_bytes,
+            ),
+            (
+                "firn_ingest_profiles_total",
+                "Profile rows stored.",
+                &self.ingest_profiles,
+            ),
+            (
+                "firn_ingest_samples_total",
+                "Samples stored.",
+                &self.ingest_samples,
+            ),
+            ("firn_flushes_total", "Blocks flushed.", &self.flushes),
+            (
+                "firn_flush_failures_total",
+                "Flushes that failed (retried).",
+                &self.flush_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        header(
+            &mut out,
+            "firn_flush_duration_seconds",
+            "summary",
+            "Time to write a block and publish the manifest.",
+        );
+        let _ = writeln!(
+            out,
+            "firn_flush_duration_seconds_sum {}\nfirn_flush_duration_seconds_count {}",
+            self.flush_time.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.flush_time.count.load(Ordering::Relaxed)
+        );
+        let gauges = [
+            (
+                "firn_buffer_bytes",
+                "Bytes held by the unflushed buffer.",
+                gauges.buffer_bytes,
+            ),
+            (
+                "firn_buffer_samples",
+                "Samples in the unflushed buffer.",
+                gauges.buffer_samples,
+            ),
+            (
+                "firn_log_bytes",
+                "Bytes of write-ahead log not yet in blocks.",
+                gauges.log_bytes,
+            ),
+            ("firn_blocks", "Blocks in the manifest.", gauges.blocks),
+            (
+                "firn_flushed_sequence",
+                "Last write sequence number held by blocks.",
+                gauges.flushed_seq,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_exposition_format() {
+        let m = Metrics::default();
+        m.record_request("/ingest", 200, Duration::from_millis(3));
+        m.record_request("/ingest", 400, Duration::from_millis(1));
+        m.ingest_samples.fetch_add(7, Ordering::Relaxed);
+        let text = m.render(&Gauges {
+            buffer_bytes: 10,
+            buffer_samples: 7,
+            log_bytes: 20,
+            blocks: 1,
+            flushed_seq: 3,
+        });
+        assert!(
+            text.contains("firn_http_requests_total{route=\"/ingest\",status=\"400\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("firn_ingest_samples_total 7"), "{text}");
+        assert!(
+            text.contains("# TYPE firn_log_bytes gauge\nfirn_log_bytes 20"),
+            "{text}"
+        );
+        assert!(
+            text.contains("firn_http_request_duration_seconds_count{route=\"/ingest\"} 2"),
+            "{text}"
+        );
+    }
+}
