@@ -26,7 +26,7 @@ pub struct ServeArgs {
     pub listen: Option<String>,
 
     /// Where blocks go: `file:///path`, `s3://bucket/prefix` or `memory://`.
-    /// [default: file://<data-dir>/objects]
+    /// [default: file://DATA_DIR/objects]
     #[arg(long, env = "FIRN_OBJECT_STORE")]
     pub object_store: Option<String>,
 
