@@ -68,23 +68,9 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> Result<(Self, std::thread::JoinHandle<()>)> {
         let flushed = store.last_seq().0;
-        let mut replayed = 0u64;
-        let mut skipped = 0u64;
-        wal.replay(flushed, |index, bytes| {
-            let applied = record::decode(&bytes)
-                .map_err(Error::from)
-                .and_then(|request| Ok(store.normalize(request)?))
-                .and_then(|normalized| Ok(store.apply(SeqNo(index), &normalized)?));
-            match applied {
-                Ok(_) => replayed += 1,
-                Err(e) => {
-                    // A logged write the store no longer takes (a limit lowered since): keep
-                    // serving, say so.
-                    skipped += 1;
-                    tracing::error!(index, error = %e, "skipping a logged write on replay");
-                }
-            }
-        })?;
+        let mut replay = Replay::new(&store);
+        wal.replay(flushed, |index, bytes| replay.push(index, bytes))?;
+        let (replayed, skipped) = replay.finish()?;
         wal.skip_to(flushed);
         tracing::info!(
             replayed,
@@ -163,6 +149,106 @@ impl Writer {
 
     pub fn log_bytes(&self) -> u64 {
         self.log_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Records replayed per batch at most, and bytes of records per batch at most.
+const REPLAY_BATCH: usize = 512;
+const REPLAY_BATCH_BYTES: usize = 256 << 20;
+
+/// Replays logged writes in batches: records are decoded and normalised on every core, then
+/// applied in log order. A write the buffer cannot hold makes the buffer flush into a block
+/// first (a budget lowered since the crash); a write that no longer normalises (a limit lowered
+/// since) is skipped with an error in the log, so the node still starts.
+struct Replay<'a> {
+    store: &'a Arc<Store>,
+    batch: Vec<(u64, Vec<u8>)>,
+    batch_bytes: usize,
+    replayed: u64,
+    skipped: u64,
+    failed: Option<Error>,
+}
+
+impl<'a> Replay<'a> {
+    fn new(store: &'a Arc<Store>) -> Self {
+        Self {
+            store,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            replayed: 0,
+            skipped: 0,
+            failed: None,
+        }
+    }
+
+    fn push(&mut self, index: u64, bytes: Vec<u8>) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.batch_bytes += bytes.len();
+        self.batch.push((index, bytes));
+        if self.batch.len() >= REPLAY_BATCH || self.batch_bytes >= REPLAY_BATCH_BYTES {
+            if let Err(e) = self.apply_batch() {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<(u64, u64)> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.apply_batch()?;
+        Ok((self.replayed, self.skipped))
+    }
+
+    fn apply_batch(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_worker = batch.len().div_ceil(workers).max(1);
+        let store = self.store;
+        let normalized: Vec<(u64, Result<Normalized>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .chunks(per_worker)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(index, bytes)| {
+                                let n = record::decode(bytes)
+                                    .map_err(Error::from)
+                                    .and_then(|r| Ok(store.normalize(r)?));
+                                (*index, n)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("replay worker panicked"))
+                .collect()
+        });
+        for (index, n) in normalized {
+            let normalized = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.skipped += 1;
+                    tracing::error!(index, error = %e, "skipping a logged write that no longer normalises");
+                    continue;
+                }
+            };
+            let mut applied = store.apply(SeqNo(index), &normalized);
+            if matches!(applied, Err(firn_storage::Error::BufferFull { .. })) {
+                // Make room: the writes so far go into a block, then this one fits.
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::block_in_place(|| handle.block_on(store.flush()))?;
+                applied = store.apply(SeqNo(index), &normalized);
+            }
+            applied?;
+            self.replayed += 1;
+        }
+        Ok(())
     }
 }
 

@@ -76,3 +76,26 @@ fn every_acknowledged_write_survives_sigkill() {
         "the client kept writing"
     );
 }
+
+/// A log bigger than the buffer's budget after a restart (the budget was lowered): replay
+/// flushes blocks as it goes and loses nothing.
+#[test]
+fn replay_flushes_when_the_log_outgrows_the_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), &["--flush-interval-secs", "3600"]);
+    for n in 0..200 {
+        let (status, body) = server.ingest_folded("replay.cpu", &format!("main;r{n} 1\n"));
+        assert_eq!(status, 200, "{body}");
+    }
+    server.kill_and_restart_with(&["--buffer-bytes", "300000", "--flush-bytes", "100000"]);
+    let (status, folded) = server.merge(&format!("{CPU}{{service_name=\"replay\"}}"), "folded");
+    assert_eq!(status, 200, "{folded}");
+    assert_eq!(folded.lines().count(), 200, "{folded}");
+    let (_, metrics) = crate::harness::get(&format!("{}/metrics", server.url));
+    let blocks: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("firn_blocks "))
+        .and_then(|v| v.parse().ok())
+        .expect("firn_blocks");
+    assert!(blocks > 0, "replay flushed: {metrics}");
+}

@@ -56,6 +56,12 @@ impl Server {
         assert!(ready, "firn serve did not become ready");
     }
 
+    /// SIGKILL, then start again on the same data directory with other flags.
+    pub fn kill_and_restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.kill_and_restart();
+    }
+
     /// SIGKILL, then start again on the same data directory (and a new port).
     pub fn kill_and_restart(&mut self) {
         self.child.kill().expect("kill");
