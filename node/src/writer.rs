@@ -187,10 +187,10 @@ impl<'a> Replay<'a> {
         }
         self.batch_bytes += bytes.len();
         self.batch.push((index, bytes));
-        if self.batch.len() >= REPLAY_BATCH || self.batch_bytes >= REPLAY_BATCH_BYTES {
-            if let Err(e) = self.apply_batch() {
-                self.failed = Some(e);
-            }
+        if (self.batch.len() >= REPLAY_BATCH || self.batch_bytes >= REPLAY_BATCH_BYTES)
+            && let Err(e) = self.apply_batch()
+        {
+            self.failed = Some(e);
         }
     }
 
