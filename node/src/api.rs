@@ -4,6 +4,7 @@
 //!  POST /push.v1.PusherService/Push   Pyroscope Push over Connect (proto or JSON, gzip bodies)
 //!  POST /ingest, /pyroscope/ingest     Pyroscope legacy ingest (pprof, multipart, folded, lines)
 //!  GET  /api/v1/merge                  Firn's API: merged profile as folded, top, pprof or flame graph
+//!  POST /api/v1/sql                    read-only SQL over one tenant's samples
 //!  GET  /metrics                        Prometheus
 //!  GET  /ready, /healthz               probes
 //! ```
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
         .route("/api/v1/merge", get(query::merge))
+        .route("/api/v1/sql", post(query::sql))
         .route("/metrics", get(metrics))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/healthz", get(|| async { "ok\n" }))

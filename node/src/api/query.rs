@@ -67,3 +67,66 @@ pub async fn merge(
         }
     })
 }
+
+#[derive(Debug, Deserialize)]
+pub struct SqlParams {
+    /// `json` (default: `{"columns": [...], "rows": [[...], ...]}`, cells as text) or `text`
+    /// (a table people read).
+    format: Option<String>,
+}
+
+/// `POST /api/v1/sql`: read-only SQL over the tenant's `samples` table (and `stacks`), the
+/// statement as the request body.
+pub async fn sql(
+    State(state): State<AppState>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let tenant = tenant(&headers)?;
+    let statement = std::str::from_utf8(&body)
+        .map_err(|_| Error::BadRequest("the SQL statement is not valid UTF-8".into()))?;
+    let batches = state.engine.sql(&tenant, statement).await?;
+    match params.format.as_deref().unwrap_or("json") {
+        "text" => {
+            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .map_err(|e| Error::Internal(format!("formatting SQL results failed: {e}")))?;
+            Ok(format!("{table}\n").into_response())
+        }
+        "json" => {
+            let columns: Vec<String> = batches
+                .first()
+                .map(|b| {
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let options = FormatOptions::default().with_null("null");
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            for batch in &batches {
+                let formatters = batch
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Internal(format!("formatting SQL results failed: {e}")))?;
+                for row in 0..batch.num_rows() {
+                    rows.push(
+                        formatters
+                            .iter()
+                            .map(|f| f.value(row).to_string())
+                            .collect(),
+                    );
+                }
+            }
+            Ok(axum::Json(serde_json::json!({ "columns": columns, "rows": rows })).into_response())
+        }
+        other => Err(Error::BadRequest(format!(
+            "format {other:?} is not one of json, text"
+        ))),
+    }
+}

@@ -131,3 +131,41 @@ fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
         "nothing else was stored"
     );
 }
+
+#[test]
+fn sql_is_read_only_and_scoped_to_the_tenant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    server.ingest_folded("shop.cpu", "main;a 1\nmain;b 2\n");
+    let sql = |statement: &str, format: &str, tenant: &str| {
+        let response = ureq::post(&format!("{}/api/v1/sql?format={format}", server.url))
+            .set("X-Scope-OrgID", tenant)
+            .send_string(statement);
+        match response {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    let (status, json) = sql(
+        "SELECT \"labels.service_name\" AS service, sum(value) AS v FROM samples GROUP BY 1",
+        "json",
+        "anonymous",
+    );
+    assert_eq!(status, 200, "{json}");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(parsed["columns"], serde_json::json!(["service", "v"]));
+    assert_eq!(parsed["rows"], serde_json::json!([["shop", "30000000"]]));
+    let (status, text) = sql("SELECT count(*) AS n FROM samples", "text", "anonymous");
+    assert_eq!(status, 200);
+    assert!(text.contains("| 2 |"), "{text}");
+    let (_, other) = sql("SELECT count(*) AS n FROM samples", "text", "someone-else");
+    assert!(
+        other.contains("| 0 |"),
+        "another tenant sees nothing: {other}"
+    );
+    let (status, refused) = sql("DROP TABLE samples", "json", "anonymous");
+    assert_eq!(status, 400, "{refused}");
+    let (status, bad) = sql("SELEC nonsense", "json", "anonymous");
+    assert_eq!(status, 400, "{bad}");
+}
