@@ -49,6 +49,12 @@ pub enum Error {
     #[error("opening the object store failed: {0}")]
     ObjectStore(String),
 
+    #[error("listening on {addr} failed")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+
     #[error("data directory {path} cannot be used")]
     DataDir {
         path: PathBuf,

@@ -65,8 +65,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|source| Error::DataDir {
-            path: settings.listen.to_string().into(),
+        .map_err(|source| Error::Bind {
+            addr: settings.listen,
             source,
         })?;
     tracing::info!(listen = %settings.listen, data_dir = %data_dir.display(), "serving");

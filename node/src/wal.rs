@@ -16,8 +16,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use firn_storage::SeqNo;
-
 /// Bytes before a record's payload.
 const HEADER: usize = 16;
 
@@ -386,11 +384,6 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(done)
-}
-
-/// The index a sequence number is logged under.
-pub fn index_of(seq: SeqNo) -> u64 {
-    seq.0
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ impl IntoResponse for Error {
 }
 
 /// The error and its sources, so the message names the field that was wrong.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -12,6 +12,7 @@ use firn_storage::{Payload, WriteRequest};
 use prost::Message;
 use serde::Deserialize;
 
+use crate::api::error::error_chain;
 use crate::api::{AppState, content_decoded, tenant};
 use crate::error::{Error, Result};
 use crate::time::now;
@@ -115,7 +116,7 @@ pub async fn push(
             match state.writer.write(write).await {
                 Ok(_) => stored += 1,
                 Err(e) if e.code().1.is_client_error() => {
-                    errors.push(format!("series[{s}].samples[{i}]: {}", error_text(&e)));
+                    errors.push(format!("series[{s}].samples[{i}]: {}", error_chain(&e)));
                 }
                 Err(e) => return Err(e),
             }
@@ -132,17 +133,6 @@ pub async fn push(
     } else {
         ([(header::CONTENT_TYPE, "application/proto")], Bytes::new()).into_response()
     })
-}
-
-fn error_text(e: &Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Connect unary: `application/proto` (or `application/x-protobuf`) or `application/json`.
