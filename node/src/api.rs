@@ -83,6 +83,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         log_bytes: state.writer.log_bytes(),
         blocks: manifest.blocks.len() as u64,
         flushed_seq: manifest.flushed_seq.0,
+        raft: state.writer.raft().status(),
     })
 }
 

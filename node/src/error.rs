@@ -40,6 +40,12 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedMediaType(String),
 
+    #[error("this node does not lead the raft group (leader: {0:?}); retry")]
+    NotLeader(Option<u64>),
+
+    #[error("raft failed: {0}")]
+    Raft(String),
+
     #[error("the node is shutting down")]
     ShuttingDown,
 

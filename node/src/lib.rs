@@ -2,18 +2,19 @@
 //! (`firn-storage` + `firn-query`).
 //!
 //! ```text
-//!  HTTP ─► api (ingest, query) ─► writer ─► wal (fsync) ─► Store buffer ─► flusher ─► blocks
-//!                                └────────► QueryEngine ◄──────────────────────────────┘
+//!  HTTP ─► api (ingest, query) ─► writer ─► raft (log fsync, commit) ─► Store buffer ─► flusher ─► blocks
+//!                                └────────► QueryEngine ◄────────────────────────────────────────┘
 //! ```
 //!
-//! This is the single-node foundation of the server issue: durability comes from the node's
-//! own write-ahead log; openraft replication builds on it.
+//! A node runs a one-member Raft group (openraft) over its own log ([`wal`]); the cluster
+//! issue adds members.
 
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod node;
+pub mod raft;
 pub mod record;
 pub mod time;
 pub mod wal;

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::raft::RaftStatus;
+
 /// A sum and a count: enough for a rate and a mean in Prometheus.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -43,6 +45,7 @@ pub struct Gauges {
     pub log_bytes: u64,
     pub blocks: u64,
     pub flushed_seq: u64,
+    pub raft: RaftStatus,
 }
 
 impl Metrics {
@@ -125,7 +128,7 @@ impl Metrics {
             &mut out,
             "firn_flush_duration_seconds",
             "summary",
-            "Time to write a block and publish the manifest.",
+            "Time to upload a block and commit it through Raft.",
         );
         let _ = writeln!(
             out,
@@ -133,7 +136,7 @@ impl Metrics {
             self.flush_time.micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.flush_time.count.load(Ordering::Relaxed)
         );
-        let gauges = [
+        let store_gauges = [
             (
                 "firn_buffer_bytes",
                 "Bytes held by the unflushed buffer.",
@@ -146,7 +149,7 @@ impl Metrics {
             ),
             (
                 "firn_log_bytes",
-                "Bytes of write-ahead log not yet in blocks.",
+                "Bytes of Raft log on disk (entries not yet purged after a flush).",
                 gauges.log_bytes,
             ),
             ("firn_blocks", "Blocks in the manifest.", gauges.blocks),
@@ -156,7 +159,49 @@ impl Metrics {
                 gauges.flushed_seq,
             ),
         ];
-        for (name, help, value) in gauges {
+        for (name, help, value) in store_gauges {
+            header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let raft = &gauges.raft;
+        header(
+            &mut out,
+            "firn_raft_role",
+            "gauge",
+            "This node's role in its Raft group (1 for the role it holds).",
+        );
+        for (role, holds) in [("leader", raft.leader), ("follower", !raft.leader)] {
+            let _ = writeln!(out, "firn_raft_role{{role=\"{role}\"}} {}", u8::from(holds));
+        }
+        let raft_gauges = [
+            ("firn_raft_term", "Current Raft term.", raft.term),
+            (
+                "firn_raft_commit_index",
+                "Index of the last committed log entry.",
+                raft.commit_index,
+            ),
+            (
+                "firn_raft_applied_index",
+                "Index of the last entry applied to the store.",
+                raft.applied_index,
+            ),
+            (
+                "firn_raft_last_log_index",
+                "Index of the last entry in the log.",
+                raft.last_log_index,
+            ),
+            (
+                "firn_raft_snapshot_index",
+                "Index the last snapshot covers.",
+                raft.snapshot_index,
+            ),
+            (
+                "firn_raft_purged_index",
+                "Index the log has been purged through.",
+                raft.purged_index,
+            ),
+        ];
+        for (name, help, value) in raft_gauges {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
         }
@@ -184,7 +229,15 @@ mod tests {
             log_bytes: 20,
             blocks: 1,
             flushed_seq: 3,
+            raft: RaftStatus {
+                leader: true,
+                term: 2,
+                commit_index: 9,
+                ..Default::default()
+            },
         });
+        assert!(text.contains("firn_raft_role{role=\"leader\"} 1"), "{text}");
+        assert!(text.contains("firn_raft_commit_index 9"), "{text}");
         assert!(
             text.contains("firn_http_requests_total{route=\"/ingest\",status=\"400\"} 1"),
             "{text}"

@@ -1,11 +1,11 @@
-//! A running node: the store over its object store, the write-ahead log and its writer, the
-//! flusher, the query engine and the HTTP server, started in dependency order and stopped in
-//! reverse.
+//! A running node: the store over its object store, its Raft group (log, state machine),
+//! the flusher, the query engine and the HTTP server, started in dependency order and stopped
+//! in reverse.
 //!
 //! ```text
-//!  open object store ─► Store::open (manifest) ─► Wal::open ─► replay into the buffer ─► writer
-//!                                                                       ▲
-//!  flusher: buffer past --flush-bytes or --flush-interval ─► block ─► truncate the log
+//!  open object store ─► Store (empty) ─► RaftNode::start: snapshot + log replayed ─► writer
+//!  flusher: buffer past --flush-bytes or --flush-interval ─► upload block ─► commit BlockFlushed
+//!           ─► snapshot (manifest + buffer) ─► purge the log through the block
 //!  HTTP (axum, HTTP/1.1 + h2c on one port) ─► writer / QueryEngine
 //! ```
 
@@ -23,11 +23,11 @@ use crate::api::{self, AppState};
 use crate::config::{ObjectStoreUrl, Settings};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::wal::Wal;
+use crate::raft::RaftNode;
 use crate::writer::Writer;
 
-/// Log segments are rolled past this size.
-const SEGMENT_BYTES: u64 = 64 << 20;
+/// This node's id in its Raft group (the cluster issue makes it configurable).
+const NODE_ID: u64 = 1;
 
 /// Serves until `shutdown` is cancelled, then drains: stops accepting requests, flushes the
 /// buffer if it can, and returns.
@@ -38,20 +38,34 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         source,
     })?;
     let (object_store, prefix) = open_object_store(&settings)?;
-    let store = Arc::new(Store::open(object_store, prefix, store_config(&settings)).await?);
-    let wal = Wal::open(&data_dir.join("wal"), SEGMENT_BYTES)?;
+    // The manifest lives in the Raft state (snapshot + log), not in the object store.
+    let store = Arc::new(Store::with_manifest(
+        object_store,
+        prefix,
+        store_config(&settings),
+        Default::default(),
+    ));
+    let raft = Arc::new(
+        RaftNode::start(
+            &data_dir.join("raft"),
+            store.clone(),
+            NODE_ID,
+            &settings.listen.to_string(),
+        )
+        .await?,
+    );
     let metrics = Arc::new(Metrics::default());
-    let (writer, writer_thread) = Writer::start(
-        wal,
+    let writer = Writer::new(
+        raft.clone(),
         store.clone(),
         settings.log_budget_bytes,
         metrics.clone(),
-    )?;
+    );
     let engine = Arc::new(QueryEngine::new(store.clone(), QueryConfig::default())?);
 
     let flusher = tokio::spawn(flush_loop(
         store.clone(),
-        writer.clone(),
+        raft.clone(),
         metrics.clone(),
         settings.flush_bytes,
         settings.flush_interval,
@@ -78,8 +92,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         tracing::error!(error = %e, "flusher task failed");
     }
     drop(writer);
-    // The writer thread ends once every handle (the router's included) is gone.
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    raft.shutdown().await;
     served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
 }
 
@@ -127,12 +140,13 @@ fn open_object_store(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Path)
     })
 }
 
-/// Flushes the buffer when it passes `flush_bytes` or its oldest write passes `interval`;
-/// retries failed flushes with backoff (writes keep landing in the log meanwhile). A final
-/// flush is attempted at shutdown.
+/// Flushes the buffer when it passes `flush_bytes` or its oldest write passes `interval`:
+/// uploads the block, commits `BlockFlushed` through Raft, snapshots and purges the log.
+/// Failed uploads are retried with backoff (writes keep landing in the log meanwhile, up to
+/// its budget). A final flush is attempted at shutdown.
 async fn flush_loop(
     store: Arc<Store>,
-    writer: Writer,
+    raft: Arc<RaftNode>,
     metrics: Arc<Metrics>,
     flush_bytes: usize,
     interval: Duration,
@@ -160,7 +174,7 @@ async fn flush_loop(
             continue;
         }
         let started = Instant::now();
-        match store.flush().await {
+        match flush(&store, &raft).await {
             Ok(block) => {
                 metrics.flush_time.observe(started.elapsed());
                 if block.is_some() {
@@ -168,23 +182,33 @@ async fn flush_loop(
                 }
                 backoff = Duration::ZERO;
                 dirty_since = None;
-                let flushed = store.manifest().flushed_seq;
                 if let Some(block) = block {
                     tracing::info!(block = %block.id, rows = block.rows, bytes = block.bytes(), ms = started.elapsed().as_millis() as u64, "block flushed");
-                }
-                if writer.truncate(flushed).await.is_err() {
-                    return;
                 }
             }
             Err(e) => {
                 metrics.flush_failures.fetch_add(1, Ordering::Relaxed);
                 backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
                 next_try = Instant::now() + backoff;
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, log_bytes = writer.log_bytes(), "flush failed");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, log_bytes = raft.log_bytes(), "flush failed");
             }
         }
         if stopping {
             return;
         }
     }
+}
+
+/// One flush: the buffer as a block in the object store, then committed through Raft (which
+/// adds it to the manifest and drops its rows from the buffer), then the log compacted.
+async fn flush(store: &Store, raft: &RaftNode) -> Result<Option<firn_storage::block::BlockMeta>> {
+    let Some(encoded) = store.encode_buffer().await? else {
+        return Ok(None);
+    };
+    store.upload_block(&encoded).await?;
+    let meta = encoded.meta;
+    let flushed = meta.last_seq.0;
+    let index = raft.block_flushed(meta.clone()).await?;
+    raft.compact(index, flushed).await?;
+    Ok(Some(meta))
 }

@@ -50,30 +50,48 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     }
 }
 
-/// A closed segment.
+/// A segment file and where each of its records starts.
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
-    last: u64,
+    first: u64,
+    /// (index, byte offset) of each record, in order.
+    records: Vec<(u64, u64)>,
     bytes: u64,
 }
 
+impl Segment {
+    fn last(&self) -> Option<u64> {
+        self.records.last().map(|r| r.0)
+    }
+
+    fn offset_of(&self, index: u64) -> Option<u64> {
+        self.records
+            .binary_search_by_key(&index, |r| r.0)
+            .ok()
+            .map(|i| self.records[i].1)
+    }
+}
+
+/// The log: closed segments, then the active one that appends go to.
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
     segment_bytes: u64,
-    closed: Vec<Segment>,
+    /// Oldest first; the last one is the active segment.
+    segments: Vec<Segment>,
     active: File,
-    active_path: PathBuf,
-    active_first: u64,
-    active_bytes: u64,
-    /// Index of the last record, or of the point the log starts after when empty.
-    last: u64,
 }
 
 impl Wal {
     /// Opens (or creates) the log in `dir`, cutting a torn tail off the newest segment.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self> {
+    /// `on_record` sees every valid record (index and payload), oldest first: one pass both
+    /// checks the log and lets the caller index it.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        mut on_record: impl FnMut(u64, &[u8]),
+    ) -> Result<Self> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut firsts: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -88,93 +106,109 @@ impl Wal {
             }
         }
         firsts.sort();
-        let mut closed = Vec::new();
-        let mut last = 0;
-        let newest = firsts.pop();
-        for (first, path) in firsts {
-            let scan = scan(&path, false)?;
-            last = scan.last.unwrap_or(first.saturating_sub(1)).max(last);
-            closed.push(Segment {
+        let count = firsts.len();
+        let mut segments = Vec::with_capacity(count.max(1));
+        for (i, (first, path)) in firsts.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            let scan = scan(&path, newest, &mut on_record)?;
+            if scan.valid_bytes < scan.file_bytes {
+                tracing::warn!(
+                    path = %path.display(),
+                    cut = scan.file_bytes - scan.valid_bytes,
+                    "cutting a torn write off the log"
+                );
+                cut_file(&path, scan.valid_bytes)?;
+            }
+            segments.push(Segment {
                 path,
-                last,
+                first,
+                records: scan.records,
                 bytes: scan.valid_bytes,
             });
         }
-        let (active_path, active_first) = match newest {
-            Some((first, path)) => {
-                let scan = scan(&path, true)?;
-                if scan.valid_bytes < scan.file_bytes {
-                    tracing::warn!(
-                        path = %path.display(),
-                        cut = scan.file_bytes - scan.valid_bytes,
-                        "cutting a torn write off the log"
-                    );
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io(&path))?;
-                    file.set_len(scan.valid_bytes).map_err(io(&path))?;
-                    file.sync_all().map_err(io(&path))?;
-                }
-                last = scan.last.unwrap_or(first.saturating_sub(1)).max(last);
-                (path, first)
-            }
-            None => (segment_path(dir, 1), 1),
-        };
-        let active = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&active_path)
-            .map_err(io(&active_path))?;
-        let active_bytes = active.metadata().map_err(io(&active_path))?.len();
+        if segments.is_empty() {
+            segments.push(Segment {
+                path: segment_path(dir, 0),
+                first: 0,
+                records: Vec::new(),
+                bytes: 0,
+            });
+        }
+        let active = open_append(&segments[segments.len() - 1].path)?;
         sync_dir(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             segment_bytes,
-            closed,
+            segments,
             active,
-            active_path,
-            active_first,
-            active_bytes,
-            last,
         })
     }
 
-    /// The index of the last record (or what the log was started after).
-    pub fn last_index(&self) -> u64 {
-        self.last
+    fn active_segment(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("the log always has an active segment")
+    }
+
+    fn active_segment_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("the log always has an active segment")
+    }
+
+    /// The index of the last record, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        self.segments.iter().rev().find_map(Segment::last)
+    }
+
+    /// The index of the first record, if any.
+    pub fn first_index(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .find_map(|s| s.records.first().map(|r| r.0))
     }
 
     /// Bytes held on disk.
     pub fn bytes(&self) -> u64 {
-        self.closed.iter().map(|s| s.bytes).sum::<u64>() + self.active_bytes
+        self.segments.iter().map(|s| s.bytes).sum()
     }
 
     /// Appends records (indices strictly increasing, above [`Wal::last_index`]) and fsyncs once:
     /// when it returns, they survive a crash.
-    pub fn append(&mut self, records: &[(u64, &[u8])]) -> Result<()> {
-        let mut last = self.last;
-        for &(index, payload) in records {
-            if index <= last {
-                return Err(WalError::IndexNotIncreasing { index, last });
-            }
-            if payload.len() > MAX_RECORD_BYTES {
-                return Err(WalError::RecordTooLarge {
-                    bytes: payload.len(),
+    pub fn append<P: AsRef<[u8]>>(&mut self, records: &[(u64, P)]) -> Result<()> {
+        let mut last = self.last_index();
+        for (index, payload) in records {
+            if let Some(last) = last
+                && *index <= last
+            {
+                return Err(WalError::IndexNotIncreasing {
+                    index: *index,
+                    last,
                 });
             }
-            last = index;
+            if payload.as_ref().len() > MAX_RECORD_BYTES {
+                return Err(WalError::RecordTooLarge {
+                    bytes: payload.as_ref().len(),
+                });
+            }
+            last = Some(*index);
         }
-        let Some(&(first, _)) = records.first() else {
+        let Some((first, _)) = records.first() else {
             return Ok(());
         };
-        if self.active_bytes >= self.segment_bytes {
-            self.roll(first)?;
+        let active = self.active_segment();
+        if active.bytes >= self.segment_bytes || (active.bytes == 0 && *first != active.first) {
+            self.roll(*first)?;
         }
-        let mut out = Vec::with_capacity(records.iter().map(|r| HEADER + r.1.len()).sum());
-        for &(index, payload) in records {
+        let size = records.iter().map(|r| HEADER + r.1.as_ref().len()).sum();
+        let mut out = Vec::with_capacity(size);
+        let base = self.active_segment().bytes;
+        let mut offsets = Vec::with_capacity(records.len());
+        for (index, payload) in records {
+            let payload = payload.as_ref();
+            offsets.push((*index, base + out.len() as u64));
             out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&checksum(index, payload).to_le_bytes());
+            out.extend_from_slice(&checksum(*index, payload).to_le_bytes());
             out.extend_from_slice(&index.to_le_bytes());
             out.extend_from_slice(payload);
         }
@@ -185,35 +219,63 @@ impl Wal {
         if let Err(e) = written {
             // Cut what part of the batch reached the file, so later records do not follow a
             // torn one (which would read as corruption in the middle of the log).
-            let _ = self.active.set_len(self.active_bytes);
-            return Err(io(&self.active_path)(e));
+            let _ = self.active.set_len(base);
+            return Err(io(&self.active_segment().path)(e));
         }
-        self.active_bytes += out.len() as u64;
-        self.last = last;
+        let active = self.active_segment_mut();
+        active.bytes += out.len() as u64;
+        active.records.extend(offsets);
         Ok(())
     }
 
-    /// Continues numbering after `index` (when blocks already hold writes up to it).
-    pub fn skip_to(&mut self, index: u64) {
-        self.last = self.last.max(index);
+    /// The payload of the record at `index`, if the log holds it.
+    pub fn read(&self, index: u64) -> Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        let Some(segment) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.records.first().is_some_and(|r| r.0 <= index))
+        else {
+            return Ok(None);
+        };
+        let Some(offset) = segment.offset_of(index) else {
+            return Ok(None);
+        };
+        let path = &segment.path;
+        let file = File::open(path).map_err(io(path))?;
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, offset).map_err(io(path))?;
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let mut payload = vec![0u8; len.min(MAX_RECORD_BYTES)];
+        file.read_exact_at(&mut payload, offset + HEADER as u64)
+            .map_err(io(path))?;
+        if checksum(index, &payload) != crc {
+            return Err(WalError::Corrupt {
+                path: path.clone(),
+                offset,
+                reason: "checksum mismatch".into(),
+            });
+        }
+        Ok(Some(payload))
     }
 
-    /// Hands every record with an index above `after` to `f`, oldest first.
-    pub fn replay(&self, after: u64, mut f: impl FnMut(u64, Vec<u8>)) -> Result<()> {
-        let segments = self
-            .closed
-            .iter()
-            .map(|s| (&s.path, s.last))
-            .chain([(&self.active_path, self.last)]);
-        for (path, last) in segments {
-            if last <= after {
+    /// Hands records with an index of `from` or more to `f`, oldest first, until `f` returns
+    /// `false`.
+    pub fn read_from(&self, from: u64, mut f: impl FnMut(u64, Vec<u8>) -> bool) -> Result<()> {
+        for segment in &self.segments {
+            if segment.last().is_none_or(|last| last < from) {
                 continue;
             }
+            let path = &segment.path;
             let file = File::open(path).map_err(io(path))?;
             let mut reader = Records::new(BufReader::with_capacity(1 << 20, file), path.clone());
-            while let Some((index, payload)) = reader.next_record()? {
-                if index > after {
-                    f(index, payload);
+            while reader.offset < segment.bytes
+                && let Some((index, payload)) = reader.next_record()?
+            {
+                if index >= from && !f(index, payload) {
+                    return Ok(());
                 }
             }
             if let Some(reason) = reader.stopped {
@@ -227,47 +289,112 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes the segments whose records all lie at or below `index` (they are in blocks).
+    /// Deletes the segments whose records all lie at or below `index`. Records at or below it
+    /// may remain in a segment that also holds later ones; readers skip them.
     pub fn truncate_through(&mut self, index: u64) -> Result<()> {
-        if self.active_bytes > 0 && self.last <= index {
-            self.roll(self.last + 1)?;
+        if let Some(last) = self.active_segment().last()
+            && last <= index
+        {
+            self.roll(last + 1)?;
         }
-        let (gone, kept): (Vec<Segment>, Vec<Segment>) =
-            self.closed.drain(..).partition(|s| s.last <= index);
-        self.closed = kept;
-        for segment in gone {
-            fs::remove_file(&segment.path).map_err(io(&segment.path))?;
+        let active = self.segments.len() - 1;
+        let mut gone = Vec::new();
+        let mut i = 0;
+        self.segments.retain(|s| {
+            let keep = i == active || s.last().is_some_and(|last| last > index);
+            if !keep {
+                gone.push(s.path.clone());
+            }
+            i += 1;
+            keep
+        });
+        for path in gone {
+            fs::remove_file(&path).map_err(io(&path))?;
         }
+        sync_dir(&self.dir)
+    }
+
+    /// Deletes every record with an index of `index` or more (a Raft leader overwriting a
+    /// follower's uncommitted entries); the log continues from the record before.
+    pub fn truncate_from(&mut self, index: u64) -> Result<()> {
+        if self.last_index().is_none_or(|last| last < index) {
+            return Ok(());
+        }
+        // Whole segments that start at or after `index` go, newest first.
+        while self.active_segment().first >= index
+            || self
+                .active_segment()
+                .records
+                .first()
+                .is_some_and(|r| r.0 >= index)
+        {
+            let path = self.active_segment().path.clone();
+            fs::remove_file(&path).map_err(io(&path))?;
+            self.segments.pop();
+            if self.segments.is_empty() {
+                let path = segment_path(&self.dir, index);
+                self.active = open_append(&path)?;
+                self.segments.push(Segment {
+                    path,
+                    first: index,
+                    records: Vec::new(),
+                    bytes: 0,
+                });
+                return sync_dir(&self.dir);
+            }
+            self.active = open_append(&self.active_segment().path)?;
+        }
+        // The active segment holds `index`: cut it before that record.
+        let active = self.active_segment_mut();
+        let keep = active.records.partition_point(|r| r.0 < index);
+        let offset = active.records.get(keep).map_or(active.bytes, |r| r.1);
+        active.records.truncate(keep);
+        active.bytes = offset;
+        let path = active.path.clone();
+        cut_file(&path, offset)?;
+        self.active = open_append(&path)?;
         sync_dir(&self.dir)
     }
 
     /// Starts a new segment whose first record will be `first`. An empty active segment is
     /// replaced rather than kept.
     fn roll(&mut self, first: u64) -> Result<()> {
-        if first == self.active_first {
+        if first == self.active_segment().first {
             return Ok(());
         }
         let path = segment_path(&self.dir, first);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = open_append(&path)?;
         drop(std::mem::replace(&mut self.active, file));
-        let old_path = std::mem::replace(&mut self.active_path, path);
-        if self.active_bytes == 0 {
-            fs::remove_file(&old_path).map_err(io(&old_path))?;
-        } else {
-            self.closed.push(Segment {
-                path: old_path,
-                last: self.last,
-                bytes: self.active_bytes,
-            });
+        if self.active_segment().bytes == 0 {
+            let old = self.segments.pop().expect("active segment");
+            fs::remove_file(&old.path).map_err(io(&old.path))?;
         }
-        self.active_first = first;
-        self.active_bytes = 0;
+        self.segments.push(Segment {
+            path,
+            first,
+            records: Vec::new(),
+            bytes: 0,
+        });
         sync_dir(&self.dir)
     }
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Truncates a file to `len` bytes, durably.
+fn cut_file(path: &Path, len: u64) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
+    file.set_len(len).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -286,20 +413,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 struct Scan {
-    last: Option<u64>,
+    records: Vec<(u64, u64)>,
     valid_bytes: u64,
     file_bytes: u64,
 }
 
 /// Reads a segment to its end; `tail_may_tear` allows a bad record at the end (the newest
 /// segment), otherwise a bad record is corruption.
-fn scan(path: &Path, tail_may_tear: bool) -> Result<Scan> {
+fn scan(path: &Path, tail_may_tear: bool, on_record: &mut impl FnMut(u64, &[u8])) -> Result<Scan> {
     let file = File::open(path).map_err(io(path))?;
     let file_bytes = file.metadata().map_err(io(path))?.len();
     let mut reader = Records::new(BufReader::with_capacity(1 << 20, file), path.to_owned());
-    let mut last = None;
-    while let Some((index, _)) = reader.next_record()? {
-        last = Some(index);
+    let mut records = Vec::new();
+    loop {
+        let offset = reader.offset;
+        let Some((index, payload)) = reader.next_record()? else {
+            break;
+        };
+        on_record(index, &payload);
+        records.push((index, offset));
     }
     if let Some(reason) = reader.stopped
         && !tail_may_tear
@@ -311,7 +443,7 @@ fn scan(path: &Path, tail_may_tear: bool) -> Result<Scan> {
         });
     }
     Ok(Scan {
-        last,
+        records,
         valid_bytes: reader.offset,
         file_bytes,
     })
@@ -390,23 +522,32 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 mod tests {
     use super::*;
 
-    fn records(wal: &Wal, after: u64) -> Vec<(u64, Vec<u8>)> {
+    fn records(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
-        wal.replay(after, |i, p| out.push((i, p))).expect("replay");
+        wal.read_from(from, |i, p| {
+            out.push((i, p));
+            true
+        })
+        .expect("read");
         out
+    }
+
+    fn open(dir: &Path, segment_bytes: u64) -> Result<Wal> {
+        Wal::open(dir, segment_bytes, |_, _| {})
     }
 
     #[test]
     fn appended_records_replay_after_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut wal = Wal::open(dir.path(), 1 << 20).expect("open");
-        wal.append(&[(1, b"one"), (2, b"two")]).expect("append");
-        wal.append(&[(3, b"three")]).expect("append");
+        let mut wal = open(dir.path(), 1 << 20).expect("open");
+        wal.append(&[(1, &b"one"[..]), (2, &b"two"[..])])
+            .expect("append");
+        wal.append(&[(3, &b"three"[..])]).expect("append");
         drop(wal);
-        let wal = Wal::open(dir.path(), 1 << 20).expect("reopen");
-        assert_eq!(wal.last_index(), 3);
+        let wal = open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(wal.last_index(), Some(3));
         assert_eq!(
-            records(&wal, 1),
+            records(&wal, 2),
             vec![(2, b"two".to_vec()), (3, b"three".to_vec())]
         );
     }
@@ -414,8 +555,8 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_the_log_continues() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut wal = Wal::open(dir.path(), 1 << 20).expect("open");
-        wal.append(&[(1, b"kept"), (2, b"torn record")])
+        let mut wal = open(dir.path(), 1 << 20).expect("open");
+        wal.append(&[(1, &b"kept"[..]), (2, &b"torn record"[..])])
             .expect("append");
         let path = segment_path(dir.path(), 1);
         let len = fs::metadata(&path).expect("meta").len();
@@ -423,10 +564,10 @@ mod tests {
         // A crash in the middle of the second record's write.
         let file = OpenOptions::new().write(true).open(&path).expect("open");
         file.set_len(len - 4).expect("cut");
-        let mut wal = Wal::open(dir.path(), 1 << 20).expect("reopen");
-        assert_eq!(wal.last_index(), 1);
-        wal.append(&[(2, b"rewritten")]).expect("append");
-        let wal = Wal::open(dir.path(), 1 << 20).expect("reopen");
+        let mut wal = open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(wal.last_index(), Some(1));
+        wal.append(&[(2, &b"rewritten"[..])]).expect("append");
+        let wal = open(dir.path(), 1 << 20).expect("reopen");
         assert_eq!(
             records(&wal, 0),
             vec![(1, b"kept".to_vec()), (2, b"rewritten".to_vec())]
@@ -436,16 +577,16 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_an_older_segment_is_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut wal = Wal::open(dir.path(), 10).expect("open");
-        wal.append(&[(1, b"first segment")]).expect("append");
-        wal.append(&[(2, b"second segment")]).expect("append");
+        let mut wal = open(dir.path(), 10).expect("open");
+        wal.append(&[(1, &b"first segment"[..])]).expect("append");
+        wal.append(&[(2, &b"second segment"[..])]).expect("append");
         drop(wal);
         let path = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&path, bytes).expect("write");
-        let err = Wal::open(dir.path(), 10).expect_err("corrupt");
+        let err = open(dir.path(), 10).expect_err("corrupt");
         assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("checksum"), "{err}");
     }
@@ -453,8 +594,8 @@ mod tests {
     #[test]
     fn a_bad_checksum_at_the_tail_is_a_torn_write() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut wal = Wal::open(dir.path(), 1 << 20).expect("open");
-        wal.append(&[(1, b"kept"), (2, b"garbled")])
+        let mut wal = open(dir.path(), 1 << 20).expect("open");
+        wal.append(&[(1, &b"kept"[..]), (2, &b"garbled"[..])])
             .expect("append");
         drop(wal);
         let path = segment_path(dir.path(), 1);
@@ -462,14 +603,14 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).expect("write");
-        let wal = Wal::open(dir.path(), 1 << 20).expect("reopen");
+        let wal = open(dir.path(), 1 << 20).expect("reopen");
         assert_eq!(records(&wal, 0), vec![(1, b"kept".to_vec())]);
     }
 
     #[test]
     fn flushed_segments_are_deleted_and_numbering_continues() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut wal = Wal::open(dir.path(), 8).expect("open");
+        let mut wal = open(dir.path(), 8).expect("open");
         for i in 1..=5u64 {
             wal.append(&[(i, format!("write {i}").as_bytes())])
                 .expect("append");
@@ -484,13 +625,44 @@ mod tests {
         wal.truncate_through(5).expect("truncate all");
         assert_eq!(wal.bytes(), 0);
         drop(wal);
-        let mut wal = Wal::open(dir.path(), 8).expect("reopen");
-        wal.skip_to(5);
+        let mut wal = open(dir.path(), 8).expect("reopen");
+        assert_eq!(wal.last_index(), None);
+        wal.append(&[(6, &b"six"[..])]).expect("append");
         assert!(matches!(
-            wal.append(&[(5, b"again")]),
+            wal.append(&[(5, &b"again"[..])]),
             Err(WalError::IndexNotIncreasing { .. })
         ));
-        wal.append(&[(6, b"six")]).expect("append");
-        assert_eq!(records(&wal, 5), vec![(6, b"six".to_vec())]);
+        assert_eq!(records(&wal, 0), vec![(6, b"six".to_vec())]);
+    }
+
+    #[test]
+    fn truncating_from_an_index_drops_it_and_everything_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = open(dir.path(), 40).expect("open");
+        for i in 0..=9u64 {
+            wal.append(&[(i, format!("entry {i}").as_bytes())])
+                .expect("append");
+        }
+        wal.truncate_from(7)
+            .expect("truncate in the active segment");
+        assert_eq!(wal.last_index(), Some(6));
+        wal.truncate_from(2).expect("truncate across segments");
+        assert_eq!(wal.last_index(), Some(1));
+        wal.append(&[(2, &b"new two"[..])])
+            .expect("append after the cut");
+        drop(wal);
+        let wal = open(dir.path(), 40).expect("reopen");
+        assert_eq!(
+            records(&wal, 0),
+            vec![
+                (0, b"entry 0".to_vec()),
+                (1, b"entry 1".to_vec()),
+                (2, b"new two".to_vec())
+            ]
+        );
+        let mut wal = wal;
+        wal.truncate_from(0).expect("truncate everything");
+        assert_eq!(wal.last_index(), None);
+        assert_eq!(records(&wal, 0), vec![]);
     }
 }

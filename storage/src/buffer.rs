@@ -116,10 +116,8 @@ impl Buffer {
         self.chunks.first().map(|c| c.seq)
     }
 
-    /// Appends a write. Refuses, changing nothing, when the sequence number does not increase or
-    /// the write would take the buffer past its budget.
     /// Refuses a write the budget cannot take ([`Error::BufferFull`]); changes nothing. A
-    /// server checks before it logs a write, so a logged write is one the buffer accepts.
+    /// server checks before it proposes a write, so a committed write is one the buffer took.
     pub fn check_fits(&self, normalized: &Normalized) -> Result<()> {
         let needed = estimate_bytes(normalized);
         let used = self.memory_bytes();
@@ -133,14 +131,22 @@ impl Buffer {
         Ok(())
     }
 
+    /// Appends a write. Refuses, changing nothing, when the sequence number does not increase or
+    /// the write would take the buffer past its budget.
     pub fn apply(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+        self.check_fits(normalized)?;
+        self.apply_unbudgeted(seq, normalized)
+    }
+
+    /// Appends a write without checking the budget: for writes admitted earlier (a Raft
+    /// group's committed entries), which must apply wherever they are replayed.
+    pub fn apply_unbudgeted(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
         if seq <= self.last_seq {
             return Err(Error::SequenceNotIncreasing {
                 seq,
                 last: self.last_seq,
             });
         }
-        self.check_fits(normalized)?;
         if normalized.profiles.is_empty() {
             self.last_seq = seq;
             return Ok(WriteStats::default());

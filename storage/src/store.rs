@@ -91,6 +91,31 @@ impl Store {
         })
     }
 
+    /// A store whose blocks are `manifest` (kept by a server's Raft group, not read from the
+    /// object store) and whose buffer is empty.
+    pub fn with_manifest(
+        object_store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        config: StoreConfig,
+        manifest: Manifest,
+    ) -> Self {
+        Self {
+            buffer: Mutex::new(Buffer::new(config.buffer_budget, manifest.flushed_seq)),
+            manifest: RwLock::new(Arc::new(manifest)),
+            object_store,
+            paths: Paths::new(prefix),
+            config,
+            flush_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Replaces the blocks with `manifest` and empties the buffer (a Raft snapshot installed).
+    pub fn reset(&self, manifest: Manifest) {
+        let mut buffer = self.buffer.lock().expect("buffer lock poisoned");
+        *buffer = Buffer::new(self.config.buffer_budget, manifest.flushed_seq);
+        *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
@@ -115,6 +140,35 @@ impl Store {
             .lock()
             .expect("buffer lock poisoned")
             .apply(seq, normalized)
+    }
+
+    /// Applies a write a Raft group has committed. The buffer's budget is not checked: it was
+    /// checked when the write was admitted, and a committed write must apply the same way on
+    /// every replica and every replay.
+    pub fn apply_committed(&self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .apply_unbudgeted(seq, normalized)
+    }
+
+    /// Records a block a server uploaded and its Raft group committed: the block joins the
+    /// manifest (in memory; Raft persists it) and the rows it holds leave the buffer. A block
+    /// already covered by the manifest changes nothing, so replaying the command is harmless.
+    pub fn add_flushed_block(&self, block: BlockMeta) -> Result<()> {
+        let current = self.manifest();
+        if block.last_seq <= current.flushed_seq || current.blocks.iter().any(|b| b.id == block.id)
+        {
+            return Ok(());
+        }
+        let through = block.last_seq;
+        let mut manifest = Manifest::clone(&current);
+        manifest.add_block(block);
+        *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
+        self.buffer
+            .lock()
+            .expect("buffer lock poisoned")
+            .drop_through(through)
     }
 
     /// Refuses a write the buffer's budget cannot take, changing nothing (see

@@ -20,7 +20,9 @@ impl Error {
                 ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
             }
             Error::LogFull { .. } => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
-            Error::ShuttingDown => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Error::ShuttingDown | Error::NotLeader(_) | Error::Raft(_) => {
+                ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+            }
             Error::BadRequest(_) => ("invalid_argument", StatusCode::BAD_REQUEST),
             Error::TooLarge { .. } => ("resource_exhausted", StatusCode::PAYLOAD_TOO_LARGE),
             Error::UnsupportedMediaType(_) => {

@@ -77,10 +77,11 @@ fn every_acknowledged_write_survives_sigkill() {
     );
 }
 
-/// A log bigger than the buffer's budget after a restart (the budget was lowered): replay
-/// flushes blocks as it goes and loses nothing.
+/// A log bigger than the buffer's budget after a restart (the budget was lowered): the node
+/// replays all of it, then flushes, snapshots and purges the log; a further crash after that
+/// recovers from the snapshot, the blocks and what is left of the log, losing nothing.
 #[test]
-fn replay_flushes_when_the_log_outgrows_the_buffer() {
+fn a_restart_replays_then_flushes_and_recovers_from_the_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), &["--flush-interval-secs", "3600"]);
     for n in 0..200 {
@@ -88,14 +89,36 @@ fn replay_flushes_when_the_log_outgrows_the_buffer() {
         assert_eq!(status, 200, "{body}");
     }
     server.kill_and_restart_with(&["--buffer-bytes", "300000", "--flush-bytes", "100000"]);
-    let (status, folded) = server.merge(&format!("{CPU}{{service_name=\"replay\"}}"), "folded");
+    let query = format!("{CPU}{{service_name=\"replay\"}}");
+    let (status, folded) = server.merge(&query, "folded");
     assert_eq!(status, 200, "{folded}");
     assert_eq!(folded.lines().count(), 200, "{folded}");
-    let (_, metrics) = crate::harness::get(&format!("{}/metrics", server.url));
-    let blocks: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("firn_blocks "))
-        .and_then(|v| v.parse().ok())
-        .expect("firn_blocks");
-    assert!(blocks > 0, "replay flushed: {metrics}");
+    let metric = |server: &Server, name: &str| -> u64 {
+        let (_, metrics) = crate::harness::get(&format!("{}/metrics", server.url));
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(&server, "firn_raft_purged_index") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush, snapshot and purge after the restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(metric(&server, "firn_blocks") > 0);
+    assert!(
+        metric(&server, "firn_raft_snapshot_index") >= metric(&server, "firn_raft_purged_index")
+    );
+    for n in 200..220 {
+        let (status, body) = server.ingest_folded("replay.cpu", &format!("main;r{n} 1\n"));
+        assert_eq!(status, 200, "{body}");
+    }
+    server.kill_and_restart_with(&[]);
+    let (status, folded) = server.merge(&query, "folded");
+    assert_eq!(status, 200, "{folded}");
+    assert_eq!(folded.lines().count(), 220, "{folded}");
 }

@@ -1,0 +1,165 @@
+//! What the Raft group agrees on, and how an entry is written in the log and in snapshots.
+//!
+//! ```text
+//!  entry = [kind u8][term u64 LE][leader node u64 LE][body]
+//!  kind 0 blank · 1 write (body = the write as it arrived, `record::encode`)
+//!       2 block flushed (body = the block's metadata, JSON) · 3 membership (JSON)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use firn_storage::block::BlockMeta;
+use firn_storage::buffer::WriteStats;
+use firn_storage::normalize::Normalized;
+use openraft::{BasicNode, EntryPayload, LogId, Membership};
+use serde::{Deserialize, Serialize};
+
+use super::Entry;
+
+/// A command the state machine applies.
+#[derive(Clone)]
+pub enum Command {
+    /// A write as it arrived. On the node that admitted it, `normalized` carries the work
+    /// already done so applying it does not decode it again; it is never written to the log.
+    Write {
+        record: Bytes,
+        normalized: Option<Arc<Normalized>>,
+    },
+    /// A block is in the object store holding every write up to its last sequence number.
+    BlockFlushed(Box<BlockMeta>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Write { record, .. } => write!(f, "Write({} bytes)", record.len()),
+            Command::BlockFlushed(meta) => write!(f, "BlockFlushed({})", meta.id),
+        }
+    }
+}
+
+/// What applying a command answered: a write's stats, or why it could not apply (the same
+/// on every replica, as the command is).
+pub type Response = Result<WriteStats, String>;
+
+const BLANK: u8 = 0;
+const WRITE: u8 = 1;
+const BLOCK: u8 = 2;
+const MEMBERSHIP: u8 = 3;
+const HEADER: usize = 17;
+
+#[derive(Serialize, Deserialize)]
+struct MembershipJson {
+    configs: Vec<BTreeSet<u64>>,
+    nodes: BTreeMap<u64, String>,
+}
+
+/// An entry as bytes.
+pub fn encode(entry: &Entry) -> Vec<u8> {
+    let (kind, body): (u8, Vec<u8>) = match &entry.payload {
+        EntryPayload::Blank => (BLANK, Vec::new()),
+        EntryPayload::Normal(Command::Write { record, .. }) => (WRITE, record.to_vec()),
+        EntryPayload::Normal(Command::BlockFlushed(meta)) => (
+            BLOCK,
+            serde_json::to_vec(meta).expect("block metadata serialises"),
+        ),
+        EntryPayload::Membership(m) => (MEMBERSHIP, encode_membership(m)),
+    };
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.push(kind);
+    out.extend_from_slice(&entry.log_id.leader_id.term.to_le_bytes());
+    out.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The entry at `index` from its bytes.
+pub fn decode(index: u64, bytes: &[u8]) -> Result<Entry, String> {
+    let log_id = log_id(index, bytes)?;
+    let body = &bytes[HEADER..];
+    let payload = match bytes[0] {
+        BLANK => EntryPayload::Blank,
+        WRITE => EntryPayload::Normal(Command::Write {
+            record: Bytes::copy_from_slice(body),
+            normalized: None,
+        }),
+        BLOCK => EntryPayload::Normal(Command::BlockFlushed(Box::new(
+            serde_json::from_slice(body)
+                .map_err(|e| format!("entry {index}: bad block metadata: {e}"))?,
+        ))),
+        MEMBERSHIP => EntryPayload::Membership(
+            decode_membership(body).map_err(|e| format!("entry {index}: {e}"))?,
+        ),
+        other => return Err(format!("entry {index}: unknown kind {other}")),
+    };
+    Ok(Entry { log_id, payload })
+}
+
+/// The log id of the entry at `index`, from its header alone.
+pub fn log_id(index: u64, bytes: &[u8]) -> Result<LogId<u64>, String> {
+    if bytes.len() < HEADER {
+        return Err(format!(
+            "entry {index}: {} bytes, shorter than its header",
+            bytes.len()
+        ));
+    }
+    let term = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+    let node = u64::from_le_bytes(bytes[9..17].try_into().expect("8 bytes"));
+    Ok(LogId::new(
+        openraft::CommittedLeaderId::new(term, node),
+        index,
+    ))
+}
+
+pub fn encode_membership(m: &Membership<u64, BasicNode>) -> Vec<u8> {
+    serde_json::to_vec(&MembershipJson {
+        configs: m.get_joint_config().clone(),
+        nodes: m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+    })
+    .expect("membership serialises")
+}
+
+pub fn decode_membership(bytes: &[u8]) -> Result<Membership<u64, BasicNode>, String> {
+    let m: MembershipJson =
+        serde_json::from_slice(bytes).map_err(|e| format!("bad membership: {e}"))?;
+    let nodes: BTreeMap<u64, BasicNode> = m
+        .nodes
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    Ok(Membership::new(m.configs, nodes))
+}
+
+/// Log ids and votes as small JSON documents, for the files that hold them.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogIdJson {
+    pub term: u64,
+    pub node: u64,
+    pub index: u64,
+}
+
+impl From<&LogId<u64>> for LogIdJson {
+    fn from(id: &LogId<u64>) -> Self {
+        Self {
+            term: id.leader_id.term,
+            node: id.leader_id.node_id,
+            index: id.index,
+        }
+    }
+}
+
+impl From<LogIdJson> for LogId<u64> {
+    fn from(id: LogIdJson) -> Self {
+        LogId::new(openraft::CommittedLeaderId::new(id.term, id.node), id.index)
+    }
+}
+
+/// The bytes an entry holds, for bounding caches.
+pub fn size(entry: &Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Write { record, .. }) => HEADER + record.len(),
+        _ => HEADER + 256,
+    }
+}

@@ -1,0 +1,131 @@
+//! openraft's own storage test suite over the log store and state machine, and snapshots
+//! that carry buffered writes from one state machine to another.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use firn_storage::manifest::Manifest;
+use firn_storage::{Nanos, Payload, ProfileType, Store, StoreConfig, TenantId, WriteRequest};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use openraft::StorageError;
+use openraft::storage::RaftStateMachine;
+use openraft::testing::{StoreBuilder, Suite};
+use tempfile::TempDir;
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::{RaftNode, TypeConfig};
+
+fn empty_store() -> Arc<Store> {
+    Arc::new(Store::with_manifest(
+        Arc::new(InMemory::new()),
+        Path::from(""),
+        StoreConfig::default(),
+        Manifest::default(),
+    ))
+}
+
+fn open(dir: &std::path::Path, store: Arc<Store>) -> (LogStore, StateMachine) {
+    let applied = Arc::new(AtomicU64::new(u64::MAX));
+    let log = LogStore::open(&dir.join("log-store"), applied.clone()).expect("open log");
+    let committed = log.committed();
+    let (sm, _) =
+        StateMachine::open(dir, store, log.reader(), applied, committed).expect("open state");
+    (log, sm)
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, sm) = open(dir.path(), empty_store());
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("openraft's storage suite passes");
+}
+
+fn write_request(text: &str) -> WriteRequest {
+    WriteRequest {
+        tenant: TenantId::new("t1").expect("tenant"),
+        labels: vec![("service_name".into(), "api".into())],
+        payload: Payload::Folded {
+            text: bytes::Bytes::from(text.to_owned()),
+            profile_type: ProfileType::parse("process_cpu:samples:count:cpu:nanoseconds")
+                .expect("type"),
+            delta: false,
+            duration: Nanos(0),
+        },
+        received_at: Nanos(1_700_000_000_000_000_000),
+    }
+}
+
+async fn write(node: &RaftNode, store: &Store, text: &str) {
+    let request = write_request(text);
+    let record = crate::record::encode(&request);
+    let normalized = store.normalize(request).expect("normalize");
+    node.write(record.into(), Arc::new(normalized))
+        .await
+        .expect("write commits");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_carries_the_buffer_to_another_state_machine() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let leader_store = empty_store();
+    let leader = RaftNode::start(leader_dir.path(), leader_store.clone(), 1, "127.0.0.1:1")
+        .await
+        .expect("start");
+    write(&leader, &leader_store, "main;work 5\nmain;idle 2\n").await;
+    write(&leader, &leader_store, "main;work 3\n").await;
+    assert_eq!(leader_store.buffer_samples(), 3);
+    let applied = leader.status().applied_index;
+    leader.compact(applied, 0).await.expect("snapshot");
+    leader.shutdown().await;
+    drop(leader);
+
+    let bytes = std::fs::read(leader_dir.path().join("snapshot.bin")).expect("snapshot file");
+    let meta = super::state_machine::snapshot_meta(&bytes).expect("snapshot meta");
+    // Membership, the leader's blank entry, then the two writes.
+    assert_eq!(meta.last_log_id.map(|l| l.index), Some(3));
+    assert!(applied <= 3);
+
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let follower_store = empty_store();
+    let (follower_log, mut follower) = open(follower_dir.path(), follower_store.clone());
+    follower
+        .install_snapshot(&meta, Box::new(std::io::Cursor::new(bytes)))
+        .await
+        .expect("install");
+    assert_eq!(follower_store.buffer_samples(), 3);
+    assert_eq!(
+        follower.applied_state().await.expect("state").0,
+        meta.last_log_id
+    );
+
+    // The installed snapshot is the follower's state after a restart too.
+    drop(follower);
+    drop(follower_log);
+    let restarted = empty_store();
+    let (_log, mut follower) = open(follower_dir.path(), restarted.clone());
+    assert_eq!(restarted.buffer_samples(), 3);
+    assert_eq!(
+        follower.applied_state().await.expect("state").0,
+        meta.last_log_id
+    );
+
+    // And the leader restarts from its own snapshot and log.
+    let store = empty_store();
+    let leader = RaftNode::start(leader_dir.path(), store.clone(), 1, "127.0.0.1:1")
+        .await
+        .expect("restart");
+    assert_eq!(store.buffer_samples(), 3);
+    write(&leader, &store, "main;more 1\n").await;
+    assert_eq!(store.buffer_samples(), 4);
+    leader.shutdown().await;
+}
