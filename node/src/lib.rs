@@ -10,6 +10,7 @@
 //! issue adds members.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! `firn`: the server and its command line.
 
 use clap::{Parser, Subcommand};
+use firn_node::cli::{self, IngestArgs, QueryCommand, Remote, SqlArgs};
 use firn_node::config::ServeArgs;
 use tokio_util::sync::CancellationToken;
 
@@ -9,12 +10,24 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node: ingest and query APIs on one port, data in a local directory by default.
     Serve(ServeArgs),
+    /// Send profile files (pprof or folded) to a node.
+    Ingest(IngestArgs),
+    /// Ask a node: a merged profile, series over time, or labels.
+    Query {
+        #[command(subcommand)]
+        command: QueryCommand,
+    },
+    /// Run a read-only SQL statement on a node.
+    Sql(SqlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +40,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Ingest(args) => cli::ingest(&cli.remote, &args)?,
+        Command::Query { command } => cli::query(&cli.remote, &command)?,
+        Command::Sql(args) => cli::sql(&cli.remote, &args)?,
         Command::Serve(args) => {
             let settings = args.resolve()?;
             if args.check_config {

@@ -12,77 +12,13 @@ use std::time::{Duration, Instant};
 
 use firn_query::{FlameGraph, ProfileQuery, QueryConfig, QueryEngine};
 use firn_storage::block::BlockOptions;
-use firn_storage::testing::{ProfileBuilder, pprof_write};
+use firn_storage::testing::pprof_write;
+use firn_storage::testing::workload::{Rng, cpu_profile, stack_universe};
 use firn_storage::{Nanos, SeqNo, Store, StoreConfig, TenantId};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
-
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Stacks 20-40 deep sharing library frames near the root; popularity is Zipf-like.
-fn stack_universe(rng: &mut Rng, stacks: usize) -> Vec<Vec<String>> {
-    let roots = [
-        "runtime.main",
-        "main.main",
-        "net/http.(*conn).serve",
-        "main.handler",
-    ];
-    (0..stacks)
-        .map(|i| {
-            let depth = 20 + (rng.next() % 21) as usize;
-            let mut frames: Vec<String> = roots.iter().map(|s| s.to_string()).collect();
-            for d in roots.len()..depth {
-                // Frames near the root are shared widely, deeper ones less.
-                let width = 4 + d * d;
-                frames.push(format!(
-                    "pkg{}.fn{}",
-                    d,
-                    (rng.next() as usize + i / 7) % width
-                ));
-            }
-            frames
-        })
-        .collect()
-}
-
-fn profile(rng: &mut Rng, universe: &[Vec<String>], samples: usize, time: i64) -> Vec<u8> {
-    // One sample type (cpu/nanoseconds, as Pyroscope's Go SDK sends), so every row is a
-    // sample of the merged profile type.
-    let mut b = ProfileBuilder::new(
-        &[("cpu", "nanoseconds")],
-        ("cpu", "nanoseconds"),
-        10_000_000,
-    )
-    .duration(Nanos(10_000_000_000))
-    .time(Nanos(time));
-    let mut picked = std::collections::BTreeMap::new();
-    while picked.len() < samples {
-        let i = (rng.unit().powi(3) * universe.len() as f64) as usize;
-        *picked.entry(i).or_insert(0i64) += 1 + (rng.next() % 3) as i64;
-    }
-    for (i, n) in picked {
-        let frames: Vec<&str> = universe[i].iter().map(String::as_str).collect();
-        b.sample(&frames, &[n * 10_000_000], &[]);
-    }
-    b.gzip()
-}
 
 /// Rounds of each measured query, Firn's and DuckDB's interleaved.
 const ROUNDS: usize = 9;
@@ -277,7 +213,7 @@ fn ingest_workload(
             (
                 format!("svc-{}", i % 10),
                 format!("pod-{}", (i / 10) % 10),
-                profile(&mut rng, &universe, 500, time),
+                cpu_profile(&mut rng, &universe, 500, time),
             )
         })
         .collect();

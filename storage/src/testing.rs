@@ -1,6 +1,7 @@
 //! Fixtures for tests and benchmarks: a builder of pprof profiles from function-name stacks.
 
 pub mod go;
+pub mod workload;
 
 use std::collections::HashMap;
 

@@ -1,5 +1,6 @@
 //! Tests against real `firn serve` processes.
 
+mod cli;
 mod clients;
 mod crash;
 mod go;
