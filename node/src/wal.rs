@@ -173,6 +173,21 @@ impl Wal {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
+    /// Bytes of the records after `index` (all of them for `None`): what a purge through
+    /// `index` has not released yet, as a segment is deleted only once all of it is purged.
+    pub fn bytes_after(&self, index: Option<u64>) -> u64 {
+        let Some(index) = index else {
+            return self.bytes();
+        };
+        self.segments
+            .iter()
+            .map(|s| {
+                let first_kept = s.records.partition_point(|r| r.0 <= index);
+                s.records.get(first_kept).map_or(0, |r| s.bytes - r.1)
+            })
+            .sum()
+    }
+
     /// Appends records (indices strictly increasing, above [`Wal::last_index`]) and fsyncs once:
     /// when it returns, they survive a crash.
     pub fn append<P: AsRef<[u8]>>(&mut self, records: &[(u64, P)]) -> Result<()> {
@@ -616,6 +631,9 @@ mod tests {
                 .expect("append");
         }
         let before = wal.bytes();
+        assert_eq!(wal.bytes_after(None), before);
+        assert!(wal.bytes_after(Some(3)) < before);
+        assert_eq!(wal.bytes_after(Some(5)), 0);
         wal.truncate_through(3).expect("truncate");
         assert!(wal.bytes() < before);
         assert_eq!(

@@ -156,13 +156,25 @@ struct Shared {
     wal: Mutex<Wal>,
     cache: Mutex<Cache>,
     meta: Mutex<Meta>,
-    /// Bytes of log on disk, for the write budget.
+    /// Bytes of log entries not yet purged, for the write budget.
     log_bytes: AtomicU64,
     /// Index of the last entry the state machine applied (`u64::MAX` = none).
     applied: Arc<AtomicU64>,
 }
 
 impl Shared {
+    /// Records the bytes of unpurged entries after a change to the log.
+    fn update_log_bytes(&self, wal: &Wal) {
+        let purged = self
+            .meta
+            .lock()
+            .expect("meta lock poisoned")
+            .purged
+            .map(|p| p.index);
+        self.log_bytes
+            .store(wal.bytes_after(purged), Ordering::Relaxed);
+    }
+
     fn applied(&self) -> Option<u64> {
         match self.applied.load(Ordering::Acquire) {
             u64::MAX => None,
@@ -297,7 +309,7 @@ impl LogStore {
         }
         let purged: Option<LogId<u64>> = purged.map(Into::into);
         let last = last.or(purged);
-        let log_bytes = AtomicU64::new(wal.bytes());
+        let log_bytes = AtomicU64::new(wal.bytes_after(purged.map(|p| p.index)));
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             wal: Mutex::new(wal),
@@ -415,14 +427,14 @@ fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
                     flush_appends(&shared, &mut records, &mut callbacks);
                     let mut wal = shared.wal.lock().expect("log lock poisoned");
                     let result = wal.truncate_from(index).map_err(|e| e.to_string());
-                    shared.log_bytes.store(wal.bytes(), Ordering::Relaxed);
+                    shared.update_log_bytes(&wal);
                     let _ = reply.send(result);
                 }
                 Job::PurgeThrough(index, reply) => {
                     flush_appends(&shared, &mut records, &mut callbacks);
                     let mut wal = shared.wal.lock().expect("log lock poisoned");
                     let result = wal.truncate_through(index).map_err(|e| e.to_string());
-                    shared.log_bytes.store(wal.bytes(), Ordering::Relaxed);
+                    shared.update_log_bytes(&wal);
                     let _ = reply.send(result);
                 }
             }
@@ -443,7 +455,7 @@ fn flush_appends(
     let result = {
         let mut wal = shared.wal.lock().expect("log lock poisoned");
         let result = wal.append(records);
-        shared.log_bytes.store(wal.bytes(), Ordering::Relaxed);
+        shared.update_log_bytes(&wal);
         result
     };
     match result {

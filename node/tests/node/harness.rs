@@ -12,6 +12,7 @@ pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -35,12 +36,22 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let (child, url) = spawn(data_dir, extra);
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts with extra flags and environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, url) = spawn(data_dir, extra, &env);
         let mut server = Self {
             child,
             url,
             data_dir: data_dir.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
         };
         server.wait_ready();
         server
@@ -67,7 +78,7 @@ impl Server {
         self.child.kill().expect("kill");
         self.child.wait().expect("wait");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        (self.child, self.url) = spawn(&self.data_dir, &extra);
+        (self.child, self.url) = spawn(&self.data_dir, &extra, &self.env);
         self.wait_ready();
     }
 
@@ -97,18 +108,24 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, extra: &[&str]) -> (Child, String) {
+fn spawn(data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> (Child, String) {
     let objects = data_dir.join("objects");
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_firn"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_firn"));
+    command
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--object-store")
-        .arg(format!("file://{}", objects.display()))
+        .arg(format!("127.0.0.1:{port}"));
+    if !extra.contains(&"--object-store") {
+        command
+            .arg("--object-store")
+            .arg(format!("file://{}", objects.display()));
+    }
+    let child = command
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("FIRN_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -6,4 +6,6 @@ mod crash;
 mod go;
 mod harness;
 mod ingest;
+mod outage;
 mod push;
+mod s3;

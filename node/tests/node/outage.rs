@@ -1,0 +1,119 @@
+//! An object-store outage: flushes fail and are retried, writes keep landing in the Raft log
+//! up to its budget, then get 503 with `Retry-After`; when the store is back the backlog
+//! flushes, writes are taken again, and every acknowledged write is there.
+
+use std::time::Duration;
+
+use crate::harness::{CPU, Server, get, urlencode, wait_until};
+
+fn metric(server: &Server, name: &str) -> u64 {
+    let (_, metrics) = get(&format!("{}/metrics", server.url));
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+/// Posts one folded write; returns the status, the `Retry-After` header and the body.
+fn write(server: &Server, n: usize) -> (u16, Option<String>, String) {
+    let body = format!("main;outage;f{n} 1\n") + &"main;pad 1\n".repeat(200);
+    let result = ureq::post(&format!(
+        "{}/ingest?name={}&format=folded",
+        server.url,
+        urlencode("outage.cpu")
+    ))
+    .send_bytes(body.as_bytes());
+    match result {
+        Ok(r) => (r.status(), None, r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (
+            code,
+            r.header("Retry-After").map(str::to_owned),
+            r.into_string().unwrap_or_default(),
+        ),
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+#[test]
+fn writes_wait_in_the_log_while_the_object_store_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        &["--flush-interval-secs", "1", "--log-budget-bytes", "200000"],
+    );
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let (status, _, body) = write(&server, n);
+        assert_eq!(status, 200, "{body}");
+        acknowledged.push(n);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(&server, "firn_blocks")
+            >= 1),
+        "a block flushed while the store was up"
+    );
+
+    // The outage: where the object store's directory was, a file (even root cannot write
+    // under it).
+    let objects = dir.path().join("objects");
+    let away = dir.path().join("objects.away");
+    std::fs::rename(&objects, &away).expect("move the store away");
+    std::fs::write(&objects, b"not a directory").expect("block the path");
+
+    let mut refused = None;
+    for n in 5..10_000 {
+        let (status, retry_after, body) = write(&server, n);
+        match status {
+            200 => acknowledged.push(n),
+            503 => {
+                refused = Some((retry_after, body));
+                break;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let (retry_after, body) = refused.expect("the log budget ran out during the outage");
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    assert!(
+        body.contains("200000"),
+        "the message names the limit: {body}"
+    );
+    assert!(
+        acknowledged.len() > 10,
+        "writes kept landing in the log first"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &server,
+            "firn_flush_failures_total"
+        ) > 0),
+        "flushes failed and are retried"
+    );
+
+    // The store is back: the backlog flushes and writes are taken again.
+    std::fs::remove_file(&objects).expect("unblock");
+    std::fs::rename(&away, &objects).expect("move the store back");
+    let mut n = 10_000;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let (status, _, _) = write(&server, n);
+            if status == 200 {
+                acknowledged.push(n);
+                n += 1;
+                true
+            } else {
+                false
+            }
+        }),
+        "writes are taken again once the backlog is flushed"
+    );
+    let (status, folded) = server.merge(&format!("{CPU}{{service_name=\"outage\"}}"), "folded");
+    assert_eq!(status, 200, "{folded}");
+    for n in &acknowledged {
+        assert!(
+            folded.contains(&format!("main;outage;f{n} ")),
+            "acknowledged write {n} is stored"
+        );
+    }
+}
