@@ -235,11 +235,11 @@ impl StateMachine {
             .applied
             .map_or(0, |a| a.index + 1);
         if from <= committed.index {
-            let mut replay = Replay::new(&sm.shared);
+            let mut replay = Replay::new(&sm.shared)?;
             sm.shared
                 .log
                 .scan(from, committed.index, |e| replay.push(e))
-                .map_err(|e| crate::Error::Log(e.to_string()))?;
+                .map_err(crate::Error::Log)?;
             let more = replay.finish()?;
             replayed.entries += more.entries;
             replayed.skipped += more.skipped;
@@ -256,13 +256,15 @@ impl StateMachine {
             state.applied = None;
             state.membership = file.meta.last_membership.clone();
         }
-        let mut replay = Replay::new(&self.shared);
+        let mut replay = Replay::new(&self.shared)?;
         for (index, bytes) in file.entries {
             if index < from {
                 continue;
             }
             let e = entry::decode(index, &bytes).map_err(crate::Error::Log)?;
-            replay.push(e);
+            if !replay.push(e) {
+                break;
+            }
         }
         let replayed = replay.finish()?;
         let mut state = self.shared.state.lock().expect("state lock poisoned");
@@ -334,83 +336,113 @@ fn normalize(store: &Store, record: &[u8]) -> Result<Arc<Normalized>, String> {
         .map(Arc::new)
 }
 
-/// Applies entries in batches: writes are decoded and normalised on every core, then every
-/// entry is applied in log order.
-struct Replay<'a> {
-    shared: &'a Shared,
+/// Entries and, for writes, their normalised form (or why it failed).
+type Prepared = Vec<(Entry, Option<Result<Arc<Normalized>, String>>)>;
+
+/// Applies entries in batches: writes are decoded and normalised on every core while an
+/// applier thread applies the previous batch in log order (so the serial part overlaps the
+/// parallel one). At most two batches are in memory.
+struct Replay {
+    shared: Arc<Shared>,
     batch: Vec<Entry>,
     batch_bytes: usize,
-    done: Replayed,
-    failed: Option<crate::Error>,
+    applier: Option<(
+        std::sync::mpsc::SyncSender<Prepared>,
+        std::thread::JoinHandle<Replayed>,
+    )>,
 }
 
-impl<'a> Replay<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        Self {
-            shared,
+impl Replay {
+    fn new(shared: &Arc<Shared>) -> Result<Self, crate::Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+        let applier_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("firn-replay".into())
+            .spawn(move || {
+                let mut done = Replayed::default();
+                while let Ok(batch) = rx.recv() {
+                    let mut state = applier_shared.state.lock().expect("state lock poisoned");
+                    for (e, n) in batch {
+                        if apply_one(&applier_shared, &mut state, e, n).is_err() {
+                            done.skipped += 1;
+                        }
+                        done.entries += 1;
+                    }
+                }
+                done
+            })
+            .map_err(|source| crate::Error::Spawn { source })?;
+        Ok(Self {
+            shared: shared.clone(),
             batch: Vec::new(),
             batch_bytes: 0,
-            done: Replayed::default(),
-            failed: None,
-        }
+            applier: Some((tx, handle)),
+        })
     }
 
+    /// Queues an entry; `false` once the applier is gone (replay cannot go on).
     fn push(&mut self, e: Entry) -> bool {
-        if self.failed.is_some() {
-            return false;
-        }
         self.batch_bytes += entry::size(&e);
         self.batch.push(e);
         if self.batch.len() >= REPLAY_BATCH || self.batch_bytes >= REPLAY_BATCH_BYTES {
-            self.apply_batch();
+            return self.send_batch();
         }
         true
     }
 
     fn finish(mut self) -> Result<Replayed, crate::Error> {
-        self.apply_batch();
-        match self.failed {
-            Some(e) => Err(e),
-            None => Ok(self.done),
-        }
+        self.send_batch();
+        let (tx, handle) = self.applier.take().expect("finished once");
+        drop(tx);
+        handle
+            .join()
+            .map_err(|_| crate::Error::Internal("the replay applier panicked".into()))
     }
 
-    fn apply_batch(&mut self) {
+    fn send_batch(&mut self) -> bool {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_worker = batch.len().div_ceil(workers).max(1);
-        let store = &self.shared.store;
-        let normalized: Vec<Option<Result<Arc<Normalized>, String>>> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .chunks(per_worker)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|e| match &e.payload {
-                                    EntryPayload::Normal(Command::Write { record, .. }) => {
-                                        Some(normalize(store, record))
-                                    }
-                                    _ => None,
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
-        let mut state = self.shared.state.lock().expect("state lock poisoned");
-        for (e, n) in batch.into_iter().zip(normalized) {
-            if apply_one(self.shared, &mut state, e, n).is_err() {
-                self.done.skipped += 1;
-            }
-            self.done.entries += 1;
+        if batch.is_empty() {
+            return true;
         }
+        let prepared = prepare(&self.shared.store, batch);
+        self.applier
+            .as_ref()
+            .is_some_and(|(tx, _)| tx.send(prepared).is_ok())
     }
+}
+
+/// Normalises a batch's writes on every core.
+fn prepare(store: &Store, batch: Vec<Entry>) -> Prepared {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_worker = batch.len().div_ceil(workers).max(1);
+    let normalized: Vec<Option<Result<Arc<Normalized>, String>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(per_worker)
+            .map(|part| {
+                let handle = scope.spawn(move || {
+                    part.iter()
+                        .map(|e| match &e.payload {
+                            EntryPayload::Normal(Command::Write { record, .. }) => {
+                                Some(normalize(store, record))
+                            }
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                });
+                (part.len(), handle)
+            })
+            .collect();
+        // One result per entry, in order, even if a worker panicked.
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Some(Err("normalising panicked".into())); len])
+            })
+            .collect()
+    });
+    batch.into_iter().zip(normalized).collect()
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
