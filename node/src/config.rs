@@ -16,7 +16,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Directory for the write-ahead log and, by default, the object store.
+    /// Directory for the Raft log, vote and snapshot and, by default, the object store.
     /// [default: ./firn-data]
     #[arg(long, env = "FIRN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -50,7 +50,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_FLUSH_INTERVAL_SECS")]
     pub flush_interval_secs: Option<u64>,
 
-    /// Most bytes of unflushed write-ahead log (an object-store outage fills it); past it
+    /// Most bytes of Raft log not yet in blocks (an object-store outage fills it); past it
     /// writes get 503 with Retry-After. [default: 4 GiB]
     #[arg(long, env = "FIRN_LOG_BUDGET_BYTES")]
     pub log_budget_bytes: Option<u64>,

@@ -19,11 +19,11 @@ pub enum Error {
     #[error(transparent)]
     Record(#[from] crate::record::RecordError),
 
-    #[error("write-ahead log failed: {0}")]
+    #[error("the Raft log failed: {0}")]
     Log(String),
 
     #[error(
-        "write refused: {used} bytes of the write-ahead log wait for a flush, the limit is {budget} bytes; retry later"
+        "write refused: {used} bytes of the Raft log wait for a flush (log-budget-bytes), the limit is {budget} bytes; retry later"
     )]
     LogFull { used: u64, budget: u64 },
 

@@ -1,4 +1,4 @@
-//! The write-ahead log's record: a write request as it arrived (tenant, labels, payload), so a
+//! A logged write (the body of a Raft write entry): a write request as it arrived (tenant, labels, payload), so a
 //! replay normalises it again exactly as the first time. Protobuf, so fields can be added.
 
 use firn_storage::{Nanos, Payload, ProfileType, TenantId, WriteRequest};

@@ -1,16 +1,17 @@
-//! The write-ahead log: a write is appended here and fsynced before it is applied to the
-//! buffer and acknowledged, and replayed from here after a restart. Each record carries its
-//! index (the write's sequence number) and a checksum.
+//! The segment log under the Raft log store ([`crate::raft`]): a record is appended here and
+//! fsynced before it counts as stored, and read back from here after a restart. Each record
+//! carries its index (the Raft log index) and a checksum; an index of each record's offset is
+//! kept in memory, so one record reads with one positioned read.
 //!
 //! ```text
-//!  wal/<first index, 20 digits>.log    segments, rolled past `segment_bytes`
+//!  <first index, 20 digits>.log    segments, rolled past `segment_bytes`
 //!  record = [payload length u32 LE][crc32(index ‖ payload) u32 LE][index u64 LE][payload]
 //! ```
 //!
 //! A short record or a bad checksum at the end of the newest segment is a write torn by a crash
 //! (it was never acknowledged): the segment is cut there. Anywhere else it is corruption and
-//! opening fails rather than silently dropping acknowledged writes. Segments whose records are
-//! all flushed into blocks are deleted.
+//! opening fails rather than silently dropping acknowledged writes. A purge deletes the
+//! segments wholly at or below its index; a truncation cuts the log back to an index.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
