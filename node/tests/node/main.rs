@@ -3,6 +3,9 @@
 mod clients;
 mod crash;
 mod go;
+mod grpc;
 mod harness;
 mod ingest;
 mod push;
+mod querier;
+mod query_api;
