@@ -525,6 +525,23 @@ fn every_rpc_over_connect_json_speaks_protojson() {
     assert_eq!(only[0]["points"][0]["value"], json!(API_TOTAL as f64));
     assert!(only[0]["points"][0]["timestamp"].is_string());
 
+    // Responses are gzipped for clients that accept it.
+    let r = ureq::post(&format!("{}/{Q}/SelectMergeProfile", f.server.url))
+        .set("Content-Type", "application/json")
+        .set("Accept-Encoding", "gzip")
+        .set("X-Scope-OrgID", TENANT)
+        .send_string(&json!({ "profileTypeID": CPU, "start": start, "end": end }).to_string())
+        .expect("200");
+    assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(r.into_reader()),
+        &mut text,
+    )
+    .expect("a gzip body");
+    let unzipped: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(unzipped, merged, "the same profile, compressed");
+
     let left = json!({ "profileTypeID": CPU, "labelSelector": r#"{region="eu"}"#, "start": start, "end": end });
     let diff = f.json("Diff", json!({ "left": left, "right": left }));
     assert_eq!(diff["flamegraph"]["leftTicks"], API_TOTAL.to_string());
@@ -878,6 +895,24 @@ fn grpc_web_frames_messages_and_trailers() {
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(bad.len() as u32).to_be_bytes());
     framed.extend_from_slice(&bad);
+    // A gzip-compressed request message (flag 1, grpc-encoding: gzip) reads the same.
+    let compressed = gzip(&request);
+    let mut gz_framed = vec![1u8];
+    gz_framed.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+    gz_framed.extend_from_slice(&compressed);
+    let r = ureq::post(&format!("{}/{Q}/SelectMergeStacktraces", f.server.url))
+        .set("Content-Type", "application/grpc-web+proto")
+        .set("grpc-encoding", "gzip")
+        .set("X-Scope-OrgID", TENANT)
+        .send_bytes(&gz_framed)
+        .expect("200");
+    let mut gz_answer = Vec::new();
+    std::io::Read::read_to_end(&mut r.into_reader(), &mut gz_answer).expect("body");
+    assert_eq!(
+        gz_answer, bytes,
+        "compressed and plain requests get the same answer"
+    );
+
     let bytes = call(&framed);
     assert_eq!(bytes[0], 0x80, "{bytes:?}");
     let text = String::from_utf8_lossy(&bytes[5..]);
