@@ -365,7 +365,8 @@ fn check_label_name(name: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_label_names(names: &[String], field: &str) -> Result<()> {
+/// Checks a list of label names (`field` names it): at most [`MAX_LABEL_NAMES`], each valid.
+pub(crate) fn check_label_names(names: &[String], field: &str) -> Result<()> {
     if names.len() > MAX_LABEL_NAMES {
         return Err(Error::BadRequest(format!(
             "{field} has {} names, the limit is {MAX_LABEL_NAMES}",

@@ -14,7 +14,7 @@ use firn_storage::Nanos;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::querier::MAX_NODES;
+use crate::api::querier::{MAX_NODES, check_label_names};
 use crate::api::selection::{self, Selection, TimeRange};
 use crate::api::{AppState, blocking, tenant};
 use crate::error::{Error, Result};
@@ -162,13 +162,7 @@ pub async fn series(
         .filter(|g| !g.is_empty())
         .map(str::to_owned)
         .collect();
-    if group_by.len() > crate::api::querier::MAX_LABEL_NAMES {
-        return Err(Error::BadRequest(format!(
-            "group_by has {} names, the limit is {}",
-            group_by.len(),
-            crate::api::querier::MAX_LABEL_NAMES
-        )));
-    }
+    check_label_names(&group_by, "group_by")?;
     let aggregation = match params.aggregation.as_deref() {
         None | Some("sum") => Aggregation::Sum,
         Some("avg" | "average") => Aggregation::Average,

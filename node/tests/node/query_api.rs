@@ -229,6 +229,11 @@ fn bad_parameters_are_a_400_naming_them() {
         ),
         (
             "series",
+            vec![("query", q), ("group_by", "env,a b")],
+            "group_by[1] \"a b\"",
+        ),
+        (
+            "series",
             vec![("query", q), ("from", "99999999999999999999")],
             "from: ",
         ),

@@ -183,9 +183,7 @@ async fn off_runtime<T: Send + 'static>(
     if size <= INLINE_BYTES {
         return work();
     }
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Internal(format!("a codec task failed: {e}")))?
+    crate::api::blocking(work).await
 }
 
 pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
