@@ -1,18 +1,35 @@
 //! The HTTP surface: one router for every protocol on one port (HTTP/1.1 and h2c).
 //!
 //! ```text
-//!  POST /push.v1.PusherService/Push   Pyroscope Push over Connect (proto or JSON, gzip bodies)
-//!  POST /ingest, /pyroscope/ingest     Pyroscope legacy ingest (pprof, multipart, folded, lines)
-//!  GET  /api/v1/merge                  Firn's API: merged profile as folded, top, pprof or flame graph
-//!  POST /api/v1/sql                    read-only SQL over one tenant's samples
-//!  GET  /metrics                        Prometheus
-//!  GET  /ready, /healthz               probes
+//!  POST /push.v1.PusherService/Push             Pyroscope Push           ┐ Connect (proto, JSON),
+//!  POST /querier.v1.QuerierService/<Method>      Pyroscope querier:       │ gRPC, gRPC-Web: one
+//!       ProfileTypes LabelNames LabelValues Series SelectMergeStacktraces │ handler each (rpc.rs)
+//!       SelectMergeProfile SelectSeries Diff                              ┘
+//!  POST /ingest, /pyroscope/ingest              Pyroscope legacy ingest (pprof, multipart, folded, lines)
+//!  GET  /api/v1/merge                           Firn: merged profile as folded, top, pprof or flame graph
+//!  GET  /api/v1/series                          Firn: time series by step, grouped by labels
+//!  GET  /api/v1/labels                          Firn: label names
+//!  GET  /api/v1/labels/{name}/values            Firn: values of one label
+//!  GET  /api/v1/profile-types                   Firn: profile types with data
+//!  GET  /api/v1/diff                            Firn: two selections as a diff flame graph or folded
+//!  POST /api/v1/sql                             Firn: read-only SQL over one tenant's samples
+//!  GET  /metrics                                 Prometheus
+//!  GET  /ready, /healthz                        probes
 //! ```
+//!
+//! Wire types are converted to the engine's at the edge: `types.rs` (`types.v1`), `google.rs`
+//! (`google.v1`), `querier/convert.rs`; `selection.rs` checks selectors and time ranges for
+//! both query APIs.
 
 pub mod error;
+pub mod google;
 pub mod ingest;
 pub mod push;
+pub mod querier;
 pub mod query;
+pub mod rpc;
+pub mod selection;
+pub mod types;
 
 use std::sync::Arc;
 
@@ -30,6 +47,11 @@ use crate::writer::Writer;
 /// The tenant when a request names none (`--auth=none`, as in Pyroscope).
 pub const ANONYMOUS: &str = "anonymous";
 
+/// The HTTP status a response stands for when it is not its own: gRPC answers 200 whatever
+/// happened, so request metrics count this instead.
+#[derive(Clone, Copy, Debug)]
+pub struct OutcomeStatus(pub axum::http::StatusCode);
+
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub writer: Writer,
@@ -41,10 +63,44 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let limit = state.max_request_bytes;
     Router::new()
-        .route("/push.v1.PusherService/Push", post(push::push))
+        .route("/push.v1.PusherService/Push", rpc::unary(push::push))
+        .route(
+            "/querier.v1.QuerierService/ProfileTypes",
+            rpc::unary(querier::profile_types),
+        )
+        .route(
+            "/querier.v1.QuerierService/LabelNames",
+            rpc::unary(querier::label_names),
+        )
+        .route(
+            "/querier.v1.QuerierService/LabelValues",
+            rpc::unary(querier::label_values),
+        )
+        .route(
+            "/querier.v1.QuerierService/Series",
+            rpc::unary(querier::series),
+        )
+        .route(
+            "/querier.v1.QuerierService/SelectMergeStacktraces",
+            rpc::unary(querier::select_merge_stacktraces),
+        )
+        .route(
+            "/querier.v1.QuerierService/SelectMergeProfile",
+            rpc::unary(querier::select_merge_profile),
+        )
+        .route(
+            "/querier.v1.QuerierService/SelectSeries",
+            rpc::unary(querier::select_series),
+        )
+        .route("/querier.v1.QuerierService/Diff", rpc::unary(querier::diff))
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
         .route("/api/v1/merge", get(query::merge))
+        .route("/api/v1/series", get(query::series))
+        .route("/api/v1/labels", get(query::label_names))
+        .route("/api/v1/labels/{name}/values", get(query::label_values))
+        .route("/api/v1/profile-types", get(query::profile_types))
+        .route("/api/v1/diff", get(query::diff))
         .route("/api/v1/sql", post(query::sql))
         .route("/metrics", get(metrics))
         .route("/ready", get(|| async { "ready\n" }))
@@ -67,9 +123,13 @@ async fn track(
         .unwrap_or_default();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    let status = response
+        .extensions()
+        .get::<OutcomeStatus>()
+        .map_or(response.status(), |s| s.0);
     state
         .metrics
-        .record_request(&route, response.status().as_u16(), started.elapsed());
+        .record_request(&route, status.as_u16(), started.elapsed());
     response
 }
 
@@ -93,7 +153,6 @@ pub fn content_decoded(
     body: axum::body::Bytes,
     max_bytes: usize,
 ) -> Result<axum::body::Bytes> {
-    use std::io::Read;
     let gzip = headers
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -101,8 +160,14 @@ pub fn content_decoded(
     if !gzip {
         return Ok(body);
     }
+    gunzip(&body, max_bytes)
+}
+
+/// Decompresses gzip (all members), refusing output past `max_bytes`.
+pub fn gunzip(body: &[u8], max_bytes: usize) -> Result<axum::body::Bytes> {
+    use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(body.as_ref())
+    flate2::read::MultiGzDecoder::new(body)
         .take(max_bytes as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::BadRequest(format!("request body is not valid gzip: {e}")))?;
@@ -114,6 +179,16 @@ pub fn content_decoded(
         });
     }
     Ok(out.into())
+}
+
+/// Runs CPU work (shaping a merged profile, encoding) on the blocking pool, off the I/O
+/// runtime, and waits for it.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))?
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, or [`ANONYMOUS`].

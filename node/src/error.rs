@@ -46,6 +46,14 @@ pub enum Error {
     #[error("raft failed: {0}")]
     Raft(String),
 
+    /// A request asks for something this server does not do (a compression, a format, a
+    /// selector kind); the message names it.
+    #[error("{0}")]
+    Unimplemented(String),
+
+    #[error("the request's deadline of {millis} ms passed")]
+    DeadlineExceeded { millis: u64 },
+
     #[error("the node is shutting down")]
     ShuttingDown,
 

@@ -1,5 +1,7 @@
 //! Times as clients send them: unix time whose unit is guessed from its digit count (13 digits
-//! ms, 16 µs, 19 ns, otherwise seconds), `YYYYMMDD` dates, and `now`, `now-1h`, `now+30m`.
+//! ms, 16 µs, 19 ns, otherwise seconds), `YYYYMMDD` dates, RFC 3339
+//! (`2024-05-01T12:00:00.5Z`, `2024-05-01T14:00:00+02:00`), and `now`, `now-1h`, `now+30m`;
+//! and durations (`15s`, `1h30m`, or plain seconds, `0.5`).
 
 use firn_storage::Nanos;
 
@@ -12,6 +14,9 @@ pub fn now() -> Nanos {
 
 /// Parses a client time relative to `now`.
 pub fn parse_time(text: &str, now: Nanos) -> Result<Nanos, String> {
+    if let Some(t) = rfc3339(text.trim()) {
+        return t;
+    }
     let cleaned: String = text
         .chars()
         .filter(|c| !matches!(c, '_' | ',' | ' '))
@@ -56,20 +61,12 @@ pub fn parse_time(text: &str, now: Nanos) -> Result<Nanos, String> {
             .map_err(|_| format!("{text:?}: expected a number"))?;
         rest = &rest[digits..];
         let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "s" => 1_000_000_000i64,
-            "m" | "min" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "d" => 86_400_000_000_000,
-            "w" => 604_800_000_000_000,
-            "M" | "mon" => 30 * 86_400_000_000_000,
-            "y" => 365 * 86_400_000_000_000,
-            other => {
-                return Err(format!(
-                    "{text:?}: unknown unit {other:?} (s, m, h, d, w, M, y)"
-                ));
-            }
-        };
+        let unit = unit_nanos(&rest[..unit_len]).ok_or_else(|| {
+            format!(
+                "{text:?}: unknown unit {:?} (s, m, h, d, w, M, y)",
+                &rest[..unit_len]
+            )
+        })?;
         rest = &rest[unit_len..];
         total = n
             .checked_mul(unit)
@@ -79,12 +76,144 @@ pub fn parse_time(text: &str, now: Nanos) -> Result<Nanos, String> {
     Ok(Nanos(total))
 }
 
+/// Nanoseconds in a unit of a relative time or duration.
+fn unit_nanos(unit: &str) -> Option<i64> {
+    Some(match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" | "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        "w" => 604_800_000_000_000,
+        "M" | "mon" => 30 * 86_400_000_000_000,
+        "y" => 365 * 86_400_000_000_000,
+        _ => return None,
+    })
+}
+
+/// Parses a duration: `15s`, `1h30m`, `500ms`, or a plain number of seconds (`0.5`).
+pub fn parse_duration(text: &str) -> Result<Nanos, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        let nanos = seconds * 1e9;
+        if !nanos.is_finite() || nanos.abs() >= i64::MAX as f64 {
+            return Err(format!("{text:?} is out of range"));
+        }
+        return Ok(Nanos(nanos.round() as i64));
+    }
+    let mut rest = text;
+    let mut total = 0i64;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        let n: i64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 15s, 1h30m or 0.5"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .char_indices()
+            .find(|(_, c)| !c.is_alphabetic())
+            .map_or(rest.len(), |(i, _)| i);
+        let unit = unit_nanos(&rest[..unit_len]).ok_or_else(|| {
+            format!(
+                "{text:?}: unknown unit {:?} (ns, us, ms, s, m, h, d, w)",
+                &rest[..unit_len]
+            )
+        })?;
+        rest = &rest[unit_len..];
+        total = n
+            .checked_mul(unit)
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| format!("{text:?} is out of range"))?;
+    }
+    Ok(Nanos(total))
+}
+
+/// An RFC 3339 timestamp (`T` or a space between date and time, fractional seconds to the
+/// nanosecond, `Z` or an offset). `None` if the text does not look like one; an error if it
+/// does but is invalid.
+fn rfc3339(text: &str) -> Option<Result<Nanos, String>> {
+    let b = text.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let bad = || format!("{text:?} is not a valid RFC 3339 time");
+    let num = |range: std::ops::Range<usize>| -> Result<i64, String> {
+        let part = text.get(range).ok_or_else(bad)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse().map_err(|_| bad())
+    };
+    let parse = || -> Result<Nanos, String> {
+        let days = days_from_civil(num(0..4)?, num(5..7)?, num(8..10)?).ok_or_else(bad)?;
+        if b[13] != b':' || b[16] != b':' {
+            return Err(bad());
+        }
+        let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if h > 23 || m > 59 || s > 60 {
+            return Err(bad());
+        }
+        let mut pos = 19;
+        let mut frac = 0i64;
+        if b.get(pos) == Some(&b'.') {
+            let digits = b[pos + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if digits == 0 {
+                return Err(bad());
+            }
+            for (i, &c) in b[pos + 1..pos + 1 + digits].iter().enumerate() {
+                if i < 9 {
+                    frac += i64::from(c - b'0') * 10i64.pow(8 - i as u32);
+                }
+            }
+            pos += 1 + digits;
+        }
+        let offset = match &text[pos..] {
+            "Z" | "z" => 0,
+            zone if zone.len() == 6 && matches!(zone.as_bytes()[0], b'+' | b'-') => {
+                if zone.as_bytes()[3] != b':' {
+                    return Err(bad());
+                }
+                let sign = if zone.starts_with('-') { -1 } else { 1 };
+                let (oh, om) = (num(pos + 1..pos + 3)?, num(pos + 4..pos + 6)?);
+                if oh > 23 || om > 59 {
+                    return Err(bad());
+                }
+                sign * (oh * 3600 + om * 60)
+            }
+            _ => return Err(bad()),
+        };
+        let seconds = days * 86_400 + h * 3600 + m * 60 + s - offset;
+        seconds
+            .checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(frac))
+            .map(Nanos)
+            .ok_or_else(|| format!("{text:?} is out of range"))
+    };
+    Some(parse())
+}
+
 /// Midnight UTC of a `YYYYMMDD` date, if it is one.
 fn date(text: &str) -> Option<Nanos> {
     let y: i64 = text[0..4].parse().ok()?;
     let m: i64 = text[4..6].parse().ok()?;
     let d: i64 = text[6..8].parse().ok()?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if !(1970..=9999).contains(&y) {
+        return None;
+    }
+    days_from_civil(y, m, d).map(|days| Nanos(days * 86_400_000_000_000))
+}
+
+/// Days since 1970-01-01 of a civil date, if it is one.
+fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -94,8 +223,7 @@ fn date(text: &str) -> Option<Nanos> {
     let mp = (m + 9) % 12;
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(Nanos(days * 86_400_000_000_000))
+    Some(era * 146_097 + doe - 719_468)
 }
 
 #[cfg(test)]
@@ -146,5 +274,44 @@ mod tests {
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("now-1q", now).is_err());
         assert!(parse_time("99999999999999999999", now).is_err());
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        let now = Nanos(0);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z", now),
+            Ok(Nanos(1_700_000_000_000_000_000))
+        );
+        assert_eq!(
+            parse_time("2023-11-15T00:13:20.5+02:00", now),
+            Ok(Nanos(1_700_000_000_500_000_000))
+        );
+        assert_eq!(
+            parse_time("1970-01-01T00:00:00.000000001Z", now),
+            Ok(Nanos(1))
+        );
+        for bad in [
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T25:13:20Z",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+0200",
+        ] {
+            let e = parse_time(bad, now).expect_err(bad);
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Nanos(15_000_000_000)));
+        assert_eq!(parse_duration("1h30m"), Ok(Nanos(5_400_000_000_000)));
+        assert_eq!(parse_duration("500ms"), Ok(Nanos(500_000_000)));
+        assert_eq!(parse_duration("0.5"), Ok(Nanos(500_000_000)));
+        assert_eq!(parse_duration("60"), Ok(Nanos(60_000_000_000)));
+        for bad in ["", "fast", "15q", "1e300", "9999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Errors become HTTP statuses and Connect error bodies here, and only here:
-//! `{"code":"invalid_argument","message":"..."}` with the status Connect assigns the code.
+//! Errors become statuses here, and only here: a [`Code`] (the status codes Connect and gRPC
+//! share) and an HTTP status per error. Plain HTTP and Connect answer with that status and
+//! `{"code":"invalid_argument","message":"..."}`; gRPC answers 200 with the code's number in
+//! `grpc-status` (see [`crate::api::rpc`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -7,43 +9,125 @@ use axum::response::{IntoResponse, Response};
 use crate::error::Error;
 
 /// Seconds a client should wait before retrying an overloaded node.
-const RETRY_AFTER_SECS: &str = "5";
+pub const RETRY_AFTER_SECS: &str = "5";
+
+/// The status codes of Connect and gRPC: one set, named in snake case by Connect and numbered
+/// by gRPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Canceled,
+    Unknown,
+    InvalidArgument,
+    DeadlineExceeded,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    ResourceExhausted,
+    FailedPrecondition,
+    Aborted,
+    OutOfRange,
+    Unimplemented,
+    Internal,
+    Unavailable,
+    DataLoss,
+    Unauthenticated,
+}
+
+impl Code {
+    /// The Connect name, `invalid_argument`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Canceled => "canceled",
+            Code::Unknown => "unknown",
+            Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::NotFound => "not_found",
+            Code::AlreadyExists => "already_exists",
+            Code::PermissionDenied => "permission_denied",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Aborted => "aborted",
+            Code::OutOfRange => "out_of_range",
+            Code::Unimplemented => "unimplemented",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+            Code::DataLoss => "data_loss",
+            Code::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// The gRPC number, for `grpc-status` (0 is OK and has no `Code`).
+    pub fn grpc(self) -> u8 {
+        match self {
+            Code::Canceled => 1,
+            Code::Unknown => 2,
+            Code::InvalidArgument => 3,
+            Code::DeadlineExceeded => 4,
+            Code::NotFound => 5,
+            Code::AlreadyExists => 6,
+            Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
+            Code::FailedPrecondition => 9,
+            Code::Aborted => 10,
+            Code::OutOfRange => 11,
+            Code::Unimplemented => 12,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+            Code::DataLoss => 15,
+            Code::Unauthenticated => 16,
+        }
+    }
+}
 
 impl Error {
-    /// The Connect code and HTTP status of this error.
-    pub fn code(&self) -> (&'static str, StatusCode) {
+    /// The code and HTTP status of this error.
+    pub fn code(&self) -> (Code, StatusCode) {
         match self {
             Error::Storage(e) if e.is_client_error() => {
-                ("invalid_argument", StatusCode::BAD_REQUEST)
+                (Code::InvalidArgument, StatusCode::BAD_REQUEST)
             }
             Error::Storage(e) if e.is_overload() => {
-                ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+                (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
             }
-            Error::LogFull { .. } => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Error::LogFull { .. } => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
             Error::ShuttingDown | Error::NotLeader(_) | Error::Raft(_) => {
-                ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+                (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
             }
-            Error::BadRequest(_) => ("invalid_argument", StatusCode::BAD_REQUEST),
-            Error::TooLarge { .. } => ("resource_exhausted", StatusCode::PAYLOAD_TOO_LARGE),
+            Error::BadRequest(_) => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+            Error::TooLarge { .. } => (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
             Error::UnsupportedMediaType(_) => {
-                ("invalid_argument", StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
+            Error::Unimplemented(_) => (Code::Unimplemented, StatusCode::NOT_IMPLEMENTED),
+            Error::DeadlineExceeded { .. } => (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
             Error::Query(q) => match q {
                 firn_query::Error::Selector { .. }
                 | firn_query::Error::InvalidQuery(_)
                 | firn_query::Error::ReadOnly(_)
                 | firn_query::Error::TooManyRows { .. } => {
-                    ("invalid_argument", StatusCode::BAD_REQUEST)
+                    (Code::InvalidArgument, StatusCode::BAD_REQUEST)
                 }
                 firn_query::Error::MemoryLimit { .. } => {
-                    ("resource_exhausted", StatusCode::TOO_MANY_REQUESTS)
+                    (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS)
                 }
                 firn_query::Error::Timeout { .. } => {
-                    ("deadline_exceeded", StatusCode::GATEWAY_TIMEOUT)
+                    (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT)
                 }
-                _ => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+                _ => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
             },
-            _ => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+            _ => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    /// Logs a failure of the server's own (not the client's, not overload).
+    pub(crate) fn log_if_internal(&self, message: &str) {
+        let (_, status) = self.code();
+        if status.is_server_error()
+            && status != StatusCode::SERVICE_UNAVAILABLE
+            && status != StatusCode::NOT_IMPLEMENTED
+            && status != StatusCode::GATEWAY_TIMEOUT
+        {
+            tracing::error!(error = %message, "request failed");
         }
     }
 }
@@ -52,10 +136,8 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (code, status) = self.code();
         let message = error_chain(&self);
-        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %message, "request failed");
-        }
-        let body = serde_json::json!({ "code": code, "message": message });
+        self.log_if_internal(&message);
+        let body = serde_json::json!({ "code": code.as_str(), "message": message });
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(

@@ -1,19 +1,63 @@
-//! Firn's own query API (`/api/v1/`): JSON in query parameters, answers in the format asked.
+//! Firn's own query API (`/api/v1/`): parameters in the query string, JSON answers (or text
+//! where people read it). Times are anything [`crate::time::parse_time`] reads (Unix time in
+//! s/ms/µs/ns, RFC 3339, `now-1h`), `until` inclusive, the last hour by default; selectors are
+//! `type{label="value"}`. A bad parameter is a 400 whose message names it.
 
-use axum::extract::{Query, State};
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use firn_query::{FlameGraph, ProfileQuery};
+use firn_query::{Aggregation, FlameGraph, MergedProfile, SeriesOptions};
+use firn_storage::Nanos;
 use serde::Deserialize;
+use serde_json::json;
 
-use crate::api::{AppState, tenant};
+use crate::api::querier::{MAX_NODES, check_label_names};
+use crate::api::selection::{self, Selection, TimeRange};
+use crate::api::{AppState, blocking, tenant};
 use crate::error::{Error, Result};
-use crate::time::{now, parse_time};
+use crate::time::parse_duration;
+
+/// Flame graph nodes when a request names no `max_nodes`.
+const DEFAULT_MAX_NODES: usize = 1024;
+/// The shortest default series step (Pyroscope's).
+const MIN_DEFAULT_STEP: Nanos = Nanos(15_000_000_000);
+/// Points per series at most.
+const MAX_POINTS: i64 = crate::api::querier::MAX_POINTS;
+
+/// Query-string parameters, or a 400 naming the one that did not parse.
+fn params<T>(query: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+    query
+        .map(|Query(p)| p)
+        .map_err(|e| Error::BadRequest(e.body_text()))
+}
+
+fn selection(query: Option<&str>, name: &str, required: bool) -> Result<Selection> {
+    match query {
+        Some(q) => Selection::parse(q, name),
+        None if required => Err(Error::BadRequest(format!(
+            "query parameter `{name}` is required: a selector such as process_cpu:cpu:nanoseconds:cpu:nanoseconds{{service_name=\"api\"}}"
+        ))),
+        None => Ok(Selection::default()),
+    }
+}
+
+fn max_nodes(value: Option<usize>) -> Result<usize> {
+    match value {
+        None | Some(0) => Ok(DEFAULT_MAX_NODES),
+        Some(n) if n as i64 <= MAX_NODES => Ok(n),
+        Some(n) => Err(Error::BadRequest(format!(
+            "max_nodes is {n}; the limit is {MAX_NODES}"
+        ))),
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct MergeParams {
     /// A selector: profile type ID and matchers, `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="api"}`.
-    query: String,
+    query: Option<String>,
     /// Defaults to an hour ago.
     from: Option<String>,
     /// Defaults to now.
@@ -27,45 +71,318 @@ pub struct MergeParams {
 /// `GET /api/v1/merge`: the selection merged into one profile.
 pub async fn merge(
     State(state): State<AppState>,
-    Query(params): Query<MergeParams>,
+    query: std::result::Result<Query<MergeParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response> {
+    let params = params(query)?;
     let tenant = tenant(&headers)?;
-    let current = now();
-    let time = |text: &Option<String>, default, what: &str| match text {
-        Some(t) => parse_time(t, current).map_err(|e| Error::BadRequest(format!("{what}: {e}"))),
-        None => Ok(default),
+    let selection = selection(params.query.as_deref(), "query", true)?;
+    let range = TimeRange::from_params(
+        params.from.as_deref(),
+        params.until.as_deref(),
+        ("from", "until"),
+    )?;
+    let max_nodes = max_nodes(params.max_nodes)?;
+    let format = params.format.unwrap_or_else(|| "folded".into());
+    if !["folded", "top", "flamegraph", "pprof"].contains(&format.as_str()) {
+        return Err(Error::BadRequest(format!(
+            "format {format:?} is not one of folded, top, pprof, flamegraph"
+        )));
+    }
+    let merged = selection::merge(&state.engine, &tenant, &selection, range).await?;
+    blocking(move || {
+        Ok(match format.as_str() {
+            "top" => axum::Json(merged.top()).into_response(),
+            "flamegraph" => axum::Json(FlameGraph::from_merged(&merged, max_nodes)).into_response(),
+            "pprof" => {
+                let bytes = firn_storage::pprof::encode_gzip(&merged.to_pprof());
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+            }
+            _ => merged.folded().into_response(),
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SeriesParams {
+    query: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    /// A duration (`15s`, `1m`) or seconds; by default about a thousand points, at least 15 s.
+    step: Option<String>,
+    /// Label names, comma-separated.
+    group_by: Option<String>,
+    /// `sum` (default) or `avg`, over the profiles in a step.
+    aggregation: Option<String>,
+    /// Keep the series with the largest totals.
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/series`: values per step, one series per value of the `group_by` labels.
+/// Answers `{"series": [{"labels": {...}, "points": [[unix ms, value], ...]}]}`, each point at
+/// the start of its step.
+pub async fn series(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<SeriesParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let params = params(query)?;
+    let tenant = tenant(&headers)?;
+    let selection = selection(params.query.as_deref(), "query", true)?;
+    let range = TimeRange::from_params(
+        params.from.as_deref(),
+        params.until.as_deref(),
+        ("from", "until"),
+    )?;
+    let step = match params.step.as_deref() {
+        Some(text) => parse_duration(text).map_err(|e| Error::BadRequest(format!("step: {e}")))?,
+        None => Nanos((range.len().0 / 1000).max(MIN_DEFAULT_STEP.0)),
     };
-    let from = time(
-        &params.from,
-        firn_storage::Nanos(current.0 - 3_600_000_000_000),
-        "from",
-    )?;
-    let until = time(&params.until, current, "until")?;
-    let query = ProfileQuery::new(
-        &params.query,
-        from,
-        firn_storage::Nanos(until.0.saturating_add(1)),
-    )?;
-    let merged = state.engine.merge(&tenant, &query).await?;
-    Ok(match params.format.as_deref().unwrap_or("folded") {
-        "folded" => merged.folded().into_response(),
-        "top" => axum::Json(merged.top()).into_response(),
-        "flamegraph" => axum::Json(FlameGraph::from_merged(
-            &merged,
-            params.max_nodes.unwrap_or(1024),
-        ))
-        .into_response(),
-        "pprof" => {
-            let bytes = firn_storage::pprof::encode_gzip(&merged.to_pprof());
-            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-        }
-        other => {
+    if step.0 < 1_000_000 {
+        return Err(Error::BadRequest(format!(
+            "step is {} ns; it must be at least 1ms",
+            step.0
+        )));
+    }
+    if range.len().0 / step.0 > MAX_POINTS {
+        return Err(Error::BadRequest(format!(
+            "step of {} ms over {} ms gives {} points, the limit is {MAX_POINTS}; use a larger step",
+            step.as_millis(),
+            range.len().as_millis(),
+            range.len().0 / step.0
+        )));
+    }
+    let group_by: Vec<String> = params
+        .group_by
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect();
+    check_label_names(&group_by, "group_by")?;
+    let aggregation = match params.aggregation.as_deref() {
+        None | Some("sum") => Aggregation::Sum,
+        Some("avg" | "average") => Aggregation::Average,
+        Some(other) => {
             return Err(Error::BadRequest(format!(
-                "format {other:?} is not one of folded, top, pprof, flamegraph"
+                "aggregation {other:?} is not one of sum, avg"
             )));
         }
+    };
+    let Some(query) = selection.query(None, range) else {
+        return Ok(axum::Json(json!({ "series": [] })).into_response());
+    };
+    let options = SeriesOptions {
+        step,
+        group_by,
+        aggregation,
+        limit: params.limit.filter(|&l| l > 0),
+    };
+    let series = state.engine.series(&tenant, &query, &options).await?;
+    let series: Vec<serde_json::Value> = series
+        .into_iter()
+        .map(|s| {
+            let labels: BTreeMap<String, String> = s.labels.into_iter().collect();
+            let points: Vec<(i64, f64)> = s
+                .points
+                .into_iter()
+                .map(|(t, v)| (t.as_millis(), v))
+                .collect();
+            json!({ "labels": labels, "points": points })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "series": series })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LabelParams {
+    /// Optional selector narrowing the rows; every row by default.
+    query: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+}
+
+impl LabelParams {
+    fn selection_and_range(&self) -> Result<(Vec<Selection>, TimeRange)> {
+        let selection = selection(self.query.as_deref(), "query", false)?;
+        let range = TimeRange::from_params(
+            self.from.as_deref(),
+            self.until.as_deref(),
+            ("from", "until"),
+        )?;
+        Ok((vec![selection], range))
+    }
+}
+
+/// `GET /api/v1/labels`: `{"names": [...]}`, the label names on selected rows, with the
+/// names the profile type implies (`__name__`, `__profile_type__`, ...).
+pub async fn label_names(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<LabelParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let params = params(query)?;
+    let tenant = tenant(&headers)?;
+    let (selections, range) = params.selection_and_range()?;
+    let names = selection::label_names(&state.engine, &tenant, &selections, range).await?;
+    Ok(axum::Json(json!({ "names": names })).into_response())
+}
+
+/// `GET /api/v1/labels/{name}/values`: `{"name": ..., "values": [...]}`, sorted.
+pub async fn label_values(
+    State(state): State<AppState>,
+    name: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<LabelParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let Path(name) = name.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let params = params(query)?;
+    let tenant = tenant(&headers)?;
+    if !firn_storage::labels::is_valid_name(&name) || name.len() > 1024 {
+        return Err(Error::BadRequest(format!(
+            "label name {name:?} (in the path) is not a valid label name"
+        )));
+    }
+    let (selections, range) = params.selection_and_range()?;
+    let values = selection::label_values(&state.engine, &tenant, &selections, &name, range).await?;
+    Ok(axum::Json(json!({ "name": name, "values": values })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RangeParams {
+    from: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/v1/profile-types`: `{"profile_types": [{"id", "name", "sample_type",
+/// "sample_unit", "period_type", "period_unit"}]}` with data in the range.
+pub async fn profile_types(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<RangeParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let params = params(query)?;
+    let tenant = tenant(&headers)?;
+    let range = TimeRange::from_params(
+        params.from.as_deref(),
+        params.until.as_deref(),
+        ("from", "until"),
+    )?;
+    let types = state
+        .engine
+        .profile_types(&tenant, range.start, range.end)
+        .await?;
+    let types: Vec<serde_json::Value> = types
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id(),
+                "name": t.name,
+                "sample_type": t.sample_type,
+                "sample_unit": t.sample_unit,
+                "period_type": t.period_type,
+                "period_unit": t.period_unit,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "profile_types": types })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DiffParams {
+    /// The selector of both sides, unless a side names its own.
+    query: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    left_query: Option<String>,
+    left_from: Option<String>,
+    left_until: Option<String>,
+    right_query: Option<String>,
+    right_from: Option<String>,
+    right_until: Option<String>,
+    /// `flamegraph` (default, JSON, `right` holding the right side's total and self) or
+    /// `folded` (`stack left right` per line).
+    format: Option<String>,
+    max_nodes: Option<usize>,
+}
+
+/// `GET /api/v1/diff`: two selections (left, right) of one profile type, compared.
+pub async fn diff(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<DiffParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let p = params(query)?;
+    let tenant = tenant(&headers)?;
+    let side = |q: &Option<String>, from: &Option<String>, until: &Option<String>, name: &str| {
+        let (query_name, from_name, until_name) = (
+            format!("{name}_query"),
+            format!("{name}_from"),
+            format!("{name}_until"),
+        );
+        let text = q.as_deref().or(p.query.as_deref()).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "query parameter `{query_name}` (or `query`, for both sides) is required"
+            ))
+        })?;
+        let selection = Selection::parse(text, &query_name)?;
+        let range = TimeRange::from_params(
+            from.as_deref().or(p.from.as_deref()),
+            until.as_deref().or(p.until.as_deref()),
+            (&from_name, &until_name),
+        )?;
+        Ok::<_, Error>((selection, range))
+    };
+    let (left, left_range) = side(&p.left_query, &p.left_from, &p.left_until, "left")?;
+    let (right, right_range) = side(&p.right_query, &p.right_from, &p.right_until, "right")?;
+    if left.profile_type() != right.profile_type() {
+        let name = |s: &Selection| s.profile_type().map_or("none".to_owned(), |t| t.id());
+        return Err(Error::BadRequest(format!(
+            "left_query selects profile type {} and right_query {}; a diff compares one profile type",
+            name(&left),
+            name(&right)
+        )));
+    }
+    let max_nodes = max_nodes(p.max_nodes)?;
+    let format = p.format.unwrap_or_else(|| "flamegraph".into());
+    if format != "flamegraph" && format != "folded" {
+        return Err(Error::BadRequest(format!(
+            "format {format:?} is not one of flamegraph, folded"
+        )));
+    }
+    let (l, r) = futures::try_join!(
+        selection::merge(&state.engine, &tenant, &left, left_range),
+        selection::merge(&state.engine, &tenant, &right, right_range),
+    )?;
+    blocking(move || {
+        Ok(if format == "folded" {
+            folded_diff(&l, &r).into_response()
+        } else {
+            axum::Json(FlameGraph::diff(&l, &r, max_nodes)).into_response()
+        })
     })
+    .await
+}
+
+/// `root;...;leaf left right` per distinct frame path, sorted, zero where a side lacks it
+/// (the input of Brendan Gregg's `difffolded.pl` output, for `flamegraph.pl`).
+fn folded_diff(left: &MergedProfile, right: &MergedProfile) -> String {
+    let mut paths: BTreeMap<String, [i64; 2]> = BTreeMap::new();
+    for (side, profile) in [left, right].into_iter().enumerate() {
+        for &(stack, value) in &profile.stacks {
+            let sum = &mut paths
+                .entry(profile.frames_root_first(stack).join(";"))
+                .or_default()[side];
+            *sum = sum.saturating_add(value);
+        }
+    }
+    paths
+        .into_iter()
+        .map(|(path, [l, r])| format!("{path} {l} {r}\n"))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,11 +396,12 @@ pub struct SqlParams {
 /// statement as the request body.
 pub async fn sql(
     State(state): State<AppState>,
-    Query(params): Query<SqlParams>,
+    query: std::result::Result<Query<SqlParams>, QueryRejection>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let params = params(query)?;
     let tenant = tenant(&headers)?;
     let statement = std::str::from_utf8(&body)
         .map_err(|_| Error::BadRequest("the SQL statement is not valid UTF-8".into()))?;
@@ -123,7 +441,7 @@ pub async fn sql(
                     );
                 }
             }
-            Ok(axum::Json(serde_json::json!({ "columns": columns, "rows": rows })).into_response())
+            Ok(axum::Json(json!({ "columns": columns, "rows": rows })).into_response())
         }
         other => Err(Error::BadRequest(format!(
             "format {other:?} is not one of json, text"

@@ -1,8 +1,12 @@
 //! Go `runtime/pprof` profiles sent the way pyroscope-go sends them (multipart to `/ingest`)
-//! and as Push; the merged pprof Firn serves must match `go tool pprof -proto` merging the same
-//! files, function by function, for every sample type.
+//! and as Push; the merged pprof Firn serves (from `/api/v1/merge` and from the querier's
+//! `SelectMergeProfile`) must match `go tool pprof -proto` merging the same files, function by
+//! function, for every sample type.
 
-use firn_node::api::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+use firn_node::api::google;
+use firn_node::api::push::{PushRequest, RawProfileSeries, RawSample};
+use firn_node::api::querier::messages::SelectMergeProfileRequest;
+use firn_node::api::types::LabelPair;
 use firn_storage::pprof::{DecodeLimits, decode};
 use firn_storage::testing::go::{merge, per_function, profiles, type_id};
 use prost::Message;
@@ -87,6 +91,7 @@ fn merged_pprof_matches_go_tool_pprof() {
                     id: String::new(),
                 })
                 .collect(),
+            annotations: Vec::new(),
         }],
     };
     let (status, text) = crate::harness::post(
@@ -107,6 +112,27 @@ fn merged_pprof_matches_go_tool_pprof() {
                 per_function(&ours, 0),
                 theirs,
                 "{id}: flat and cumulative per function"
+            );
+            let via_querier: google::Profile = server
+                .connect_proto(
+                    "querier.v1.QuerierService/SelectMergeProfile",
+                    &SelectMergeProfileRequest {
+                        profile_type_id: id.clone(),
+                        label_selector: "{service_name=\"goapp\"}".into(),
+                        start: 0,
+                        end: (now / 1_000_000) as i64 + 3_600_000,
+                        ..Default::default()
+                    },
+                    "anonymous",
+                )
+                .expect("SelectMergeProfile");
+            let via_querier = decode(&via_querier.encode_to_vec(), DecodeLimits::default())
+                .expect("the querier's pprof decodes")
+                .into_profile();
+            assert_eq!(
+                per_function(&via_querier, 0),
+                theirs,
+                "{id}: SelectMergeProfile, flat and cumulative per function"
             );
         }
     }

@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use base64::Engine;
-use firn_node::api::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+use firn_node::api::push::{PushRequest, RawProfileSeries, RawSample};
+use firn_node::api::types::LabelPair;
 use firn_storage::Nanos;
 use firn_storage::testing::ProfileBuilder;
 use prost::Message;
@@ -41,6 +42,7 @@ fn request(samples: Vec<Vec<u8>>) -> PushRequest {
                     id: "id".into(),
                 })
                 .collect(),
+            annotations: Vec::new(),
         }],
     }
 }
@@ -103,7 +105,7 @@ fn bad_samples_are_named_and_good_ones_kept() {
         body.contains("series[0].samples[0]") && body.contains("invalid_argument"),
         "{body}"
     );
-    let (status, body) = push(&server, "application/grpc", false, vec![0, 0, 0, 0, 0]);
+    let (status, body) = push(&server, "text/plain", false, vec![0, 0, 0, 0, 0]);
     assert_eq!(status, 415, "{body}");
     let (status, body) = push(&server, "application/json", false, b"{not json".to_vec());
     assert_eq!(status, 400, "{body}");

@@ -1,0 +1,133 @@
+//! A real gRPC client against a live `firn serve`: grpcio (HTTP/2 over cleartext) pushes a
+//! profile with gzip-compressed messages and calls the querier; protobuf's reference JSON
+//! mapping reads the Connect JSON answers. `FIRN_TEST_PYTHON` names a Python with `grpcio` and
+//! `protobuf` (`bash .ci/test` installs them); without them the test is skipped with a note.
+
+use std::process::Command;
+
+use firn_storage::Nanos;
+use firn_storage::testing::ProfileBuilder;
+use serde_json::{Value, json};
+
+use crate::harness::{CPU, Server, now_nanos};
+
+fn has_modules(python: &str) -> bool {
+    Command::new(python)
+        .args(["-c", "import grpc, google.protobuf"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn grpcio_client_pushes_and_queries_over_h2c() {
+    let python = std::env::var("FIRN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    if !has_modules(&python) {
+        eprintln!("skipped: {python} has no grpcio/protobuf (bash .ci/test installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    // main;hot 7 samples and main;cold 3, 10 ms each, a minute ago.
+    let mut profile = ProfileBuilder::cpu().time(Nanos(now_nanos() - 60_000_000_000));
+    profile.sample(&["main", "hot"], &[7, 70_000_000], &[]);
+    profile.sample(&["main", "cold"], &[3, 30_000_000], &[]);
+    let pprof = dir.path().join("profile.pb.gz");
+    std::fs::write(&pprof, profile.gzip()).expect("write the profile");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/grpc_client.py");
+    let target = server.url.trim_start_matches("http://");
+    let output = Command::new(&python)
+        .args([script, target])
+        .arg(&pprof)
+        .arg("grpc-tenant")
+        .output()
+        .expect("run the gRPC client");
+    assert!(
+        output.status.success(),
+        "the gRPC client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    let total = 100_000_000i64;
+
+    assert_eq!(out["push"], "ok");
+    assert_eq!(
+        out["profile_types"],
+        json!([CPU, "process_cpu:samples:count:cpu:nanoseconds"])
+    );
+    for name in ["region", "service_name", "__name__"] {
+        assert!(
+            out["label_names"]
+                .as_array()
+                .expect("names")
+                .contains(&json!(name)),
+            "{name}: {}",
+            out["label_names"]
+        );
+    }
+    assert_eq!(out["region_values"], json!(["eu-north"]));
+    assert_eq!(
+        out["series"][0],
+        json!({ "__profile_type__": CPU, "service_name": "grpc-app" })
+    );
+    assert_eq!(out["flamegraph_total"], total);
+    assert_eq!(
+        out["flamegraph_names"],
+        json!(["total", "main", "cold", "hot"])
+    );
+    assert_eq!(
+        out["flamegraph_levels"],
+        json!([
+            [0, total, 0, 0],
+            [0, total, 0, 1],
+            [0, 30_000_000, 30_000_000, 2, 0, 70_000_000, 70_000_000, 3]
+        ])
+    );
+    assert_eq!(out["stacktraces_pprof_total"], total);
+    assert!(out["tree_bytes"].as_u64().expect("tree") > 10);
+    assert_eq!(out["merge_profile_total"], total);
+    assert_eq!(
+        out["merge_profile_functions"],
+        json!(["cold", "hot", "main"])
+    );
+    assert_eq!(
+        out["select_series"],
+        json!([{ "labels": { "region": "eu-north" }, "sum": total as f64 }])
+    );
+    assert_eq!(out["diff_ticks"], json!([total, 0]));
+    assert_eq!(
+        out["other_tenant_total"], 0,
+        "tenants are apart over gRPC too"
+    );
+
+    let errors = &out["errors"];
+    assert_eq!(errors["bad_selector"][0], "INVALID_ARGUMENT");
+    assert!(
+        errors["bad_selector"][1]
+            .as_str()
+            .expect("message")
+            .starts_with("label_selector: selector"),
+        "{errors}"
+    );
+    assert_eq!(errors["reversed_range"][0], "INVALID_ARGUMENT");
+    assert!(
+        errors["reversed_range"][1]
+            .as_str()
+            .expect("message")
+            .contains("is after end"),
+        "{errors}"
+    );
+    assert_eq!(errors["dot"][0], "UNIMPLEMENTED");
+
+    // The same answers through Connect JSON, read by protobuf's strict JSON parser.
+    let j = &out["json"];
+    assert_eq!(j["flamegraph_total"], total);
+    assert_eq!(j["flamegraph_levels"], out["flamegraph_levels"]);
+    assert_eq!(j["stacktraces_pprof_total"], total);
+    assert_eq!(j["merge_profile_total"], total);
+    assert_eq!(j["profile_types"], out["profile_types"]);
+    assert_eq!(j["series"], 2, "a label set per profile type");
+    assert_eq!(j["points_sum"], total as f64);
+    assert_eq!(j["diff_ticks"], json!([total, total]));
+}
