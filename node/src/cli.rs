@@ -174,9 +174,10 @@ pub struct SeriesArgs {
     #[command(flatten)]
     pub selection: Selection,
 
-    /// Seconds between points. [default: chosen by the node]
+    /// Time between points: seconds, or a duration such as `1m`. [default: chosen by the
+    /// node, about a thousand points]
     #[arg(long)]
-    pub step: Option<u64>,
+    pub step: Option<String>,
 
     /// Label to split the series by; repeat for more.
     #[arg(long = "group-by")]
@@ -409,11 +410,11 @@ fn series(remote: &Remote, args: &SeriesArgs) -> anyhow::Result<()> {
         .get(&remote.endpoint("/api/v1/series"))
         .query("query", &args.selection.selector);
     request = with_range(request, &args.selection.from, &args.selection.to);
-    if let Some(step) = args.step {
-        request = request.query("step", &step.to_string());
+    if let Some(step) = &args.step {
+        request = request.query("step", step);
     }
-    for label in &args.group_by {
-        request = request.query("group_by", label);
+    if !args.group_by.is_empty() {
+        request = request.query("group_by", &args.group_by.join(","));
     }
     let value = get_json(remote, request)?;
     match args.format {

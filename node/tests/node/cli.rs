@@ -112,6 +112,25 @@ fn ingest_query_and_sql_from_the_command_line() {
     count_args.extend(range);
     assert_eq!(stdout(&firn(&server, &count_args)).trim(), "main;hot 10");
 
+    // Labels and series.
+    let names = stdout(&firn(&server, &["query", "labels"]));
+    assert!(names.lines().any(|l| l == "env"), "{names}");
+    assert!(names.lines().any(|l| l == "service_name"), "{names}");
+    let values = stdout(&firn(&server, &["query", "labels", "--name", "env"]));
+    assert_eq!(values.trim(), "prod");
+    let mut series_args = vec![
+        "query", "series", "--selector", &selector, "--group-by", "env", "--step", "1m",
+    ];
+    series_args.extend(range);
+    let text = stdout(&firn(&server, &series_args));
+    assert!(text.starts_with("{env=prod}"), "{text}");
+    series_args.extend(["--format", "json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&firn(&server, &series_args))).expect("json");
+    let points = json["series"][0]["points"].as_array().expect("points");
+    let sum: f64 = points.iter().map(|p| p[1].as_f64().expect("value")).sum();
+    assert_eq!(sum, (100 * MS10) as f64, "{json}");
+
     let sql = stdout(&firn(
         &server,
         &[
