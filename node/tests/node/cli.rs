@@ -119,7 +119,14 @@ fn ingest_query_and_sql_from_the_command_line() {
     let values = stdout(&firn(&server, &["query", "labels", "--name", "env"]));
     assert_eq!(values.trim(), "prod");
     let mut series_args = vec![
-        "query", "series", "--selector", &selector, "--group-by", "env", "--step", "1m",
+        "query",
+        "series",
+        "--selector",
+        &selector,
+        "--group-by",
+        "env",
+        "--step",
+        "1m",
     ];
     series_args.extend(range);
     let text = stdout(&firn(&server, &series_args));
