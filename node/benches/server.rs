@@ -2,9 +2,10 @@
 //! fsynced Raft log (MB/s, samples/s), acknowledgement latency at half of that peak (p50,
 //! p99), and the restart cost with a large unflushed log (as after an object-store outage).
 //!
-//! `cargo bench -p firn-node --bench server` (env `FIRN_BENCH_LOG_MIB`: unflushed log to build
-//! before the restart, default 1024; `FIRN_BENCH_CLIENTS`: concurrent clients at peak,
-//! default 8). Prints a markdown table on stderr.
+//! `cargo bench -p firn-node --bench server` (env `FIRN_BENCH_PEAK_MIB`: bytes sent at peak,
+//! default 512; `FIRN_BENCH_LOG_MIB`: unflushed log before the restart, default 1024;
+//! `FIRN_BENCH_CLIENTS`: concurrent clients, default 8; `FIRN_BENCH_DIR`: keep the restarted
+//! node's data directory there). Prints a markdown table on stderr.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -40,11 +41,11 @@ fn spawn(data_dir: &Path) -> (Child, String) {
         .arg("--data-dir")
         .arg(data_dir)
         // An object-store outage, as far as the log is concerned: nothing flushes.
-        .args(["--flush-bytes", &(64u64 << 30).to_string()])
+        .args(["--flush-bytes", &(16u64 << 30).to_string()])
         .args(["--flush-interval-secs", "86400"])
         .args(["--buffer-bytes", &(16u64 << 30).to_string()])
         .args(["--log-budget-bytes", &(8u64 << 30).to_string()])
-        .env("RUST_LOG", "warn")
+        .env("FIRN_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -86,6 +87,50 @@ fn post(agent: &ureq::Agent, url: &str, profiles: &[Vec<u8>], n: usize) -> usize
     }
 }
 
+/// `posts` acknowledged ingests from `clients` closed-loop clients, numbered from `first`;
+/// returns the time and the bytes sent.
+fn closed_loop(
+    url: &str,
+    profiles: &[Vec<u8>],
+    clients: usize,
+    first: usize,
+    posts: usize,
+) -> (Duration, usize) {
+    let sent = AtomicUsize::new(0);
+    let bytes = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            let (sent, bytes) = (&sent, &bytes);
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                loop {
+                    let n = sent.fetch_add(1, Ordering::Relaxed);
+                    if n >= posts {
+                        return;
+                    }
+                    bytes.fetch_add(post(&agent, url, profiles, first + n), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (started.elapsed(), bytes.load(Ordering::Relaxed))
+}
+
+/// The node's `firn_log_bytes`: Raft log not yet purged.
+fn log_bytes(url: &str) -> u64 {
+    ureq::get(&format!("{url}/metrics"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("firn_log_bytes "))
+                .and_then(|v| v.parse().ok())
+        })
+        .expect("firn_log_bytes")
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -108,33 +153,15 @@ fn main() {
             .collect(),
     );
     let mean_bytes = profiles.iter().map(Vec::len).sum::<usize>() / profiles.len();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, url) = spawn(dir.path());
+    let peak_target = env_usize("FIRN_BENCH_PEAK_MIB", 512) << 20;
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (mut child, url) = spawn(&temp.path().join("peak"));
     wait_ready(&url, &mut child);
 
-    // Peak: `clients` closed-loop clients until the log holds about `log_target` bytes.
-    let sent = AtomicUsize::new(0);
-    let bytes = AtomicUsize::new(0);
-    let posts_needed = log_target.div_ceil(mean_bytes);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..clients {
-            let (sent, bytes, profiles, url) = (&sent, &bytes, &profiles, &url);
-            s.spawn(move || {
-                let agent = ureq::AgentBuilder::new().build();
-                loop {
-                    let n = sent.fetch_add(1, Ordering::Relaxed);
-                    if n >= posts_needed {
-                        return;
-                    }
-                    bytes.fetch_add(post(&agent, url, profiles, n), Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    let peak_time = started.elapsed();
-    let peak_bytes = bytes.load(Ordering::Relaxed);
-    let peak_rate = posts_needed as f64 / peak_time.as_secs_f64();
+    // Peak: `clients` closed-loop clients.
+    let peak_posts = peak_target.div_ceil(mean_bytes);
+    let (peak_time, peak_bytes) = closed_loop(&url, &profiles, clients, 0, peak_posts);
+    let peak_rate = peak_posts as f64 / peak_time.as_secs_f64();
 
     // Half of peak, open loop: posts start on a fixed schedule whatever the answers do.
     let half_rate = peak_rate / 2.0;
@@ -158,7 +185,7 @@ fn main() {
                         std::thread::sleep(wait);
                     }
                     let t = Instant::now();
-                    post(&agent, url, profiles, posts_needed + k);
+                    post(&agent, url, profiles, peak_posts + k);
                     latencies.lock().expect("lock").push(t.elapsed());
                 }
             });
@@ -167,22 +194,26 @@ fn main() {
     let mut latencies = latencies.into_inner().expect("lock");
     latencies.sort();
     let achieved = latency_posts as f64 / schedule.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
 
-    let log_bytes: u64 = ureq::get(&format!("{url}/metrics"))
-        .call()
-        .ok()
-        .and_then(|r| r.into_string().ok())
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("firn_log_bytes "))
-                .and_then(|v| v.parse().ok())
-        })
-        .expect("firn_log_bytes");
-
-    // Restart: SIGKILL, then time until the node serves again (the replay is done by then).
+    // Restart: a node whose log holds `log_target` bytes, SIGKILL, then the time until it
+    // serves again (the replay is done by then). FIRN_BENCH_DIR keeps this node's data
+    // directory (to profile a restart by hand, for example).
+    let dir =
+        std::env::var_os("FIRN_BENCH_DIR").map_or_else(|| temp.path().join("restart"), Into::into);
+    let (mut child, url) = spawn(&dir);
+    wait_ready(&url, &mut child);
+    let mut n = 0;
+    while log_bytes(&url) < log_target as u64 {
+        let posts = (log_target as u64 - log_bytes(&url)).div_ceil(mean_bytes as u64) as usize;
+        closed_loop(&url, &profiles, clients, n, posts);
+        n += posts;
+    }
+    let logged = log_bytes(&url);
     child.kill().expect("kill");
     child.wait().expect("wait");
-    let (mut child, url) = spawn(dir.path());
+    let (mut child, url) = spawn(&dir);
     let restart = wait_ready(&url, &mut child);
     let status = ureq::get(&format!(
         "{url}/api/v1/merge?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds{{service_name=\"bench\"}}&from=1600000000&until=1800000000&format=top"
@@ -200,7 +231,7 @@ fn main() {
         "| ingest peak, {clients} clients, gzipped pprof of {SAMPLES_PER_PROFILE} stacks (~{} KiB each) | {:.1} MB/s, {:.0} samples/s, {:.0} requests/s |",
         mean_bytes / 1024,
         peak_bytes as f64 / 1e6 / peak_time.as_secs_f64(),
-        (posts_needed * SAMPLES_PER_PROFILE) as f64 / peak_time.as_secs_f64(),
+        (peak_posts * SAMPLES_PER_PROFILE) as f64 / peak_time.as_secs_f64(),
         peak_rate
     );
     eprintln!(
@@ -212,7 +243,7 @@ fn main() {
     );
     eprintln!(
         "| restart with {:.0} MiB of unflushed log, until /ready | {:.2} s |",
-        log_bytes as f64 / (1 << 20) as f64,
+        logged as f64 / (1 << 20) as f64,
         restart.as_secs_f64()
     );
 }

@@ -83,7 +83,8 @@ pub fn encode(request: &WriteRequest) -> Vec<u8> {
     .encode_to_vec()
 }
 
-pub fn decode(bytes: &[u8]) -> Result<WriteRequest, RecordError> {
+/// Decodes a logged write; the payload shares `bytes`' buffer rather than copying it.
+pub fn decode(bytes: bytes::Bytes) -> Result<WriteRequest, RecordError> {
     let record = Record::decode(bytes)?;
     let invalid = |e: firn_storage::Error| RecordError::Invalid(e.to_string());
     let payload = match record.body {
@@ -126,11 +127,11 @@ mod tests {
             },
             received_at: Nanos(42),
         };
-        let back = decode(&encode(&folded)).expect("decode");
+        let back = decode(encode(&folded).into()).expect("decode");
         assert_eq!(format!("{back:?}"), format!("{folded:?}"));
         let pprof = firn_storage::testing::pprof_write("t", &[("a", "b")], vec![1, 2, 3], Nanos(7));
-        let back = decode(&encode(&pprof)).expect("decode");
+        let back = decode(encode(&pprof).into()).expect("decode");
         assert_eq!(format!("{back:?}"), format!("{pprof:?}"));
-        assert!(decode(b"\xff\xff").is_err());
+        assert!(decode(bytes::Bytes::from_static(b"\xff\xff")).is_err());
     }
 }

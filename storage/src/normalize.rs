@@ -9,7 +9,7 @@
 
 mod folded;
 
-use std::collections::HashMap;
+use crate::symbols::HashMap;
 
 use crate::error::{Error, Result};
 use crate::ids::{Nanos, StackId, TenantId};
@@ -120,7 +120,7 @@ pub fn normalize(request: WriteRequest, limits: &NormalizeLimits) -> Result<Norm
             (
                 bytes.len(),
                 from_pprof(
-                    &profile,
+                    profile,
                     name.as_deref(),
                     &series,
                     request.received_at,
@@ -195,20 +195,14 @@ fn default_name(period_type: &str) -> &str {
 }
 
 fn from_pprof(
-    profile: &ValidProfile,
+    profile: ValidProfile,
     name: Option<&str>,
     series: &Labels,
     received_at: Nanos,
     label_limits: &LabelLimits,
 ) -> Result<(LocalSymbols, Vec<ProfileRows>)> {
     let p = profile.profile();
-    let symbols = local_symbols(profile);
-    let location_index: HashMap<u64, usize> = p
-        .location
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.id, i))
-        .collect();
+    let symbols = local_symbols(&profile);
 
     let period_type = p
         .period_type
@@ -233,10 +227,10 @@ fn from_pprof(
     };
 
     // Stacks, deduplicated within this write.
-    let mut stack_refs: HashMap<StackId, SymbolRef> = HashMap::new();
+    let mut stack_refs: HashMap<StackId, SymbolRef> = HashMap::default();
     let mut stacks: Vec<Stack> = Vec::new();
     // Label groups: samples with the same string labels share profile rows.
-    let mut groups: HashMap<Vec<(i64, i64)>, usize> = HashMap::new();
+    let mut groups: HashMap<Vec<(i64, i64)>, usize> = HashMap::default();
     let mut group_labels: Vec<Labels> = Vec::new();
     // Per group, per sample type: (stack, value, links).
     let mut rows: Vec<Vec<ProfileRows>> = Vec::new();
@@ -245,7 +239,7 @@ fn from_pprof(
         let locations: Vec<SymbolRef> = sample
             .location_id
             .iter()
-            .map(|id| location_index[id] as SymbolRef)
+            .map(|id| profile.location_position(*id) as SymbolRef)
             .collect();
         let id =
             symbols::stack_fingerprint(locations.iter().map(|&l| symbols.locations[l as usize].0));
@@ -325,6 +319,11 @@ fn from_pprof(
     }
     let mut symbols = symbols;
     symbols.stacks = stacks;
+    // The string table moves over: its refs are the pprof's own string indices.
+    symbols.strings = profile.into_profile().string_table;
+    if symbols.strings.is_empty() {
+        symbols.strings.push(String::new());
+    }
     let mut out: Vec<ProfileRows> = rows.into_iter().flatten().collect();
     for row in &mut out {
         let n = row.values.len();
@@ -360,24 +359,9 @@ fn push_link(column: &mut Option<Vec<Option<String>>>, n: usize, value: Option<&
 
 /// The profile's tables as local symbols: string refs are pprof string indices, mapping,
 /// function and location refs are table positions. Each location carries its fingerprint.
+/// The strings are left for the caller to move in once it is done reading the profile.
 fn local_symbols(profile: &ValidProfile) -> LocalSymbols {
     let p = profile.profile();
-    let mapping_pos: HashMap<u64, usize> = p
-        .mapping
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id, i))
-        .collect();
-    let function_pos: HashMap<u64, usize> = p
-        .function
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.id, i))
-        .collect();
-    let mut strings = p.string_table.clone();
-    if strings.is_empty() {
-        strings.push(String::new());
-    }
     let mappings = p
         .mapping
         .iter()
@@ -434,13 +418,15 @@ fn local_symbols(profile: &ValidProfile) -> LocalSymbols {
                 l.is_folded,
             );
             let location = symbols::Location {
-                mapping: mapping_pos.get(&l.mapping_id).map_or(0, |&i| i as u32 + 1),
+                mapping: profile
+                    .mapping_position(l.mapping_id)
+                    .map_or(0, |i| i as u32 + 1),
                 address: l.address,
                 lines: l
                     .line
                     .iter()
                     .map(|line| symbols::Line {
-                        function: function_pos[&line.function_id] as SymbolRef,
+                        function: profile.function_position(line.function_id) as SymbolRef,
                         line: line.line,
                     })
                     .collect(),
@@ -450,7 +436,7 @@ fn local_symbols(profile: &ValidProfile) -> LocalSymbols {
         })
         .collect();
     LocalSymbols {
-        strings,
+        strings: Vec::new(),
         mappings,
         functions,
         locations,

@@ -4,7 +4,7 @@
 
 pub mod proto;
 
-use std::collections::HashMap;
+use crate::symbols::HashMap;
 use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
@@ -141,9 +141,30 @@ pub fn encode_gzip(profile: &Profile) -> Vec<u8> {
 #[derive(Debug)]
 pub struct ValidProfile {
     profile: Profile,
-    mapping_index: HashMap<u64, usize>,
-    location_index: HashMap<u64, usize>,
-    function_index: HashMap<u64, usize>,
+    mapping_index: IdIndex,
+    location_index: IdIndex,
+    function_index: IdIndex,
+}
+
+/// Table positions by id. Profiles usually number their tables 1, 2, 3, ... (Go's do): then
+/// the position is the id minus one and no map is built.
+#[derive(Debug)]
+enum IdIndex {
+    Dense(usize),
+    Map(HashMap<u64, usize>),
+}
+
+impl IdIndex {
+    fn get(&self, id: u64) -> Option<usize> {
+        match self {
+            IdIndex::Dense(n) => (id >= 1 && id <= *n as u64).then(|| id as usize - 1),
+            IdIndex::Map(map) => map.get(&id).copied(),
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
 }
 
 impl ValidProfile {
@@ -159,10 +180,15 @@ impl ValidProfile {
             None => return invalid("string_table is empty; string_table[0] must be \"\"".into()),
         }
         let strings = profile.string_table.len().max(1);
-        let check_str = |field: &str, index: i64| -> Result<()> {
+        // The field's name is only formatted when the check fails: this runs for every
+        // function and label of every profile.
+        let check_str = |field: &dyn Fn() -> String, index: i64| -> Result<()> {
             if index < 0 || index as usize >= strings {
                 return Err(Error::InvalidProfile {
-                    reason: format!("{field} = {index} is outside string_table (length {strings})"),
+                    reason: format!(
+                        "{} = {index} is outside string_table (length {strings})",
+                        field()
+                    ),
                 });
             }
             Ok(())
@@ -171,42 +197,45 @@ impl ValidProfile {
             return invalid("profile has samples but no sample_type".into());
         }
         for (i, vt) in profile.sample_type.iter().enumerate() {
-            check_str(&format!("sample_type[{i}].type"), vt.r#type)?;
-            check_str(&format!("sample_type[{i}].unit"), vt.unit)?;
+            check_str(&|| format!("sample_type[{i}].type"), vt.r#type)?;
+            check_str(&|| format!("sample_type[{i}].unit"), vt.unit)?;
         }
         if let Some(pt) = &profile.period_type {
-            check_str("period_type.type", pt.r#type)?;
-            check_str("period_type.unit", pt.unit)?;
+            check_str(&|| "period_type.type".to_owned(), pt.r#type)?;
+            check_str(&|| "period_type.unit".to_owned(), pt.unit)?;
         }
-        check_str("drop_frames", profile.drop_frames)?;
-        check_str("keep_frames", profile.keep_frames)?;
-        check_str("default_sample_type", profile.default_sample_type)?;
-        check_str("doc_url", profile.doc_url)?;
+        check_str(&|| "drop_frames".to_owned(), profile.drop_frames)?;
+        check_str(&|| "keep_frames".to_owned(), profile.keep_frames)?;
+        check_str(
+            &|| "default_sample_type".to_owned(),
+            profile.default_sample_type,
+        )?;
+        check_str(&|| "doc_url".to_owned(), profile.doc_url)?;
         for (i, c) in profile.comment.iter().enumerate() {
-            check_str(&format!("comment[{i}]"), *c)?;
+            check_str(&|| format!("comment[{i}]"), *c)?;
         }
 
         let mapping_index = index_ids("mapping", profile.mapping.iter().map(|m| m.id))?;
         for (i, m) in profile.mapping.iter().enumerate() {
-            check_str(&format!("mapping[{i}].filename"), m.filename)?;
-            check_str(&format!("mapping[{i}].build_id"), m.build_id)?;
+            check_str(&|| format!("mapping[{i}].filename"), m.filename)?;
+            check_str(&|| format!("mapping[{i}].build_id"), m.build_id)?;
         }
         let function_index = index_ids("function", profile.function.iter().map(|f| f.id))?;
         for (i, f) in profile.function.iter().enumerate() {
-            check_str(&format!("function[{i}].name"), f.name)?;
-            check_str(&format!("function[{i}].system_name"), f.system_name)?;
-            check_str(&format!("function[{i}].filename"), f.filename)?;
+            check_str(&|| format!("function[{i}].name"), f.name)?;
+            check_str(&|| format!("function[{i}].system_name"), f.system_name)?;
+            check_str(&|| format!("function[{i}].filename"), f.filename)?;
         }
         let location_index = index_ids("location", profile.location.iter().map(|l| l.id))?;
         for (i, l) in profile.location.iter().enumerate() {
-            if l.mapping_id != 0 && !mapping_index.contains_key(&l.mapping_id) {
+            if l.mapping_id != 0 && !mapping_index.contains(l.mapping_id) {
                 return invalid(format!(
                     "location[{i}].mapping_id = {} is not in the mapping table",
                     l.mapping_id
                 ));
             }
             for (j, line) in l.line.iter().enumerate() {
-                if !function_index.contains_key(&line.function_id) {
+                if !function_index.contains(line.function_id) {
                     return invalid(format!(
                         "location[{i}].line[{j}].function_id = {} is not in the function table",
                         line.function_id
@@ -223,16 +252,19 @@ impl ValidProfile {
                 ));
             }
             for id in &s.location_id {
-                if !location_index.contains_key(id) {
+                if !location_index.contains(*id) {
                     return invalid(format!(
                         "sample[{i}].location_id {id} is not in the location table"
                     ));
                 }
             }
             for (j, label) in s.label.iter().enumerate() {
-                check_str(&format!("sample[{i}].label[{j}].key"), label.key)?;
-                check_str(&format!("sample[{i}].label[{j}].str"), label.str)?;
-                check_str(&format!("sample[{i}].label[{j}].num_unit"), label.num_unit)?;
+                check_str(&|| format!("sample[{i}].label[{j}].key"), label.key)?;
+                check_str(&|| format!("sample[{i}].label[{j}].str"), label.str)?;
+                check_str(
+                    &|| format!("sample[{i}].label[{j}].num_unit"),
+                    label.num_unit,
+                )?;
             }
         }
         Ok(Self {
@@ -259,25 +291,48 @@ impl ValidProfile {
             .map_or("", String::as_str)
     }
 
+    /// The position of a location in the location table.
+    pub fn location_position(&self, id: u64) -> usize {
+        self.location_index.get(id).expect("validated location id")
+    }
+
+    /// The position of a function in the function table.
+    pub fn function_position(&self, id: u64) -> usize {
+        self.function_index.get(id).expect("validated function id")
+    }
+
+    /// The position of a mapping in the mapping table, `None` for id 0 (unknown).
+    pub fn mapping_position(&self, id: u64) -> Option<usize> {
+        self.mapping_index.get(id)
+    }
+
     pub fn location(&self, id: u64) -> &proto::Location {
-        &self.profile.location[self.location_index[&id]]
+        &self.profile.location[self.location_position(id)]
     }
 
     pub fn function(&self, id: u64) -> &proto::Function {
-        &self.profile.function[self.function_index[&id]]
+        &self.profile.function[self.function_position(id)]
     }
 
     /// The mapping of a location, `None` for mapping id 0 (unknown).
     pub fn mapping(&self, id: u64) -> Option<&proto::Mapping> {
-        self.mapping_index
-            .get(&id)
-            .map(|&i| &self.profile.mapping[i])
+        self.mapping_index.get(id).map(|i| &self.profile.mapping[i])
     }
 }
 
 /// Maps ids to table positions, rejecting zero and duplicate ids.
-fn index_ids(table: &str, ids: impl Iterator<Item = u64>) -> Result<HashMap<u64, usize>> {
-    let mut index = HashMap::new();
+fn index_ids(table: &str, ids: impl Iterator<Item = u64> + Clone) -> Result<IdIndex> {
+    let mut dense = 0usize;
+    for (i, id) in ids.clone().enumerate() {
+        if id != i as u64 + 1 {
+            break;
+        }
+        dense = i + 1;
+    }
+    if dense == ids.clone().count() {
+        return Ok(IdIndex::Dense(dense));
+    }
+    let mut index = HashMap::default();
     for (i, id) in ids.enumerate() {
         if id == 0 {
             return Err(Error::InvalidProfile {
@@ -290,7 +345,7 @@ fn index_ids(table: &str, ids: impl Iterator<Item = u64>) -> Result<HashMap<u64,
             });
         }
     }
-    Ok(index)
+    Ok(IdIndex::Map(index))
 }
 
 #[cfg(test)]

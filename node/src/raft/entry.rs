@@ -75,14 +75,16 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     out
 }
 
-/// The entry at `index` from its bytes.
-pub fn decode(index: u64, bytes: &[u8]) -> Result<Entry, String> {
-    let log_id = log_id(index, bytes)?;
+/// The entry at `index` from its bytes (a write's record keeps sharing them).
+pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
+    let log_id = log_id(index, &bytes)?;
+    let kind = bytes[0];
+    let bytes = Bytes::from(bytes);
     let body = &bytes[HEADER..];
-    let payload = match bytes[0] {
+    let payload = match kind {
         BLANK => EntryPayload::Blank,
         WRITE => EntryPayload::Normal(Command::Write {
-            record: Bytes::copy_from_slice(body),
+            record: bytes.slice(HEADER..),
             normalized: None,
         }),
         BLOCK => EntryPayload::Normal(Command::BlockFlushed(Box::new(

@@ -202,7 +202,7 @@ impl Shared {
                 if index >= disk_end {
                     return false;
                 }
-                match entry::decode(index, &bytes) {
+                match entry::decode(index, bytes) {
                     Ok(e) => out.push(e),
                     Err(e) => {
                         failed = Some(e);
@@ -508,7 +508,7 @@ impl LogReader {
             if index > through {
                 return false;
             }
-            match entry::decode(index, &bytes) {
+            match entry::decode(index, bytes) {
                 Ok(e) => f(e),
                 Err(e) => {
                     failed = Some(e);

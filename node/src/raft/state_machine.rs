@@ -37,8 +37,8 @@ type StorageResult<T> = Result<T, StorageError<u64>>;
 const MAGIC: &[u8; 8] = b"FIRNSNAP";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// Entries replayed per batch at most, and bytes of entries per batch at most.
-const REPLAY_BATCH: usize = 512;
-const REPLAY_BATCH_BYTES: usize = 256 << 20;
+const REPLAY_BATCH: usize = 256;
+const REPLAY_BATCH_BYTES: usize = 32 << 20;
 
 fn sm_error(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::new(
@@ -261,7 +261,7 @@ impl StateMachine {
             if index < from {
                 continue;
             }
-            let e = entry::decode(index, &bytes).map_err(crate::Error::Log)?;
+            let e = entry::decode(index, bytes).map_err(crate::Error::Log)?;
             if !replay.push(e) {
                 break;
             }
@@ -329,8 +329,8 @@ fn apply_one(
     response
 }
 
-fn normalize(store: &Store, record: &[u8]) -> Result<Arc<Normalized>, String> {
-    record::decode(record)
+fn normalize(store: &Store, record: &bytes::Bytes) -> Result<Arc<Normalized>, String> {
+    record::decode(record.clone())
         .map_err(|e| e.to_string())
         .and_then(|r| store.normalize(r).map_err(|e| e.to_string()))
         .map(Arc::new)
@@ -339,28 +339,32 @@ fn normalize(store: &Store, record: &[u8]) -> Result<Arc<Normalized>, String> {
 /// Entries and, for writes, their normalised form (or why it failed).
 type Prepared = Vec<(Entry, Option<Result<Arc<Normalized>, String>>)>;
 
-/// Applies entries in batches: writes are decoded and normalised on every core while an
-/// applier thread applies the previous batch in log order (so the serial part overlaps the
-/// parallel one). At most two batches are in memory.
+/// Applies entries in batches through a three-stage pipeline: the caller reads the log, a
+/// preparer thread decodes and normalises a batch's writes on every core, an applier thread
+/// applies the previous batch in log order. Reading, normalising and applying overlap; at most
+/// a few batches are in memory.
 struct Replay {
-    shared: Arc<Shared>,
     batch: Vec<Entry>,
     batch_bytes: usize,
-    applier: Option<(
-        std::sync::mpsc::SyncSender<Prepared>,
-        std::thread::JoinHandle<Replayed>,
-    )>,
+    stages: Option<Stages>,
+}
+
+struct Stages {
+    to_preparer: std::sync::mpsc::SyncSender<Vec<Entry>>,
+    preparer: std::thread::JoinHandle<()>,
+    applier: std::thread::JoinHandle<Replayed>,
 }
 
 impl Replay {
     fn new(shared: &Arc<Shared>) -> Result<Self, crate::Error> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Prepared>(1);
+        let spawn_error = |source| crate::Error::Spawn { source };
+        let (to_applier, applier_queue) = std::sync::mpsc::sync_channel::<Prepared>(1);
         let applier_shared = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("firn-replay".into())
+        let applier = std::thread::Builder::new()
+            .name("firn-replay-apply".into())
             .spawn(move || {
                 let mut done = Replayed::default();
-                while let Ok(batch) = rx.recv() {
+                while let Ok(batch) = applier_queue.recv() {
                     let mut state = applier_shared.state.lock().expect("state lock poisoned");
                     for (e, n) in batch {
                         if apply_one(&applier_shared, &mut state, e, n).is_err() {
@@ -371,16 +375,31 @@ impl Replay {
                 }
                 done
             })
-            .map_err(|source| crate::Error::Spawn { source })?;
+            .map_err(spawn_error)?;
+        let (to_preparer, preparer_queue) = std::sync::mpsc::sync_channel::<Vec<Entry>>(1);
+        let store = shared.store.clone();
+        let preparer = std::thread::Builder::new()
+            .name("firn-replay-prepare".into())
+            .spawn(move || {
+                while let Ok(batch) = preparer_queue.recv() {
+                    if to_applier.send(prepare(&store, batch)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(spawn_error)?;
         Ok(Self {
-            shared: shared.clone(),
             batch: Vec::new(),
             batch_bytes: 0,
-            applier: Some((tx, handle)),
+            stages: Some(Stages {
+                to_preparer,
+                preparer,
+                applier,
+            }),
         })
     }
 
-    /// Queues an entry; `false` once the applier is gone (replay cannot go on).
+    /// Queues an entry; `false` once the pipeline is gone (replay cannot go on).
     fn push(&mut self, e: Entry) -> bool {
         self.batch_bytes += entry::size(&e);
         self.batch.push(e);
@@ -392,11 +411,11 @@ impl Replay {
 
     fn finish(mut self) -> Result<Replayed, crate::Error> {
         self.send_batch();
-        let (tx, handle) = self.applier.take().expect("finished once");
-        drop(tx);
-        handle
-            .join()
-            .map_err(|_| crate::Error::Internal("the replay applier panicked".into()))
+        let stages = self.stages.take().expect("finished once");
+        drop(stages.to_preparer);
+        let panicked = |what: &str| crate::Error::Internal(format!("the replay {what} panicked"));
+        stages.preparer.join().map_err(|_| panicked("preparer"))?;
+        stages.applier.join().map_err(|_| panicked("applier"))
     }
 
     fn send_batch(&mut self) -> bool {
@@ -405,44 +424,61 @@ impl Replay {
         if batch.is_empty() {
             return true;
         }
-        let prepared = prepare(&self.shared.store, batch);
-        self.applier
+        self.stages
             .as_ref()
-            .is_some_and(|(tx, _)| tx.send(prepared).is_ok())
+            .is_some_and(|s| s.to_preparer.send(batch).is_ok())
     }
 }
 
-/// Normalises a batch's writes on every core.
+/// Normalises a batch's writes on every core: workers take the next entry as they finish
+/// one, so a few large writes do not leave a core idle.
 fn prepare(store: &Store, batch: Vec<Entry>) -> Prepared {
+    use std::sync::atomic::AtomicUsize;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_worker = batch.len().div_ceil(workers).max(1);
-    let normalized: Vec<Option<Result<Arc<Normalized>, String>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = batch
-            .chunks(per_worker)
-            .map(|part| {
-                let handle = scope.spawn(move || {
-                    part.iter()
-                        .map(|e| match &e.payload {
-                            EntryPayload::Normal(Command::Write { record, .. }) => {
-                                Some(normalize(store, record))
-                            }
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>()
-                });
-                (part.len(), handle)
+    let next = AtomicUsize::new(0);
+    let batch_ref = &batch;
+    let mut results: Vec<(usize, Result<Arc<Normalized>, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(e) = batch_ref.get(i) else {
+                            return out;
+                        };
+                        if let EntryPayload::Normal(Command::Write { record, .. }) = &e.payload {
+                            out.push((i, normalize(store, record)));
+                        }
+                    }
+                })
             })
             .collect();
-        // One result per entry, in order, even if a worker panicked.
         handles
             .into_iter()
-            .flat_map(|(len, h)| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Some(Err("normalising panicked".into())); len])
-            })
+            .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    batch.into_iter().zip(normalized).collect()
+    results.sort_unstable_by_key(|r| r.0);
+    let mut results = results.into_iter().peekable();
+    batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let normalized = match &e.payload {
+                EntryPayload::Normal(Command::Write { .. }) => {
+                    Some(match results.next_if(|r| r.0 == i) {
+                        Some((_, n)) => n,
+                        // Its worker panicked: the entry fails to apply, and says so.
+                        None => Err("normalising this write panicked".into()),
+                    })
+                }
+                _ => None,
+            };
+            (e, normalized)
+        })
+        .collect()
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
