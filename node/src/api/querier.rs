@@ -237,41 +237,32 @@ struct MergeSpec<'a> {
     id_selectors: [(&'static str, &'a [String]); 3],
 }
 
-impl<'a> From<&'a SelectMergeStacktracesRequest> for MergeSpec<'a> {
-    fn from(r: &'a SelectMergeStacktracesRequest) -> Self {
-        Self {
-            profile_type_id: &r.profile_type_id,
-            label_selector: &r.label_selector,
-            start: r.start,
-            end: r.end,
-            max_nodes: r.max_nodes,
-            stack_trace_selector: r.stack_trace_selector.as_ref(),
-            id_selectors: [
-                ("profile_id_selector", &r.profile_id_selector),
-                ("trace_id_selector", &r.trace_id_selector),
-                ("span_selector", &r.span_selector),
-            ],
+/// `From<&request> for MergeSpec`: the two merge requests are distinct messages with the same
+/// selection fields (the profile request has no `span_selector`), so one macro reads them.
+macro_rules! merge_spec_from {
+    ($request:ty, |$r:ident| span_selector: $span_selector:expr) => {
+        impl<'a> From<&'a $request> for MergeSpec<'a> {
+            fn from($r: &'a $request) -> Self {
+                Self {
+                    profile_type_id: &$r.profile_type_id,
+                    label_selector: &$r.label_selector,
+                    start: $r.start,
+                    end: $r.end,
+                    max_nodes: $r.max_nodes,
+                    stack_trace_selector: $r.stack_trace_selector.as_ref(),
+                    id_selectors: [
+                        ("profile_id_selector", &$r.profile_id_selector),
+                        ("trace_id_selector", &$r.trace_id_selector),
+                        ("span_selector", $span_selector),
+                    ],
+                }
+            }
         }
-    }
+    };
 }
 
-impl<'a> From<&'a SelectMergeProfileRequest> for MergeSpec<'a> {
-    fn from(r: &'a SelectMergeProfileRequest) -> Self {
-        Self {
-            profile_type_id: &r.profile_type_id,
-            label_selector: &r.label_selector,
-            start: r.start,
-            end: r.end,
-            max_nodes: r.max_nodes,
-            stack_trace_selector: r.stack_trace_selector.as_ref(),
-            id_selectors: [
-                ("profile_id_selector", &r.profile_id_selector),
-                ("trace_id_selector", &r.trace_id_selector),
-                ("span_selector", &[]),
-            ],
-        }
-    }
-}
+merge_spec_from!(SelectMergeStacktracesRequest, |r| span_selector: &r.span_selector);
+merge_spec_from!(SelectMergeProfileRequest, |r| span_selector: &[]);
 
 /// Checks a merge's fields (`prefix` names the message, `left.`) and merges its selection;
 /// returns the profile and the flame graph node budget.

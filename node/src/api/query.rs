@@ -34,6 +34,11 @@ fn params<T>(query: std::result::Result<Query<T>, QueryRejection>) -> Result<T> 
         .map_err(|e| Error::BadRequest(e.body_text()))
 }
 
+/// The `from`/`until` range of a request (an hour up to now by default).
+fn time_range(from: Option<&str>, until: Option<&str>) -> Result<TimeRange> {
+    TimeRange::from_params(from, until, ("from", "until"))
+}
+
 fn selection(query: Option<&str>, name: &str, required: bool) -> Result<Selection> {
     match query {
         Some(q) => Selection::parse(q, name),
@@ -77,11 +82,7 @@ pub async fn merge(
     let params = params(query)?;
     let tenant = tenant(&headers)?;
     let selection = selection(params.query.as_deref(), "query", true)?;
-    let range = TimeRange::from_params(
-        params.from.as_deref(),
-        params.until.as_deref(),
-        ("from", "until"),
-    )?;
+    let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let max_nodes = max_nodes(params.max_nodes)?;
     let format = params.format.unwrap_or_else(|| "folded".into());
     if !["folded", "top", "flamegraph", "pprof"].contains(&format.as_str()) {
@@ -130,11 +131,7 @@ pub async fn series(
     let params = params(query)?;
     let tenant = tenant(&headers)?;
     let selection = selection(params.query.as_deref(), "query", true)?;
-    let range = TimeRange::from_params(
-        params.from.as_deref(),
-        params.until.as_deref(),
-        ("from", "until"),
-    )?;
+    let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let step = match params.step.as_deref() {
         Some(text) => parse_duration(text).map_err(|e| Error::BadRequest(format!("step: {e}")))?,
         None => Nanos((range.len().0 / 1000).max(MIN_DEFAULT_STEP.0)),
@@ -208,11 +205,7 @@ pub struct LabelParams {
 impl LabelParams {
     fn selection_and_range(&self) -> Result<(Vec<Selection>, TimeRange)> {
         let selection = selection(self.query.as_deref(), "query", false)?;
-        let range = TimeRange::from_params(
-            self.from.as_deref(),
-            self.until.as_deref(),
-            ("from", "until"),
-        )?;
+        let range = time_range(self.from.as_deref(), self.until.as_deref())?;
         Ok((vec![selection], range))
     }
 }
@@ -266,11 +259,7 @@ pub async fn profile_types(
 ) -> Result<Response> {
     let params = params(query)?;
     let tenant = tenant(&headers)?;
-    let range = TimeRange::from_params(
-        params.from.as_deref(),
-        params.until.as_deref(),
-        ("from", "until"),
-    )?;
+    let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let types = state
         .engine
         .profile_types(&tenant, range.start, range.end)
