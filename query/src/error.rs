@@ -50,6 +50,26 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Storage could not be read (the object store is down or failing), here or in a failed
+    /// execution's sources: worth a retry, not a bug.
+    pub fn is_storage_unavailable(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if let Some(s) = e.downcast_ref::<firn_storage::Error>()
+                && s.is_object_store()
+            {
+                return true;
+            }
+            if e.downcast_ref::<object_store::Error>().is_some() {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+}
+
 impl From<firn_storage::Error> for Error {
     fn from(source: firn_storage::Error) -> Self {
         Error::Storage { source }

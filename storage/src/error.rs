@@ -130,4 +130,16 @@ impl Error {
     pub fn is_overload(&self) -> bool {
         matches!(self, Error::BufferFull { .. })
     }
+
+    /// The object store could not be reached or answered with an error: the request may
+    /// succeed later.
+    pub fn is_object_store(&self) -> bool {
+        matches!(
+            self,
+            Error::Upload { .. }
+                | Error::Download { .. }
+                | Error::Delete { .. }
+                | Error::List { .. }
+        )
+    }
 }

@@ -100,6 +100,9 @@ impl Error {
             }
             Error::Unimplemented(_) => (Code::Unimplemented, StatusCode::NOT_IMPLEMENTED),
             Error::DeadlineExceeded { .. } => (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
+            Error::Query(q) if q.is_storage_unavailable() => {
+                (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
+            }
             Error::Query(q) => match q {
                 firn_query::Error::Selector { .. }
                 | firn_query::Error::InvalidQuery(_)

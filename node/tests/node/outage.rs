@@ -90,6 +90,10 @@ fn writes_wait_in_the_log_while_the_object_store_is_down() {
         ) > 0),
         "flushes failed and are retried"
     );
+    // A query that needs a block cannot be answered now: 503, worth retrying, not a 500.
+    let (status, body) = server.merge(&format!("{CPU}{{service_name=\"outage\"}}"), "folded");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("unavailable"), "{body}");
 
     // The store is back: the backlog flushes and writes are taken again.
     std::fs::remove_file(&objects).expect("unblock");
