@@ -191,6 +191,29 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("a blocking task failed: {e}")))?
 }
 
+/// The request's `Idempotency-Key`, scoped to its tenant: a client that retries a write with
+/// the same key is answered as the first time, and the write counts once.
+pub fn idempotency_key(headers: &HeaderMap, tenant: &TenantId) -> Result<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > crate::raft::MAX_KEY_BYTES {
+        return Err(Error::BadRequest(format!(
+            "Idempotency-Key is {} bytes; it must be 1 to {} bytes",
+            key.len(),
+            crate::raft::MAX_KEY_BYTES
+        )));
+    }
+    if !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(Error::BadRequest(
+            "Idempotency-Key must be printable ASCII without spaces".into(),
+        ));
+    }
+    let key = String::from_utf8_lossy(key);
+    Ok(Some(format!("{}/{key}", tenant.as_str())))
+}
+
 /// The tenant of a request: `X-Scope-OrgID`, or [`ANONYMOUS`].
 pub fn tenant(headers: &HeaderMap) -> Result<TenantId> {
     let id = headers

@@ -31,7 +31,7 @@ use firn_storage::normalize::Normalized;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 
-pub use entry::{Command, Response};
+pub use entry::{Command, MAX_KEY_BYTES, Response};
 use log_store::{LogBytes, LogStore};
 use state_machine::StateMachine;
 
@@ -140,12 +140,19 @@ impl RaftNode {
         Ok(node)
     }
 
-    /// Commits a write and returns what applying it added.
-    pub async fn write(&self, record: Bytes, normalized: Arc<Normalized>) -> Result<WriteStats> {
+    /// Commits a write and returns what applying it added; a write whose idempotency `key`
+    /// was applied recently returns the first answer instead.
+    pub async fn write(
+        &self,
+        record: Bytes,
+        normalized: Arc<Normalized>,
+        key: Option<Arc<str>>,
+    ) -> Result<WriteStats> {
         let response = self
             .propose(Command::Write {
                 record,
                 normalized: Some(normalized),
+                key,
             })
             .await?;
         response

@@ -44,6 +44,17 @@ impl Writer {
 
     /// Normalises, commits and applies one write; returns once it is durable and visible.
     pub async fn write(&self, request: WriteRequest) -> Result<WriteStats> {
+        self.write_once(request, None).await
+    }
+
+    /// [`Writer::write`] with an idempotency key (already scoped to the tenant): a retry of a
+    /// write applied recently under the same key is answered as the first one was and adds
+    /// nothing.
+    pub async fn write_once(
+        &self,
+        request: WriteRequest,
+        key: Option<String>,
+    ) -> Result<WriteStats> {
         let used = self.raft.log_bytes();
         if used >= self.log_budget {
             return Err(Error::LogFull {
@@ -62,7 +73,10 @@ impl Writer {
         // Only a write the buffer can take is proposed: a committed write always applies.
         self.store.check_fits(&normalized)?;
         let bytes = record.len() as u64;
-        let stats = self.raft.write(record.into(), Arc::new(normalized)).await?;
+        let stats = self
+            .raft
+            .write(record.into(), Arc::new(normalized), key.map(Arc::from))
+            .await?;
         self.metrics
             .ingest_bytes
             .fetch_add(bytes, Ordering::Relaxed);

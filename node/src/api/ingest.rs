@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use firn_storage::{Nanos, Payload, ProfileType, TenantId, WriteRequest};
 use serde::Deserialize;
 
-use crate::api::{AppState, content_decoded, tenant};
+use crate::api::{AppState, content_decoded, idempotency_key, tenant};
 use crate::error::{Error, Result};
 use crate::time::{now, parse_time};
 
@@ -32,8 +32,9 @@ pub async fn ingest(
     body: Bytes,
 ) -> Result<StatusCode> {
     let tenant = tenant(&headers)?;
+    let key = idempotency_key(&headers, &tenant)?;
     let request = ingest_request(tenant, &params, &headers, body, state.max_request_bytes)?;
-    state.writer.write(request).await?;
+    state.writer.write_once(request, key).await?;
     Ok(StatusCode::OK)
 }
 

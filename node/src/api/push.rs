@@ -72,7 +72,12 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
                 payload: Payload::Pprof(sample.raw_profile),
                 received_at: received,
             };
-            match call.state.writer.write(write).await {
+            // One key per sample: a retried Push stores each sample once.
+            let key = call
+                .idempotency_key
+                .as_ref()
+                .map(|k| format!("{k}/{s}/{i}"));
+            match call.state.writer.write_once(write, key).await {
                 Ok(_) => stored += 1,
                 Err(e) if e.code().1.is_client_error() => {
                     rejected += 1;

@@ -59,6 +59,8 @@ impl<T> Message for T where
 pub struct Call {
     pub state: AppState,
     pub tenant: TenantId,
+    /// The request's `Idempotency-Key` (Connect header or gRPC metadata), tenant-scoped.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,12 +158,21 @@ where
     let headers = &parts.headers;
     let outcome = async {
         let tenant = tenant(headers)?;
+        let idempotency_key = crate::api::idempotency_key(headers, &tenant)?;
         let deadline = deadline(wire, headers)?;
         let run = async {
             let max_bytes = state.max_request_bytes;
             let body = codec::read_body(body, headers, max_bytes).await?;
             let request: Req = codec::decode(wire, headers, body, max_bytes).await?;
-            method(Call { state, tenant }, request).await
+            method(
+                Call {
+                    state,
+                    tenant,
+                    idempotency_key,
+                },
+                request,
+            )
+            .await
         };
         match deadline {
             Some(limit) => {

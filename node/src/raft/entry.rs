@@ -4,6 +4,7 @@
 //!  entry = [kind u8][term u64 LE][leader node u64 LE][body]
 //!  kind 0 blank · 1 write (body = the write as it arrived, `record::encode`)
 //!       2 block flushed (body = the block's metadata, JSON) · 3 membership (JSON)
+//!       4 write with an idempotency key (body = [key length u16 LE][key][record])
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +27,9 @@ pub enum Command {
     Write {
         record: Bytes,
         normalized: Option<Arc<Normalized>>,
+        /// The client's idempotency key: a write whose key was applied recently is answered
+        /// with the first one's result instead of being applied again.
+        key: Option<Arc<str>>,
     },
     /// A block is in the object store holding every write up to its last sequence number.
     BlockFlushed(Box<BlockMeta>),
@@ -48,6 +52,10 @@ const BLANK: u8 = 0;
 const WRITE: u8 = 1;
 const BLOCK: u8 = 2;
 const MEMBERSHIP: u8 = 3;
+const KEYED_WRITE: u8 = 4;
+
+/// The longest idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 128;
 const HEADER: usize = 17;
 
 #[derive(Serialize, Deserialize)]
@@ -60,7 +68,20 @@ struct MembershipJson {
 pub fn encode(entry: &Entry) -> Vec<u8> {
     let (kind, body): (u8, Vec<u8>) = match &entry.payload {
         EntryPayload::Blank => (BLANK, Vec::new()),
-        EntryPayload::Normal(Command::Write { record, .. }) => (WRITE, record.to_vec()),
+        EntryPayload::Normal(Command::Write {
+            record, key: None, ..
+        }) => (WRITE, record.to_vec()),
+        EntryPayload::Normal(Command::Write {
+            record,
+            key: Some(key),
+            ..
+        }) => {
+            let mut body = Vec::with_capacity(2 + key.len() + record.len());
+            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(record);
+            (KEYED_WRITE, body)
+        }
         EntryPayload::Normal(Command::BlockFlushed(meta)) => (
             BLOCK,
             serde_json::to_vec(meta).expect("block metadata serialises"),
@@ -86,7 +107,23 @@ pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
         WRITE => EntryPayload::Normal(Command::Write {
             record: bytes.slice(HEADER..),
             normalized: None,
+            key: None,
         }),
+        KEYED_WRITE => {
+            let len = body
+                .get(..2)
+                .map(|l| u16::from_le_bytes([l[0], l[1]]) as usize)
+                .ok_or_else(|| format!("entry {index}: keyed write without a key length"))?;
+            let key = body
+                .get(2..2 + len)
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .ok_or_else(|| format!("entry {index}: bad idempotency key"))?;
+            EntryPayload::Normal(Command::Write {
+                key: Some(Arc::from(key)),
+                record: bytes.slice(HEADER + 2 + len..),
+                normalized: None,
+            })
+        }
         BLOCK => EntryPayload::Normal(Command::BlockFlushed(Box::new(
             serde_json::from_slice(body)
                 .map_err(|e| format!("entry {index}: bad block metadata: {e}"))?,
@@ -161,7 +198,9 @@ impl From<LogIdJson> for LogId<u64> {
 /// The bytes an entry holds, for bounding caches.
 pub fn size(entry: &Entry) -> usize {
     match &entry.payload {
-        EntryPayload::Normal(Command::Write { record, .. }) => HEADER + record.len(),
+        EntryPayload::Normal(Command::Write { record, key, .. }) => {
+            HEADER + record.len() + key.as_ref().map_or(0, |k| 2 + k.len())
+        }
         _ => HEADER + 256,
     }
 }

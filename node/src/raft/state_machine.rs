@@ -12,11 +12,13 @@
 //! snapshot's manifest and entries, then the log up to the saved commit point, with writes
 //! decoded and normalised on every core and applied in log order.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use firn_storage::buffer::WriteStats;
 use firn_storage::manifest::Manifest;
 use firn_storage::normalize::Normalized;
 use firn_storage::{SeqNo, Store};
@@ -65,18 +67,91 @@ struct SnapshotHeader {
     membership_log_id: Option<LogIdJson>,
     membership: serde_json::Value,
     manifest: Manifest,
+    /// Idempotency keys applied up to the manifest's flushed write, oldest first.
+    #[serde(default)]
+    recent: Vec<RecentKey>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct RecentKey {
+    key: String,
+    index: u64,
+    profiles: usize,
+    samples: usize,
+    bytes: usize,
 }
 
 /// A parsed snapshot.
 struct SnapshotFile {
     meta: SnapshotMeta<u64, BasicNode>,
     manifest: Manifest,
+    recent: Vec<RecentKey>,
     entries: Vec<(u64, Vec<u8>)>,
+}
+
+/// Writes that carried idempotency keys, with what applying them answered: the last
+/// [`RECENT_KEYS`] of them. The window is counted in keyed writes, so every replica and every
+/// replay forgets the same keys at the same entry.
+#[derive(Clone, Default)]
+struct Recent {
+    answers: HashMap<Arc<str>, (u64, WriteStats)>,
+    order: VecDeque<Arc<str>>,
+}
+
+/// Idempotency keys remembered at most (keys are at most 128 bytes: about 20 MiB).
+const RECENT_KEYS: usize = 100_000;
+
+impl Recent {
+    fn get(&self, key: &str) -> Option<WriteStats> {
+        self.answers.get(key).map(|a| a.1)
+    }
+
+    fn remember(&mut self, key: Arc<str>, index: u64, stats: WriteStats) {
+        if self.answers.insert(key.clone(), (index, stats)).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > RECENT_KEYS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.answers.remove(&old);
+            }
+        }
+    }
+
+    /// The keys applied at or before `index`, oldest first, for a snapshot taken there.
+    fn through(&self, index: Option<u64>) -> Vec<RecentKey> {
+        self.order
+            .iter()
+            .filter_map(|k| {
+                let (i, stats) = self.answers.get(k)?;
+                index.is_some_and(|index| *i <= index).then(|| RecentKey {
+                    key: k.to_string(),
+                    index: *i,
+                    profiles: stats.profiles,
+                    samples: stats.samples,
+                    bytes: stats.bytes,
+                })
+            })
+            .collect()
+    }
+
+    fn from_keys(keys: Vec<RecentKey>) -> Self {
+        let mut recent = Self::default();
+        for k in keys {
+            let stats = WriteStats {
+                profiles: k.profiles,
+                samples: k.samples,
+                bytes: k.bytes,
+            };
+            recent.remember(Arc::from(k.key), k.index, stats);
+        }
+        recent
+    }
 }
 
 fn encode_snapshot(
     meta: &SnapshotMeta<u64, BasicNode>,
     manifest: &Manifest,
+    recent: Vec<RecentKey>,
     entries: &[(u64, Vec<u8>)],
 ) -> Vec<u8> {
     let header = SnapshotHeader {
@@ -88,6 +163,7 @@ fn encode_snapshot(
         ))
         .expect("membership is JSON"),
         manifest: manifest.clone(),
+        recent,
     };
     let header = serde_json::to_vec(&header).expect("snapshot header serialises");
     let mut out = Vec::with_capacity(
@@ -137,6 +213,7 @@ fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
             snapshot_id: header.snapshot_id,
         },
         manifest: header.manifest,
+        recent: header.recent,
         entries,
     })
 }
@@ -150,6 +227,7 @@ pub(super) fn snapshot_meta(bytes: &[u8]) -> Result<SnapshotMeta<u64, BasicNode>
 struct State {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
+    recent: Recent,
 }
 
 struct Shared {
@@ -215,6 +293,7 @@ impl StateMachine {
             state: Mutex::new(State {
                 applied: None,
                 membership: StoredMembership::default(),
+                recent: Recent::default(),
             }),
             applied_index,
         });
@@ -255,6 +334,9 @@ impl StateMachine {
             let mut state = self.shared.state.lock().expect("state lock poisoned");
             state.applied = None;
             state.membership = file.meta.last_membership.clone();
+            // The keys as they were at the flushed write: replaying the entries after it
+            // decides each keyed write the way it was decided the first time.
+            state.recent = Recent::from_keys(file.recent);
         }
         let mut replay = Replay::new(&self.shared)?;
         for (index, bytes) in file.entries {
@@ -303,19 +385,28 @@ fn apply_one(
         EntryPayload::Normal(Command::Write {
             record,
             normalized: cached,
-        }) => {
-            let normalized = match (cached, normalized) {
-                (Some(n), _) => Ok(n),
-                (None, Some(n)) => n,
-                (None, None) => normalize(&shared.store, &record),
-            };
-            normalized.and_then(|n| {
-                shared
-                    .store
-                    .apply_committed(SeqNo(id.index), &n)
-                    .map_err(|e| e.to_string())
-            })
-        }
+            key,
+        }) => match key.as_deref().and_then(|k| state.recent.get(k)) {
+            // A retry of a write already applied: the first answer, nothing added.
+            Some(first) => Ok(first),
+            None => {
+                let normalized = match (cached, normalized) {
+                    (Some(n), _) => Ok(n),
+                    (None, Some(n)) => n,
+                    (None, None) => normalize(&shared.store, &record),
+                };
+                let applied = normalized.and_then(|n| {
+                    shared
+                        .store
+                        .apply_committed(SeqNo(id.index), &n)
+                        .map_err(|e| e.to_string())
+                });
+                if let (Some(key), Ok(stats)) = (key, &applied) {
+                    state.recent.remember(key, id.index, *stats);
+                }
+                applied
+            }
+        },
         EntryPayload::Normal(Command::BlockFlushed(meta)) => shared
             .store
             .add_flushed_block(*meta)
@@ -512,11 +603,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         let state = self.shared.state.lock().expect("state lock poisoned");
+        let manifest = self.shared.store.manifest();
+        let flushed = first_unflushed(&manifest).checked_sub(1);
         SnapshotBuilder {
             shared: self.shared.clone(),
             applied: state.applied,
             membership: state.membership.clone(),
-            manifest: self.shared.store.manifest(),
+            recent: state.recent.through(flushed),
+            manifest,
         }
     }
 
@@ -567,6 +661,7 @@ pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
+    recent: Vec<RecentKey>,
     manifest: Arc<Manifest>,
 }
 
@@ -597,7 +692,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 self.manifest.version
             ),
         };
-        let bytes = encode_snapshot(&meta, &self.manifest, &entries);
+        let bytes = encode_snapshot(&meta, &self.manifest, self.recent.clone(), &entries);
         let shared = self.shared.clone();
         let written = bytes.clone();
         tokio::task::spawn_blocking(move || shared.write_snapshot(&written))

@@ -65,11 +65,11 @@ fn write_request(text: &str) -> WriteRequest {
     }
 }
 
-async fn write(node: &RaftNode, store: &Store, text: &str) {
+async fn write(node: &RaftNode, store: &Store, text: &str, key: Option<&str>) {
     let request = write_request(text);
     let record = crate::record::encode(&request);
     let normalized = store.normalize(request).expect("normalize");
-    node.write(record.into(), Arc::new(normalized))
+    node.write(record.into(), Arc::new(normalized), key.map(Arc::from))
         .await
         .expect("write commits");
 }
@@ -81,8 +81,8 @@ async fn a_snapshot_carries_the_buffer_to_another_state_machine() {
     let leader = RaftNode::start(leader_dir.path(), leader_store.clone(), 1, "127.0.0.1:1")
         .await
         .expect("start");
-    write(&leader, &leader_store, "main;work 5\nmain;idle 2\n").await;
-    write(&leader, &leader_store, "main;work 3\n").await;
+    write(&leader, &leader_store, "main;work 5\nmain;idle 2\n", None).await;
+    write(&leader, &leader_store, "main;work 3\n", None).await;
     assert_eq!(leader_store.buffer_samples(), 3);
     let applied = leader.status().applied_index;
     leader.compact(applied, 0).await.expect("snapshot");
@@ -125,7 +125,39 @@ async fn a_snapshot_carries_the_buffer_to_another_state_machine() {
         .await
         .expect("restart");
     assert_eq!(store.buffer_samples(), 3);
-    write(&leader, &store, "main;more 1\n").await;
+    write(&leader, &store, "main;more 1\n", None).await;
     assert_eq!(store.buffer_samples(), 4);
     leader.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_write_with_its_key_counts_once_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store();
+    let node = RaftNode::start(dir.path(), store.clone(), 1, "127.0.0.1:1")
+        .await
+        .expect("start");
+    write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
+    write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
+    assert_eq!(store.buffer_samples(), 2, "the retry added nothing");
+    let applied = node.status().applied_index;
+    node.compact(applied, 0).await.expect("snapshot");
+    write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
+    write(&node, &store, "main;other 1\n", Some("t1/k2")).await;
+    assert_eq!(store.buffer_samples(), 3);
+    node.shutdown().await;
+    drop(node);
+
+    // Rebuilt from the snapshot and the log, the keys decide the same way, and still hold.
+    let store = empty_store();
+    let node = RaftNode::start(dir.path(), store.clone(), 1, "127.0.0.1:1")
+        .await
+        .expect("restart");
+    assert_eq!(store.buffer_samples(), 3);
+    write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
+    write(&node, &store, "main;other 1\n", Some("t1/k2")).await;
+    assert_eq!(store.buffer_samples(), 3);
+    write(&node, &store, "main;other 1\n", Some("t1/k3")).await;
+    assert_eq!(store.buffer_samples(), 4, "a new key is a new write");
+    node.shutdown().await;
 }

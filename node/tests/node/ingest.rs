@@ -1,7 +1,7 @@
 //! `/ingest` against a live `firn serve`: what goes in comes out of a merge; bad input gets a
 //! 4xx naming the problem and changes nothing.
 
-use crate::harness::{CPU, Server, post};
+use crate::harness::{CPU, Server, post, urlencode};
 
 #[test]
 fn folded_uploads_are_merged_per_service_and_label() {
@@ -168,4 +168,43 @@ fn sql_is_read_only_and_scoped_to_the_tenant() {
     assert_eq!(status, 400, "{refused}");
     let (status, bad) = sql("SELEC nonsense", "json", "anonymous");
     assert_eq!(status, 400, "{bad}");
+}
+
+/// A client that retries a write with its `Idempotency-Key` is answered 200 again and the
+/// write counts once; another key is another write; a bad key is a 400 naming the header.
+#[test]
+fn retries_with_an_idempotency_key_count_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let url = format!(
+        "{}/ingest?name={}&format=folded",
+        server.url,
+        urlencode("keyed.cpu")
+    );
+    let send = |key: &str| match ureq::post(&url)
+        .set("Idempotency-Key", key)
+        .send_bytes(b"main;retried 3\n")
+    {
+        Ok(r) => (r.status(), String::new()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(send("upload-1").0, 200);
+    assert_eq!(send("upload-1").0, 200, "a retry is acknowledged");
+    let selector = format!("{CPU}{{service_name=\"keyed\"}}");
+    let (_, folded) = server.merge(&selector, "folded");
+    assert_eq!(
+        folded.trim(),
+        "main;retried 30000000",
+        "counted once: {folded}"
+    );
+    assert_eq!(send("upload-2").0, 200);
+    let (_, folded) = server.merge(&selector, "folded");
+    assert_eq!(folded.trim(), "main;retried 60000000", "{folded}");
+    let (status, body) = send(&"k".repeat(200));
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("Idempotency-Key") && body.contains("128"),
+        "{body}"
+    );
 }
