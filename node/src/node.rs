@@ -161,7 +161,11 @@ async fn flush_loop(
             () = shutdown.cancelled() => true,
             () = tokio::time::sleep(tick) => false,
         };
-        if store.buffer_samples() == 0 {
+        // Unflushed: rows in the buffer, or logged writes (of empty profiles) that no flush
+        // point covers yet, which would keep the log from being purged.
+        let unflushed =
+            store.buffer_samples() > 0 || store.last_seq() > store.manifest().flushed_seq;
+        if !unflushed {
             dirty_since = None;
             if stopping {
                 return;
@@ -169,7 +173,10 @@ async fn flush_loop(
             continue;
         }
         let since = *dirty_since.get_or_insert_with(Instant::now);
-        let due = store.buffer_bytes() >= flush_bytes || since.elapsed() >= interval || stopping;
+        let due = store.buffer_bytes() >= flush_bytes
+            || raft.log_bytes() >= flush_bytes as u64
+            || since.elapsed() >= interval
+            || stopping;
         if !due || Instant::now() < next_try {
             continue;
         }
@@ -203,6 +210,13 @@ async fn flush_loop(
 /// adds it to the manifest and drops its rows from the buffer), then the log compacted.
 async fn flush(store: &Store, raft: &RaftNode) -> Result<Option<firn_storage::block::BlockMeta>> {
     let Some(encoded) = store.encode_buffer().await? else {
+        // No rows, yet logged writes past the flush point: record the point so the log can
+        // be purged.
+        let last = store.last_seq();
+        if last > store.manifest().flushed_seq {
+            let index = raft.flushed_through(last.0).await?;
+            raft.compact(index, last.0).await?;
+        }
         return Ok(None);
     };
     store.upload_block(&encoded).await?;

@@ -111,7 +111,6 @@ impl RaftNode {
         .map_err(|e| Error::Internal(format!("replay task failed: {e}")))??;
         tracing::info!(
             entries = replayed.entries,
-            skipped = replayed.skipped,
             ms = started.elapsed().as_millis() as u64,
             "state rebuilt from snapshot and log"
         );
@@ -164,6 +163,14 @@ impl RaftNode {
     pub async fn block_flushed(&self, block: BlockMeta) -> Result<u64> {
         let (index, response) = self.propose(Command::BlockFlushed(Box::new(block))).await?;
         response.map_err(|e| Error::Internal(format!("recording a flushed block failed: {e}")))?;
+        Ok(index)
+    }
+
+    /// Commits that writes up to `seq` need no block (they added no rows); returns the
+    /// entry's index.
+    pub async fn flushed_through(&self, seq: u64) -> Result<u64> {
+        let (index, response) = self.propose(Command::FlushedThrough(seq)).await?;
+        response.map_err(|e| Error::Internal(format!("recording a flush point failed: {e}")))?;
         Ok(index)
     }
 

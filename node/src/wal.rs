@@ -113,9 +113,14 @@ impl Wal {
             let newest = i + 1 == count;
             let scan = scan(&path, newest, &mut on_record)?;
             if scan.valid_bytes < scan.file_bytes {
+                // Most likely a write torn by a crash, never acknowledged. Should it be a
+                // damaged record with acknowledged ones after it, the bytes are kept aside
+                // for recovery rather than deleted.
+                let kept = keep_torn_tail(&path, scan.valid_bytes)?;
                 tracing::warn!(
                     path = %path.display(),
                     cut = scan.file_bytes - scan.valid_bytes,
+                    kept = %kept.display(),
                     "cutting a torn write off the log"
                 );
                 cut_file(&path, scan.valid_bytes)?;
@@ -280,13 +285,18 @@ impl Wal {
     /// Hands records with an index of `from` or more to `f`, oldest first, until `f` returns
     /// `false`.
     pub fn read_from(&self, from: u64, mut f: impl FnMut(u64, Vec<u8>) -> bool) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
         for segment in &self.segments {
-            if segment.last().is_none_or(|last| last < from) {
+            // Straight to the first record at or after `from`, by the offset index.
+            let first = segment.records.partition_point(|r| r.0 < from);
+            let Some(&(_, offset)) = segment.records.get(first) else {
                 continue;
-            }
+            };
             let path = &segment.path;
-            let file = File::open(path).map_err(io(path))?;
+            let mut file = File::open(path).map_err(io(path))?;
+            file.seek(SeekFrom::Start(offset)).map_err(io(path))?;
             let mut reader = Records::new(BufReader::with_capacity(1 << 20, file), path.clone());
+            reader.offset = offset;
             while reader.offset < segment.bytes
                 && let Some((index, payload)) = reader.next_record()?
             {
@@ -401,6 +411,26 @@ fn open_append(path: &Path) -> Result<File> {
         .append(true)
         .open(path)
         .map_err(io(path))
+}
+
+/// Copies a segment's bytes from `from` on into `<segment>.torn-<n>`, durably; returns its
+/// path. Such files are not segments: the log ignores them.
+fn keep_torn_tail(path: &Path, from: u64) -> Result<PathBuf> {
+    use std::io::{Seek, SeekFrom};
+    let mut n = 0;
+    let kept = loop {
+        let candidate = path.with_extension(format!("log.torn-{n}"));
+        if !candidate.exists() {
+            break candidate;
+        }
+        n += 1;
+    };
+    let mut source = File::open(path).map_err(io(path))?;
+    source.seek(SeekFrom::Start(from)).map_err(io(path))?;
+    let mut out = File::create(&kept).map_err(io(&kept))?;
+    std::io::copy(&mut source, &mut out).map_err(io(&kept))?;
+    out.sync_all().map_err(io(&kept))?;
+    Ok(kept)
 }
 
 /// Truncates a file to `len` bytes, durably.
@@ -621,6 +651,8 @@ mod tests {
         fs::write(&path, bytes).expect("write");
         let wal = open(dir.path(), 1 << 20).expect("reopen");
         assert_eq!(records(&wal, 0), vec![(1, b"kept".to_vec())]);
+        let kept = fs::read(path.with_extension("log.torn-0")).expect("the cut bytes are kept");
+        assert_eq!(kept.len(), HEADER + b"garbled".len(), "{kept:?}");
     }
 
     #[test]

@@ -171,6 +171,22 @@ impl Store {
             .drop_through(through)
     }
 
+    /// Records that every write up to `seq` is in blocks when the buffer holds none of them
+    /// (writes of empty profiles add no rows), so the log can be purged through it. Changes
+    /// nothing, and says so, when the buffer holds a write at or below `seq`.
+    pub fn mark_flushed_through(&self, seq: SeqNo) -> bool {
+        let buffer = self.buffer.lock().expect("buffer lock poisoned");
+        let current = self.manifest();
+        if seq <= current.flushed_seq || buffer.first_seq().is_some_and(|first| first <= seq) {
+            return false;
+        }
+        let mut manifest = Manifest::clone(&current);
+        manifest.flushed_seq = seq;
+        manifest.version += 1;
+        *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
+        true
+    }
+
     /// Refuses a write the buffer's budget cannot take, changing nothing (see
     /// [`Buffer::check_fits`](crate::buffer::Buffer::check_fits)).
     pub fn check_fits(&self, normalized: &Normalized) -> Result<()> {
@@ -223,7 +239,9 @@ impl Store {
 
     /// Encodes the whole buffer as a block without changing anything; `None` when empty.
     pub async fn encode_buffer(&self) -> Result<Option<EncodedBlock>> {
-        let snapshot = self.buffer.lock().expect("buffer lock poisoned").snapshot();
+        // `snapshot()` leaves out rows a block already holds (were their drop to have failed,
+        // they would otherwise be flushed again).
+        let snapshot = self.snapshot().buffer;
         let (Some(first), Some(last)) = (snapshot.chunks.first(), snapshot.chunks.last()) else {
             return Ok(None);
         };

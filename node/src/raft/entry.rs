@@ -5,6 +5,7 @@
 //!  kind 0 blank · 1 write (body = the write as it arrived, `record::encode`)
 //!       2 block flushed (body = the block's metadata, JSON) · 3 membership (JSON)
 //!       4 write with an idempotency key (body = [key length u16 LE][key][record])
+//!       5 flushed through (body = sequence number u64 LE)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +34,9 @@ pub enum Command {
     },
     /// A block is in the object store holding every write up to its last sequence number.
     BlockFlushed(Box<BlockMeta>),
+    /// Every write up to this sequence number added no rows the buffer still holds: the log
+    /// may be purged through it without a block.
+    FlushedThrough(u64),
 }
 
 impl std::fmt::Debug for Command {
@@ -40,6 +44,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Write { record, .. } => write!(f, "Write({} bytes)", record.len()),
             Command::BlockFlushed(meta) => write!(f, "BlockFlushed({})", meta.id),
+            Command::FlushedThrough(seq) => write!(f, "FlushedThrough({seq})"),
         }
     }
 }
@@ -53,6 +58,7 @@ const WRITE: u8 = 1;
 const BLOCK: u8 = 2;
 const MEMBERSHIP: u8 = 3;
 const KEYED_WRITE: u8 = 4;
+const FLUSHED_THROUGH: u8 = 5;
 
 /// The longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;
@@ -86,6 +92,9 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             BLOCK,
             serde_json::to_vec(meta).expect("block metadata serialises"),
         ),
+        EntryPayload::Normal(Command::FlushedThrough(seq)) => {
+            (FLUSHED_THROUGH, seq.to_le_bytes().to_vec())
+        }
         EntryPayload::Membership(m) => (MEMBERSHIP, encode_membership(m)),
     };
     let mut out = Vec::with_capacity(HEADER + body.len());
@@ -131,6 +140,10 @@ pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
         MEMBERSHIP => EntryPayload::Membership(
             decode_membership(body).map_err(|e| format!("entry {index}: {e}"))?,
         ),
+        FLUSHED_THROUGH => EntryPayload::Normal(Command::FlushedThrough(u64::from_le_bytes(
+            body.try_into()
+                .map_err(|_| format!("entry {index}: bad flushed-through body"))?,
+        ))),
         other => return Err(format!("entry {index}: unknown kind {other}")),
     };
     Ok(Entry { log_id, payload })

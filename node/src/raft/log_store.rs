@@ -182,18 +182,29 @@ impl Shared {
         }
     }
 
+    /// Entries `start..end` that the log holds (fewer if it ends sooner). Cached entries are
+    /// taken first, under one lock; everything older than the cache's first entry is durable,
+    /// so the disk has it, whatever the log thread evicts meanwhile.
     fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, String> {
-        let mut out = Vec::new();
         // Purged entries are gone even where their segment still holds them.
         let purged = self.meta.lock().expect("meta lock poisoned").purged;
         let start = start.max(purged.map_or(0, |p| p.index + 1));
         if start >= end {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let cached_from = {
+        let (cached, cached_from) = {
             let cache = self.cache.lock().expect("cache lock poisoned");
-            cache.first_index().unwrap_or(u64::MAX)
+            match cache.first_index() {
+                Some(first) => {
+                    let cached: Vec<Entry> = (start.max(first)..end)
+                        .map_while(|i| cache.get(i).cloned())
+                        .collect();
+                    (cached, first)
+                }
+                None => (Vec::new(), u64::MAX),
+            }
         };
+        let mut out = Vec::new();
         if start < cached_from {
             let disk_end = end.min(cached_from);
             let wal = self.wal.lock().expect("log lock poisoned");
@@ -215,18 +226,21 @@ impl Shared {
             if let Some(e) = failed {
                 return Err(e);
             }
-        }
-        let cache = self.cache.lock().expect("cache lock poisoned");
-        // The log is contiguous: what the disk did not hold before the cache does not exist.
-        let from = out
-            .last()
-            .map_or(start.max(cached_from.min(end)), |e| e.log_id.index + 1);
-        for index in from..end {
-            match cache.get(index) {
-                Some(e) => out.push(e.clone()),
-                None => break,
+            // With the cache going on from `cached_from`, the disk must give every entry it
+            // holds up to there: a gap would be silently missing entries.
+            let disk_first = wal.first_index().map(|f| f.max(start));
+            if !cached.is_empty()
+                && let Some(first) = disk_first.filter(|&f| f < disk_end)
+                && (out.first().map(|e| e.log_id.index) != Some(first)
+                    || out.len() as u64 != disk_end - first)
+            {
+                return Err(format!(
+                    "the log gave {} entries for {first}..{disk_end}; it holds them all",
+                    out.len()
+                ));
             }
         }
+        out.extend(cached);
         Ok(out)
     }
 }
@@ -308,7 +322,12 @@ impl LogStore {
             return Err(crate::Error::Log(e));
         }
         let purged: Option<LogId<u64>> = purged.map(Into::into);
-        let last = last.or(purged);
+        // A crash between saving the purge point and deleting segments can leave records
+        // older than it: the purge point wins.
+        let last = match (last, purged) {
+            (Some(l), Some(p)) if l.index < p.index => Some(p),
+            (l, p) => l.or(p),
+        };
         let log_bytes = AtomicU64::new(wal.bytes_after(purged.map(|p| p.index)));
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -587,13 +606,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(c) = committed {
             // Not fsynced: after a crash an older value only means more entries are applied
             // again through Raft instead of by the startup replay.
-            write_json(
+            let saved = write_json(
                 &self.shared.dir,
                 "committed.json",
                 &LogIdJson::from(&c),
                 false,
-            )
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            );
+            if let Err(e) = saved {
+                // Only a hint for the next start: Raft goes on without it.
+                tracing::warn!(error = %e, "saving the commit point failed");
+            }
         }
         Ok(())
     }

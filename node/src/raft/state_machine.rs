@@ -270,10 +270,11 @@ pub struct StateMachine {
 }
 
 /// What replay did.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Replayed {
     pub entries: u64,
-    pub skipped: u64,
+    /// Why replay stopped, if an entry did not apply.
+    pub failed: Option<String>,
 }
 
 impl StateMachine {
@@ -321,7 +322,6 @@ impl StateMachine {
                 .map_err(crate::Error::Log)?;
             let more = replay.finish()?;
             replayed.entries += more.entries;
-            replayed.skipped += more.skipped;
         }
         Ok((sm, replayed))
     }
@@ -329,10 +329,30 @@ impl StateMachine {
     /// Resets the store to a snapshot's manifest and applies its entries.
     fn install(&self, file: SnapshotFile) -> Result<Replayed, crate::Error> {
         let from = first_unflushed(&file.manifest);
+        // The entries after the flushed write, up to the snapshot's last: all of them, or
+        // none (see the builder).
+        if let Some(last) = file
+            .meta
+            .last_log_id
+            .filter(|l| l.index >= from && !file.entries.is_empty())
+        {
+            let held = file
+                .entries
+                .iter()
+                .filter(|(i, _)| (from..=last.index).contains(i))
+                .count() as u64;
+            if held != last.index - from + 1 {
+                return Err(crate::Error::Log(format!(
+                    "snapshot {} holds {held} of the entries {from}..={}; refusing it",
+                    file.meta.snapshot_id, last.index
+                )));
+            }
+        }
         self.shared.store.reset(file.manifest);
         {
             let mut state = self.shared.state.lock().expect("state lock poisoned");
             state.applied = None;
+            self.shared.applied_index.store(u64::MAX, Ordering::Release);
             state.membership = file.meta.last_membership.clone();
             // The keys as they were at the flushed write: replaying the entries after it
             // decides each keyed write the way it was decided the first time.
@@ -407,6 +427,10 @@ fn apply_one(
                 applied
             }
         },
+        EntryPayload::Normal(Command::FlushedThrough(seq)) => {
+            shared.store.mark_flushed_through(SeqNo(seq));
+            Ok(Default::default())
+        }
         EntryPayload::Normal(Command::BlockFlushed(meta)) => shared
             .store
             .add_flushed_block(*meta)
@@ -420,10 +444,20 @@ fn apply_one(
     response
 }
 
+/// Normalises a committed write again (a replay, or a replica that did not admit it). The
+/// write passed the limits in force when it was admitted; limits lowered since must not drop
+/// it, so this uses limits no admitted write exceeds.
 fn normalize(store: &Store, record: &bytes::Bytes) -> Result<Arc<Normalized>, String> {
+    let mut limits = store.config().limits;
+    limits.decode.max_decompressed_bytes = limits.decode.max_decompressed_bytes.max(4 << 30);
+    limits.decode.max_entries = limits.decode.max_entries.max(1 << 31);
+    limits.labels.max_name_len = limits.labels.max_name_len.max(1 << 20);
+    limits.labels.max_value_len = limits.labels.max_value_len.max(1 << 20);
+    limits.labels.max_labels_per_series = limits.labels.max_labels_per_series.max(1 << 16);
+    limits.max_stack_depth = limits.max_stack_depth.max(1 << 20);
     record::decode(record.clone())
         .map_err(|e| e.to_string())
-        .and_then(|r| store.normalize(r).map_err(|e| e.to_string()))
+        .and_then(|r| firn_storage::normalize::normalize(r, &limits).map_err(|e| e.to_string()))
         .map(Arc::new)
 }
 
@@ -458,8 +492,12 @@ impl Replay {
                 while let Ok(batch) = applier_queue.recv() {
                     let mut state = applier_shared.state.lock().expect("state lock poisoned");
                     for (e, n) in batch {
-                        if apply_one(&applier_shared, &mut state, e, n).is_err() {
-                            done.skipped += 1;
+                        let index = e.log_id.index;
+                        if let Err(e) = apply_one(&applier_shared, &mut state, e, n) {
+                            // A committed entry that does not apply stops the start: going on
+                            // would drop an acknowledged write.
+                            done.failed.get_or_insert(format!("entry {index}: {e}"));
+                            return done;
                         }
                         done.entries += 1;
                     }
@@ -506,7 +544,14 @@ impl Replay {
         drop(stages.to_preparer);
         let panicked = |what: &str| crate::Error::Internal(format!("the replay {what} panicked"));
         stages.preparer.join().map_err(|_| panicked("preparer"))?;
-        stages.applier.join().map_err(|_| panicked("applier"))
+        let done = stages.applier.join().map_err(|_| panicked("applier"))?;
+        match &done.failed {
+            Some(why) => Err(crate::Error::Log(format!(
+                "replay stopped at a committed entry that does not apply ({why}); the node \
+                 does not start rather than drop it"
+            ))),
+            None => Ok(done),
+        }
     }
 
     fn send_batch(&mut self) -> bool {
@@ -671,14 +716,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let entries: Vec<(u64, Vec<u8>)> = match self.applied {
             Some(applied) if applied.index >= from => {
                 let mut reader = self.shared.log.clone();
-                openraft::storage::RaftLogReader::try_get_log_entries(
+                let entries = openraft::storage::RaftLogReader::try_get_log_entries(
                     &mut reader,
                     from..=applied.index,
                 )
-                .await?
-                .iter()
-                .map(|e| (e.log_id.index, entry::encode(e)))
-                .collect()
+                .await?;
+                // Every entry after the flushed write is in the log (purges stop at the flushed
+                // write), and `read_entries` refuses to return a range with a gap.
+                entries
+                    .iter()
+                    .map(|e| (e.log_id.index, entry::encode(e)))
+                    .collect()
             }
             _ => Vec::new(),
         };

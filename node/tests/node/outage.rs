@@ -121,3 +121,28 @@ fn writes_wait_in_the_log_while_the_object_store_is_down() {
         );
     }
 }
+
+/// Writes of empty profiles add no rows, yet they are logged: a flush point without a block
+/// lets the log be purged, so an idle agent cannot fill the log budget.
+#[test]
+fn empty_profiles_do_not_hold_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--flush-interval-secs", "1"]);
+    let empty = firn_storage::testing::ProfileBuilder::cpu().gzip();
+    for _ in 0..20 {
+        let (status, body) = crate::harness::post(
+            &format!("{}/ingest?name=idle&format=pprof", server.url),
+            "application/octet-stream",
+            &empty,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(
+            &server,
+            "firn_raft_purged_index"
+        ) >= 20),
+        "the log is purged through the empty writes"
+    );
+    assert_eq!(metric(&server, "firn_blocks"), 0, "no block was needed");
+}
