@@ -64,6 +64,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_MAX_PROFILE_BYTES")]
     pub max_profile_bytes: Option<usize>,
 
+    /// Bytes of writes being decoded and committed at once, at most (request bodies as
+    /// received); more wait up to 10 s, then get 503 with Retry-After. [default: 256 MiB]
+    #[arg(long, env = "FIRN_MAX_INFLIGHT_WRITE_BYTES")]
+    pub max_inflight_write_bytes: Option<usize>,
+
     /// Validate the configuration, print it and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -84,6 +89,7 @@ struct FileConfig {
     log_budget_bytes: Option<u64>,
     max_request_bytes: Option<usize>,
     max_profile_bytes: Option<usize>,
+    max_inflight_write_bytes: Option<usize>,
 }
 
 /// Where blocks are stored.
@@ -108,6 +114,7 @@ pub struct Settings {
     pub log_budget_bytes: u64,
     pub max_request_bytes: usize,
     pub max_profile_bytes: usize,
+    pub max_inflight_write_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +178,11 @@ impl ServeArgs {
             log_budget_bytes: pick(self.log_budget_bytes, file.log_budget_bytes, 4 << 30),
             max_request_bytes: pick(self.max_request_bytes, file.max_request_bytes, 64 << 20),
             max_profile_bytes: pick(self.max_profile_bytes, file.max_profile_bytes, 64 << 20),
+            max_inflight_write_bytes: pick(
+                self.max_inflight_write_bytes,
+                file.max_inflight_write_bytes,
+                256 << 20,
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -196,6 +208,10 @@ impl Settings {
         positive("log-budget-bytes", self.log_budget_bytes)?;
         positive("max-request-bytes", self.max_request_bytes as u64)?;
         positive("max-profile-bytes", self.max_profile_bytes as u64)?;
+        positive(
+            "max-inflight-write-bytes",
+            self.max_inflight_write_bytes as u64,
+        )?;
         if self.flush_bytes > self.buffer_bytes {
             return Err(ConfigError::Invalid {
                 key: "flush-bytes",

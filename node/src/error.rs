@@ -27,6 +27,11 @@ pub enum Error {
     )]
     LogFull { used: u64, budget: u64 },
 
+    #[error(
+        "write refused: {bytes} bytes of writes are already being committed (max-inflight-write-bytes); retry later"
+    )]
+    Overloaded { bytes: usize },
+
     #[error("{0}")]
     BadRequest(String),
 

@@ -59,6 +59,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         raft.clone(),
         store.clone(),
         settings.log_budget_bytes,
+        settings.max_inflight_write_bytes,
         metrics.clone(),
     );
     let engine = Arc::new(QueryEngine::new(store.clone(), QueryConfig::default())?);

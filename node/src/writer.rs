@@ -25,21 +25,38 @@ pub struct Writer {
     store: Arc<Store>,
     log_budget: u64,
     metrics: Arc<Metrics>,
+    /// KiB of writes in flight (decoded, normalised, proposed, not yet answered).
+    inflight: Arc<tokio::sync::Semaphore>,
+    inflight_kib: u32,
 }
+
+/// How long a write waits for room among the writes in flight before it is refused.
+const INFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writer {
     pub fn new(
         raft: Arc<RaftNode>,
         store: Arc<Store>,
         log_budget: u64,
+        max_inflight_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let inflight_kib = u32::try_from(max_inflight_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
         Self {
             raft,
             store,
             log_budget,
             metrics,
+            inflight: Arc::new(tokio::sync::Semaphore::new(inflight_kib as usize)),
+            inflight_kib,
         }
+    }
+
+    /// Bytes of writes in flight now.
+    fn inflight_bytes(&self) -> u64 {
+        u64::from(self.inflight_kib - self.inflight.available_permits() as u32) * 1024
     }
 
     /// Normalises, commits and applies one write; returns once it is durable and visible.
@@ -55,13 +72,30 @@ impl Writer {
         request: WriteRequest,
         key: Option<String>,
     ) -> Result<WriteStats> {
-        let used = self.raft.log_bytes();
+        // What the log holds plus what is on its way there.
+        let used = self.raft.log_bytes() + self.inflight_bytes();
         if used >= self.log_budget {
             return Err(Error::LogFull {
                 used,
                 budget: self.log_budget,
             });
         }
+        // Room among the writes in flight, for the body as received (a larger one than the
+        // whole allowance waits until it is alone).
+        let size = match &request.payload {
+            firn_storage::Payload::Pprof(b) => b.len(),
+            firn_storage::Payload::Folded { text, .. } => text.len(),
+        };
+        let kib = u32::try_from(size.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inflight_kib);
+        let _room =
+            tokio::time::timeout(INFLIGHT_WAIT, self.inflight.clone().acquire_many_owned(kib))
+                .await
+                .map_err(|_| Error::Overloaded {
+                    bytes: self.inflight_bytes() as usize,
+                })?
+                .map_err(|_| Error::ShuttingDown)?;
         let store = self.store.clone();
         // Decoding and normalising are CPU work: off the I/O runtime.
         let (record, normalized) = tokio::task::spawn_blocking(move || {

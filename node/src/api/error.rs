@@ -89,7 +89,9 @@ impl Error {
             Error::Storage(e) if e.is_overload() => {
                 (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
             }
-            Error::LogFull { .. } => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            Error::LogFull { .. } | Error::Overloaded { .. } => {
+                (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
+            }
             Error::ShuttingDown | Error::NotLeader(_) | Error::Raft(_) => {
                 (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
             }

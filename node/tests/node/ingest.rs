@@ -208,3 +208,29 @@ fn retries_with_an_idempotency_key_count_once() {
         "{body}"
     );
 }
+
+/// Writes in flight share a byte allowance: with room for one at a time, concurrent writes
+/// wait their turn (none is lost, none deadlocks), each within its wait.
+#[test]
+fn concurrent_writes_share_the_inflight_allowance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--max-inflight-write-bytes", "1024"]);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let server = &server;
+            s.spawn(move || {
+                for n in 0..5 {
+                    let text = format!("main;t{t};n{n} 1\n") + &"main;pad 1\n".repeat(300);
+                    let (status, body) = server.ingest_folded("inflight.cpu", &text);
+                    assert_eq!(status, 200, "{body}");
+                }
+            });
+        }
+    });
+    let (_, folded) = server.merge(&format!("{CPU}{{service_name=\"inflight\"}}"), "folded");
+    for t in 0..8 {
+        for n in 0..5 {
+            assert!(folded.contains(&format!("main;t{t};n{n} ")), "t{t} n{n}");
+        }
+    }
+}
