@@ -499,7 +499,8 @@ fn labels(remote: &Remote, args: &LabelsArgs) -> anyhow::Result<()> {
     }
 }
 
-fn urlencode(text: &str) -> String {
+/// Percent-encodes everything but URL-safe characters (for paths and query values).
+pub fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

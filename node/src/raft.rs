@@ -136,6 +136,15 @@ impl RaftNode {
             .state(ServerState::Leader, "leading the group")
             .await
             .map_err(|e| Error::Internal(format!("not leading the raft group: {e}")))?;
+        // Entries committed after the saved commit point (a hint, not rewritten on every
+        // commit) are applied through Raft once it leads: serve only after they are, so no
+        // acknowledged write is missing from a read.
+        let last = node.raft.metrics().borrow().last_log_index;
+        node.raft
+            .wait(Some(LEADER_WAIT))
+            .applied_index_at_least(last, "the log applied")
+            .await
+            .map_err(|e| Error::Internal(format!("applying the log failed: {e}")))?;
         Ok(node)
     }
 

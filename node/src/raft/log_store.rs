@@ -288,7 +288,13 @@ enum Job {
 pub struct LogStore {
     shared: Arc<Shared>,
     jobs: mpsc::Sender<Job>,
+    /// When `committed.json` was last written (it is rewritten at most every
+    /// [`COMMIT_HINT_EVERY`], not on every commit).
+    committed_saved: Option<std::time::Instant>,
 }
+
+/// How often the commit-point hint is written at most.
+const COMMIT_HINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Reads entries; cheap to clone.
 #[derive(Clone)]
@@ -357,7 +363,11 @@ impl LogStore {
                 .spawn(move || run(shared, queue))
                 .map_err(|source| crate::Error::Spawn { source })?;
         }
-        Ok(Self { shared, jobs })
+        Ok(Self {
+            shared,
+            jobs,
+            committed_saved: None,
+        })
     }
 
     pub fn reader(&self) -> LogReader {
@@ -603,9 +613,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .expect("meta lock poisoned")
             .committed = committed;
-        if let Some(c) = committed {
-            // Not fsynced: after a crash an older value only means more entries are applied
-            // again through Raft instead of by the startup replay.
+        let due = self
+            .committed_saved
+            .is_none_or(|at| at.elapsed() >= COMMIT_HINT_EVERY);
+        if let Some(c) = committed.filter(|_| due) {
+            self.committed_saved = Some(std::time::Instant::now());
+            // Neither fsynced nor written on every commit: an older value after a restart
+            // only means the last few entries are applied again through Raft instead of by
+            // the startup replay.
             let saved = write_json(
                 &self.shared.dir,
                 "committed.json",

@@ -153,16 +153,7 @@ fn answer(response: Result<ureq::Response, ureq::Error>) -> (u16, String) {
     }
 }
 
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use firn_node::cli::urlencode;
 
 /// The answer to an RPC that failed: HTTP status and body.
 #[derive(Debug)]
