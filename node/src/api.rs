@@ -37,12 +37,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use firn_query::QueryEngine;
+use firn_query::Coordinator;
 use firn_storage::TenantId;
 
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::metrics::{Gauges, Metrics};
-use crate::writer::Writer;
 
 /// The tenant when a request names none (`--auth=none`, as in Pyroscope).
 pub const ANONYMOUS: &str = "anonymous";
@@ -54,8 +54,10 @@ pub struct OutcomeStatus(pub axum::http::StatusCode);
 
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub writer: Writer,
-    pub engine: Arc<QueryEngine>,
+    /// Writes go through the cluster (split by shard, committed by each shard's leader).
+    pub cluster: Arc<Cluster>,
+    /// Queries go through the coordinator (every shard, at its read index).
+    pub query: Arc<Coordinator>,
     pub metrics: Arc<Metrics>,
     pub max_request_bytes: usize,
 }
@@ -103,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/diff", get(query::diff))
         .route("/api/v1/sql", post(query::sql))
         .route("/metrics", get(metrics))
-        .route("/ready", get(|| async { "ready\n" }))
+        .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
@@ -133,18 +135,38 @@ async fn track(
     response
 }
 
+/// `GET /ready`: 200 once the node is in a formed cluster and every shard it holds has a
+/// leader; 503 until then.
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, &'static str) {
+    if state.cluster.ready() {
+        (axum::http::StatusCode::OK, "ready\n")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
-    let store = state.engine.store();
-    let manifest = store.manifest();
-    state.metrics.render(&Gauges {
-        buffer_bytes: store.buffer_bytes() as u64,
-        buffer_samples: store.buffer_samples() as u64,
-        log_bytes: state.writer.log_bytes(),
-        blocks: manifest.blocks.len() as u64,
-        flushed_seq: manifest.flushed_seq.0,
-        raft: state.writer.raft().status(),
-    })
+    let cluster = &state.cluster;
+    let mut gauges = Gauges {
+        log_bytes: cluster.meta.log_bytes(),
+        groups: vec![(crate::ids::GroupId::Meta, cluster.meta.status())],
+        ..Default::default()
+    };
+    for replica in cluster.replicas() {
+        let manifest = replica.store.manifest();
+        gauges.buffer_bytes += replica.store.buffer_bytes() as u64;
+        gauges.buffer_samples += replica.store.buffer_samples() as u64;
+        gauges.log_bytes += replica.raft.log_bytes();
+        gauges.blocks += manifest.blocks.len() as u64;
+        gauges.groups.push((
+            crate::ids::GroupId::Shard(replica.id),
+            replica.raft.status(),
+        ));
+    }
+    state.metrics.render(&gauges)
 }
 
 /// A request body with `Content-Encoding: gzip` honoured, bounded by `max_bytes` decompressed.

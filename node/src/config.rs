@@ -69,9 +69,44 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_MAX_INFLIGHT_WRITE_BYTES")]
     pub max_inflight_write_bytes: Option<usize>,
 
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// Validate the configuration, print it and exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// How the node finds its cluster. With neither `--join` nor `--peers` it is a cluster of one.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ClusterArgs {
+    /// This node's id: unique in the cluster, never reused after the node is removed.
+    /// [default: 1]
+    #[arg(long, env = "FIRN_NODE_ID")]
+    pub node_id: Option<u64>,
+
+    /// The HOST:PORT other nodes reach this node at. [default: the listen address, or
+    /// 127.0.0.1:PORT when listening on all interfaces]
+    #[arg(long, env = "FIRN_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Join a running cluster through any of these nodes (HOST:PORT, comma-separated).
+    #[arg(long, env = "FIRN_JOIN", value_delimiter = ',')]
+    pub join: Option<Vec<String>>,
+
+    /// Form a new cluster of exactly these nodes (HOST:PORT of each, this one included,
+    /// comma-separated); it starts once every peer answers.
+    #[arg(long, env = "FIRN_PEERS", value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+
+    /// Shard groups of a new cluster (fixed afterwards). [default: one per peer, 1 alone]
+    #[arg(long, env = "FIRN_SHARDS")]
+    pub shards: Option<u32>,
+
+    /// Replicas of each shard in a new cluster; a cluster with fewer nodes holds one on each.
+    /// [default: 3]
+    #[arg(long, env = "FIRN_REPLICATION_FACTOR")]
+    pub replication_factor: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -90,6 +125,33 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     max_profile_bytes: Option<usize>,
     max_inflight_write_bytes: Option<usize>,
+    node_id: Option<u64>,
+    advertise: Option<String>,
+    join: Option<Vec<String>>,
+    peers: Option<Vec<String>>,
+    shards: Option<u32>,
+    replication_factor: Option<u32>,
+}
+
+/// How this node meets its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// A cluster of one (or a node restarting in a cluster it already belongs to).
+    Alone,
+    /// Join a running cluster through these nodes.
+    Join(Vec<String>),
+    /// Form a cluster of exactly these nodes.
+    Peers(Vec<String>),
+}
+
+/// The cluster part of a checked configuration.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub node_id: crate::ids::NodeId,
+    pub advertise: String,
+    pub membership: Membership,
+    pub shards: u32,
+    pub replication_factor: u32,
 }
 
 /// Where blocks are stored.
@@ -115,6 +177,7 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub max_profile_bytes: usize,
     pub max_inflight_write_bytes: usize,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,9 +200,18 @@ pub enum ConfigError {
 impl ServeArgs {
     /// Merges flags over the file over defaults, and checks the result.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
+        };
+        let cluster_file = FileConfig {
+            node_id: file.node_id,
+            advertise: file.advertise.take(),
+            join: file.join.take(),
+            peers: file.peers.take(),
+            shards: file.shards,
+            replication_factor: file.replication_factor,
+            ..Default::default()
         };
         let data_dir = pick(self.data_dir.clone(), file.data_dir, "firn-data".into());
         let listen_text = pick(self.listen.clone(), file.listen, "0.0.0.0:4040".into());
@@ -148,6 +220,7 @@ impl ServeArgs {
             value: listen_text.clone(),
             reason: format!("{e}; use HOST:PORT with an IP address, like 0.0.0.0:4040"),
         })?;
+        let cluster = self.cluster.resolve(&cluster_file, listen)?;
         let object_store = match self.object_store.clone().or(file.object_store) {
             Some(url) => parse_object_store(&url)?,
             None => ObjectStoreUrl::File(absolute(&data_dir.join("objects"))),
@@ -163,6 +236,7 @@ impl ServeArgs {
             });
         }
         let settings = Settings {
+            cluster,
             data_dir,
             listen,
             object_store,
@@ -224,6 +298,111 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+impl ClusterArgs {
+    fn resolve(
+        &self,
+        file: &FileConfig,
+        listen: SocketAddr,
+    ) -> Result<ClusterSettings, ConfigError> {
+        let invalid = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            key,
+            value,
+            reason: reason.to_owned(),
+        };
+        let node_id = pick(self.node_id, file.node_id, 1);
+        if node_id == 0 {
+            return Err(invalid("node-id", "0".into(), "node ids start at 1"));
+        }
+        let join = non_empty(self.join.clone().or_else(|| file.join.clone()));
+        let peers = non_empty(self.peers.clone().or_else(|| file.peers.clone()));
+        let membership = match (join, peers) {
+            (Some(j), Some(_)) => {
+                return Err(invalid(
+                    "join",
+                    j.join(","),
+                    "use --join to enter a running cluster or --peers to form a new one, not both",
+                ));
+            }
+            (Some(j), None) => Membership::Join(check_addrs("join", j)?),
+            (None, Some(p)) => Membership::Peers(check_addrs("peers", p)?),
+            (None, None) => Membership::Alone,
+        };
+        let advertise = match self.advertise.clone().or_else(|| file.advertise.clone()) {
+            Some(a) => check_addrs("advertise", vec![a])?.remove(0),
+            None if listen.ip().is_unspecified() => {
+                if membership != Membership::Alone {
+                    return Err(invalid(
+                        "advertise",
+                        String::new(),
+                        "a node listening on all interfaces needs --advertise HOST:PORT to join a cluster",
+                    ));
+                }
+                format!("127.0.0.1:{}", listen.port())
+            }
+            None => listen.to_string(),
+        };
+        if let Membership::Peers(p) = &membership
+            && !p.contains(&advertise)
+        {
+            return Err(invalid(
+                "peers",
+                p.join(","),
+                &format!("the peers must include this node's own address ({advertise})"),
+            ));
+        }
+        let default_shards = match &membership {
+            Membership::Peers(p) => p.len() as u32,
+            _ => 1,
+        };
+        let shards = pick(self.shards, file.shards, default_shards);
+        if !(1..=1024).contains(&shards) {
+            return Err(invalid("shards", shards.to_string(), "must be 1 to 1024"));
+        }
+        let replication_factor = pick(self.replication_factor, file.replication_factor, 3);
+        if !(1..=7).contains(&replication_factor) {
+            return Err(invalid(
+                "replication-factor",
+                replication_factor.to_string(),
+                "must be 1 to 7",
+            ));
+        }
+        Ok(ClusterSettings {
+            node_id: crate::ids::NodeId(node_id),
+            advertise,
+            membership,
+            shards,
+            replication_factor,
+        })
+    }
+}
+
+fn non_empty(list: Option<Vec<String>>) -> Option<Vec<String>> {
+    list.map(|l| {
+        l.into_iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect::<Vec<_>>()
+    })
+    .filter(|l| !l.is_empty())
+}
+
+/// Checks `HOST:PORT` addresses (a host name or an IP, and a port).
+fn check_addrs(key: &'static str, addrs: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for a in &addrs {
+        let valid = a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            return Err(ConfigError::Invalid {
+                key,
+                value: a.clone(),
+                reason: "use HOST:PORT, like firn-0.firn:4040 or 10.0.0.5:4040".into(),
+            });
+        }
+    }
+    Ok(addrs)
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
@@ -358,6 +537,96 @@ mod tests {
         .expect_err("unknown key")
         .to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn cluster_flags_are_checked() {
+        let alone = ServeArgs::default().resolve().expect("defaults");
+        assert_eq!(alone.cluster.membership, Membership::Alone);
+        assert_eq!(alone.cluster.advertise, "127.0.0.1:4040");
+        assert_eq!(
+            (alone.cluster.shards, alone.cluster.replication_factor),
+            (1, 3)
+        );
+        let peers = ServeArgs {
+            listen: Some("10.0.0.1:4040".into()),
+            cluster: ClusterArgs {
+                node_id: Some(2),
+                peers: Some(vec![
+                    "10.0.0.1:4040".into(),
+                    "10.0.0.2:4040".into(),
+                    " ".into(),
+                ]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(peers.cluster.shards, 2, "one shard per peer by default");
+        assert_eq!(peers.cluster.advertise, "10.0.0.1:4040");
+        for (cluster, key) in [
+            (
+                ClusterArgs {
+                    node_id: Some(0),
+                    ..Default::default()
+                },
+                "node-id",
+            ),
+            (
+                ClusterArgs {
+                    join: Some(vec!["a:1".into()]),
+                    peers: Some(vec!["a:1".into()]),
+                    ..Default::default()
+                },
+                "join",
+            ),
+            (
+                ClusterArgs {
+                    join: Some(vec!["a:1".into()]),
+                    ..Default::default()
+                },
+                "advertise",
+            ),
+            (
+                ClusterArgs {
+                    advertise: Some("no-port".into()),
+                    ..Default::default()
+                },
+                "advertise",
+            ),
+            (
+                ClusterArgs {
+                    advertise: Some("me:1".into()),
+                    peers: Some(vec!["other:1".into()]),
+                    ..Default::default()
+                },
+                "peers",
+            ),
+            (
+                ClusterArgs {
+                    shards: Some(0),
+                    ..Default::default()
+                },
+                "shards",
+            ),
+            (
+                ClusterArgs {
+                    replication_factor: Some(9),
+                    ..Default::default()
+                },
+                "replication-factor",
+            ),
+        ] {
+            let err = ServeArgs {
+                cluster,
+                ..Default::default()
+            }
+            .resolve()
+            .expect_err("invalid")
+            .to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
     }
 
     #[test]

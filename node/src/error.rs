@@ -5,6 +5,13 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn leader_text(leader: &Option<(crate::ids::NodeId, String)>) -> String {
+    match leader {
+        Some((id, addr)) => format!(" (node {id} at {addr} does)"),
+        None => " (no leader is known)".into(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -45,8 +52,31 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedMediaType(String),
 
-    #[error("this node does not lead the raft group (leader: {0:?}); retry")]
-    NotLeader(Option<u64>),
+    #[error("this node does not lead {group}{}; retry", leader_text(leader))]
+    NotLeader {
+        group: crate::ids::GroupId,
+        leader: Option<(crate::ids::NodeId, String)>,
+    },
+
+    /// A peer could not be reached, or answered with an error of its own.
+    #[error("{0}")]
+    Unreachable(String),
+
+    /// A write another node refused: its status as that node answered it.
+    #[error("{message}")]
+    Remote {
+        code: crate::api::error::Code,
+        status: u16,
+        message: String,
+    },
+
+    /// The meta state refused a change (a reused node id, an unknown node...).
+    #[error("{0}")]
+    Refused(String),
+
+    /// The cluster cannot serve this yet (not bootstrapped, a shard without a leader).
+    #[error("{0}")]
+    NotReady(String),
 
     #[error("raft failed: {0}")]
     Raft(String),

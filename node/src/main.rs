@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node: ingest and query APIs on one port, data in a local directory by default.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send profile files (pprof or folded) to a node.
     Ingest(IngestArgs),
     /// Ask a node: a merged profile, series over time, or labels.

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::ids::GroupId;
 use crate::raft::RaftStatus;
 
 /// A sum and a count: enough for a rate and a mean in Prometheus.
@@ -37,15 +38,26 @@ pub struct Metrics {
     pub flush_time: Summary,
 }
 
-/// Values read at scrape time.
-#[derive(Debug)]
+/// Values read at scrape time: sums over the node's shard replicas, and each Raft group's
+/// state (one series per group: the meta group and the node's shards, a bounded set).
+#[derive(Debug, Default)]
 pub struct Gauges {
     pub buffer_bytes: u64,
     pub buffer_samples: u64,
     pub log_bytes: u64,
     pub blocks: u64,
-    pub flushed_seq: u64,
-    pub raft: RaftStatus,
+    pub groups: Vec<(GroupId, RaftStatus)>,
+}
+
+/// A Raft gauge: name, help, and how to read it from a group's status.
+type RaftGauge = (&'static str, &'static str, fn(&RaftStatus) -> u64);
+
+/// The `group` label of a Raft group: `meta`, or the shard number.
+fn group_label(group: GroupId) -> String {
+    match group {
+        GroupId::Meta => "meta".into(),
+        GroupId::Shard(s) => s.0.to_string(),
+    }
 }
 
 impl Metrics {
@@ -152,58 +164,70 @@ impl Metrics {
                 "Bytes of Raft log on disk (entries not yet purged after a flush).",
                 gauges.log_bytes,
             ),
-            ("firn_blocks", "Blocks in the manifest.", gauges.blocks),
             (
-                "firn_flushed_sequence",
-                "Last write sequence number held by blocks.",
-                gauges.flushed_seq,
+                "firn_blocks",
+                "Blocks in the manifests of this node's shard replicas.",
+                gauges.blocks,
             ),
         ];
         for (name, help, value) in store_gauges {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {value}");
         }
-        let raft = &gauges.raft;
         header(
             &mut out,
             "firn_raft_role",
             "gauge",
-            "This node's role in its Raft group (1 for the role it holds).",
+            "This node's role in each Raft group it is a member of (1 for the role it holds).",
         );
-        for (role, holds) in [("leader", raft.leader), ("follower", !raft.leader)] {
-            let _ = writeln!(out, "firn_raft_role{{role=\"{role}\"}} {}", u8::from(holds));
+        for (group, raft) in &gauges.groups {
+            let g = group_label(*group);
+            for (role, holds) in [("leader", raft.leader), ("follower", !raft.leader)] {
+                let _ = writeln!(
+                    out,
+                    "firn_raft_role{{group=\"{g}\",role=\"{role}\"}} {}",
+                    u8::from(holds)
+                );
+            }
         }
-        let raft_gauges = [
-            ("firn_raft_term", "Current Raft term.", raft.term),
+        let raft_gauges: [RaftGauge; 6] = [
+            ("firn_raft_term", "Current Raft term.", |r| r.term),
             (
                 "firn_raft_commit_index",
                 "Index of the last committed log entry.",
-                raft.commit_index,
+                |r| r.commit_index,
             ),
             (
                 "firn_raft_applied_index",
-                "Index of the last entry applied to the store.",
-                raft.applied_index,
+                "Index of the last entry applied to the state machine.",
+                |r| r.applied_index,
             ),
             (
                 "firn_raft_last_log_index",
                 "Index of the last entry in the log.",
-                raft.last_log_index,
+                |r| r.last_log_index,
             ),
             (
                 "firn_raft_snapshot_index",
                 "Index the last snapshot covers.",
-                raft.snapshot_index,
+                |r| r.snapshot_index,
             ),
             (
                 "firn_raft_purged_index",
                 "Index the log has been purged through.",
-                raft.purged_index,
+                |r| r.purged_index,
             ),
         ];
         for (name, help, value) in raft_gauges {
             header(&mut out, name, "gauge", help);
-            let _ = writeln!(out, "{name} {value}");
+            for (group, raft) in &gauges.groups {
+                let _ = writeln!(
+                    out,
+                    "{name}{{group=\"{}\"}} {}",
+                    group_label(*group),
+                    value(raft)
+                );
+            }
         }
         out
     }
@@ -228,16 +252,24 @@ mod tests {
             buffer_samples: 7,
             log_bytes: 20,
             blocks: 1,
-            flushed_seq: 3,
-            raft: RaftStatus {
-                leader: true,
-                term: 2,
-                commit_index: 9,
-                ..Default::default()
-            },
+            groups: vec![(
+                GroupId::Shard(firn_storage::ShardId(0)),
+                RaftStatus {
+                    leader: true,
+                    term: 2,
+                    commit_index: 9,
+                    ..Default::default()
+                },
+            )],
         });
-        assert!(text.contains("firn_raft_role{role=\"leader\"} 1"), "{text}");
-        assert!(text.contains("firn_raft_commit_index 9"), "{text}");
+        assert!(
+            text.contains("firn_raft_role{group=\"0\",role=\"leader\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("firn_raft_commit_index{group=\"0\"} 9"),
+            "{text}"
+        );
         assert!(
             text.contains("firn_http_requests_total{route=\"/ingest\",status=\"400\"} 1"),
             "{text}"

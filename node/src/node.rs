@@ -1,100 +1,177 @@
-//! A running node: the store over its object store, its Raft group (log, state machine),
-//! the flusher, the query engine and the HTTP server, started in dependency order and stopped
-//! in reverse.
+//! A running node: its meta group member, the shard replicas it holds, the cluster loops, the
+//! query coordinator and the one HTTP port (public APIs and node-to-node gRPC), started in
+//! dependency order and stopped in reverse.
 //!
 //! ```text
-//!  open object store ─► Store (empty) ─► RaftNode::start: snapshot + log replayed ─► writer
-//!  flusher: buffer past --flush-bytes or --flush-interval ─► upload block ─► commit BlockFlushed
-//!           ─► snapshot (manifest + buffer) ─► purge the log through the block
-//!  HTTP (axum, HTTP/1.1 + h2c on one port) ─► writer / QueryEngine
+//!  open object store ─► meta group member (its state from snapshot + log)
+//!    ─► the shard replicas on disk (each rebuilt from snapshot + log) ─► serve the port
+//!    ─► bootstrap (alone, --peers or --join) ─► reconciler, controller
+//!  stop: the port stops taking requests ─► loops stop ─► replicas flush (leaders) and close
+//!    ─► meta group member stops
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
-use firn_query::{QueryConfig, QueryEngine};
-use firn_storage::{Store, StoreConfig};
+use firn_query::{Coordinator, QueryConfig};
+use firn_storage::StoreConfig;
 use object_store::ObjectStore;
 use object_store::path::Path;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::cluster::flight::FlightShards;
+use crate::cluster::peers::Peers;
+use crate::cluster::replica::{ShardBudgets, ShardReplica};
+use crate::cluster::rpc::ClusterService;
+use crate::cluster::source::ClusterSource;
+use crate::cluster::{self, Cluster, ShardSettings, bootstrap};
 use crate::config::{ObjectStoreUrl, Settings};
 use crate::error::{Error, Result};
+use crate::ids::NodeId;
 use crate::metrics::Metrics;
-use crate::raft::RaftNode;
-use crate::writer::Writer;
+use crate::raft::RaftGroup;
 
-/// This node's id in its Raft group (the cluster issue makes it configurable).
-const NODE_ID: u64 = 1;
+/// `<data>/node.json`: whose data directory this is.
+#[derive(Serialize, Deserialize)]
+struct NodeFile {
+    node_id: NodeId,
+}
 
-/// Serves until `shutdown` is cancelled, then drains: stops accepting requests, flushes the
-/// buffer if it can, and returns.
+/// Serves until `shutdown` is cancelled, then drains: stops taking requests, flushes the
+/// buffers of the shards it leads if it can, and returns.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
-    let data_dir = &settings.data_dir;
-    std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
         path: data_dir.clone(),
         source,
     })?;
+    claim_data_dir(&data_dir, settings.cluster.node_id)?;
     let (object_store, prefix) = open_object_store(&settings)?;
-    // The manifest lives in the Raft state (snapshot + log), not in the object store.
-    let store = Arc::new(Store::with_manifest(
+    let peers = Arc::new(Peers::default());
+    let (meta, meta_state) = RaftGroup::open_meta(
+        &data_dir.join("raft").join("meta"),
+        settings.cluster.node_id,
+        peers.clone(),
+    )
+    .await?;
+    let metrics = Arc::new(Metrics::default());
+    let shard_settings = ShardSettings {
         object_store,
         prefix,
-        store_config(&settings),
-        Default::default(),
-    ));
-    let raft = Arc::new(
-        RaftNode::start(
-            &data_dir.join("raft"),
-            store.clone(),
-            NODE_ID,
-            &settings.listen.to_string(),
-        )
-        .await?,
-    );
-    let metrics = Arc::new(Metrics::default());
-    let writer = Writer::new(
-        raft.clone(),
-        store.clone(),
-        settings.log_budget_bytes,
-        settings.max_inflight_write_bytes,
+        store: store_config(&settings),
+        query: QueryConfig::default(),
+        flush_bytes: settings.flush_bytes,
+        flush_interval: settings.flush_interval,
+        log_budget_bytes: settings.log_budget_bytes,
+    };
+    let cluster = Arc::new(Cluster::new(
+        settings.clone(),
+        meta,
+        meta_state,
+        peers,
+        shard_settings,
         metrics.clone(),
-    );
-    let engine = Arc::new(QueryEngine::new(store.clone(), QueryConfig::default())?);
-
-    let flusher = tokio::spawn(flush_loop(
-        store.clone(),
-        raft.clone(),
-        metrics.clone(),
-        settings.flush_bytes,
-        settings.flush_interval,
         shutdown.clone(),
     ));
+    // A restart replays each shard replica's log before the port opens.
+    if let Some(s) = cluster.state().settings.clone() {
+        let budgets = ShardBudgets::new(&cluster.shard_settings, s.shards);
+        for shard in cluster::shards_on_disk(&data_dir) {
+            let replica =
+                ShardReplica::open(&cluster, shard, budgets, cluster.peers.clone()).await?;
+            cluster.insert_replica(replica);
+        }
+    }
+    let query = Arc::new(Coordinator::new(
+        Arc::new(ClusterSource::new(cluster.clone())),
+        QueryConfig::default(),
+    )?);
+    let internal = tonic::service::Routes::new(ClusterService::server(cluster.clone()))
+        .add_service(FlightShards::server(cluster.clone()))
+        .into_axum_router();
     let app = api::router(AppState {
-        writer: writer.clone(),
-        engine,
+        cluster: cluster.clone(),
+        query,
         metrics,
         max_request_bytes: settings.max_request_bytes,
-    });
+    })
+    .merge(internal);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| Error::Bind {
             addr: settings.listen,
             source,
         })?;
-    tracing::info!(listen = %settings.listen, data_dir = %data_dir.display(), "serving");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
-    shutdown.cancel();
-    if let Err(e) = flusher.await {
-        tracing::error!(error = %e, "flusher task failed");
+    tracing::info!(listen = %settings.listen, node = %cluster.id, advertise = %cluster.addr, data_dir = %data_dir.display(), "serving");
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let loops = tokio_util::task::TaskTracker::new();
+    match bootstrap::run(&cluster).await {
+        Ok(()) => {
+            loops.spawn(cluster::reconciler::run(cluster.clone(), shutdown.clone()));
+            loops.spawn(cluster::controller::run(cluster.clone(), shutdown.clone()));
+        }
+        Err(Error::ShuttingDown) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "the node cannot join its cluster");
+            shutdown.cancel();
+            stop(&cluster, loops).await;
+            let _ = server.await;
+            return Err(e);
+        }
     }
-    drop(writer);
-    raft.shutdown().await;
+    let served = server
+        .await
+        .map_err(|e| Error::Internal(format!("HTTP server task failed: {e}")))?;
+    shutdown.cancel();
+    stop(&cluster, loops).await;
     served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
+}
+
+/// Stops the loops, the replicas (their leaders flush first) and the meta group member.
+async fn stop(cluster: &Cluster, loops: tokio_util::task::TaskTracker) {
+    loops.close();
+    loops.wait().await;
+    cluster.tasks.close();
+    cluster.tasks.wait().await;
+    for replica in cluster.replicas() {
+        replica.close().await;
+    }
+    cluster.meta.shutdown().await;
+}
+
+/// Records which node owns `dir`, refusing a directory another node id wrote: a node's Raft
+/// logs and votes must never be taken over by another id.
+fn claim_data_dir(dir: &std::path::Path, id: NodeId) -> Result<()> {
+    let path = dir.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let file: NodeFile = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Refused(format!("{} is not valid: {e}", path.display())))?;
+            if file.node_id != id {
+                return Err(Error::Refused(format!(
+                    "data directory {} belongs to node {}, not node {id}; start it with \
+                     --node-id {} or give this node its own directory",
+                    dir.display(),
+                    file.node_id,
+                    file.node_id
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = serde_json::to_vec(&NodeFile { node_id: id }).expect("serialises");
+            std::fs::write(&path, bytes).map_err(|source| Error::DataDir {
+                path: path.clone(),
+                source,
+            })
+        }
+        Err(source) => Err(Error::DataDir { path, source }),
+    }
 }
 
 fn store_config(settings: &Settings) -> StoreConfig {
@@ -126,7 +203,12 @@ fn open_object_store(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Path)
         ObjectStoreUrl::S3 { bucket, prefix } => {
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_region(&settings.s3_region);
+                .with_region(&settings.s3_region)
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_timeout(std::time::Duration::from_secs(30))
+                        .with_connect_timeout(std::time::Duration::from_secs(5)),
+                );
             if let Some(endpoint) = &settings.s3_endpoint {
                 builder = builder
                     .with_endpoint(endpoint)
@@ -139,91 +221,4 @@ fn open_object_store(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Path)
             )
         }
     })
-}
-
-/// Flushes the buffer when it passes `flush_bytes` or its oldest write passes `interval`:
-/// uploads the block, commits `BlockFlushed` through Raft, snapshots and purges the log.
-/// Failed uploads are retried with backoff (writes keep landing in the log meanwhile, up to
-/// its budget). A final flush is attempted at shutdown.
-async fn flush_loop(
-    store: Arc<Store>,
-    raft: Arc<RaftNode>,
-    metrics: Arc<Metrics>,
-    flush_bytes: usize,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let tick = Duration::from_millis(200);
-    let mut dirty_since: Option<Instant> = None;
-    let mut backoff = Duration::ZERO;
-    let mut next_try = Instant::now();
-    loop {
-        let stopping = tokio::select! {
-            () = shutdown.cancelled() => true,
-            () = tokio::time::sleep(tick) => false,
-        };
-        // Unflushed: rows in the buffer, or logged writes (of empty profiles) that no flush
-        // point covers yet, which would keep the log from being purged.
-        let unflushed =
-            store.buffer_samples() > 0 || store.last_seq() > store.manifest().flushed_seq;
-        if !unflushed {
-            dirty_since = None;
-            if stopping {
-                return;
-            }
-            continue;
-        }
-        let since = *dirty_since.get_or_insert_with(Instant::now);
-        let due = store.buffer_bytes() >= flush_bytes
-            || raft.log_bytes() >= flush_bytes as u64
-            || since.elapsed() >= interval
-            || stopping;
-        if !due || Instant::now() < next_try {
-            continue;
-        }
-        let started = Instant::now();
-        match flush(&store, &raft).await {
-            Ok(block) => {
-                metrics.flush_time.observe(started.elapsed());
-                if block.is_some() {
-                    metrics.flushes.fetch_add(1, Ordering::Relaxed);
-                }
-                backoff = Duration::ZERO;
-                dirty_since = None;
-                if let Some(block) = block {
-                    tracing::info!(block = %block.id, rows = block.rows, bytes = block.bytes(), ms = started.elapsed().as_millis() as u64, "block flushed");
-                }
-            }
-            Err(e) => {
-                metrics.flush_failures.fetch_add(1, Ordering::Relaxed);
-                backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
-                next_try = Instant::now() + backoff;
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, log_bytes = raft.log_bytes(), "flush failed");
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// One flush: the buffer as a block in the object store, then committed through Raft (which
-/// adds it to the manifest and drops its rows from the buffer), then the log compacted.
-async fn flush(store: &Store, raft: &RaftNode) -> Result<Option<firn_storage::block::BlockMeta>> {
-    let Some(encoded) = store.encode_buffer().await? else {
-        // No rows, yet logged writes past the flush point: record the point so the log can
-        // be purged.
-        let last = store.last_seq();
-        if last > store.manifest().flushed_seq {
-            let index = raft.flushed_through(last.0).await?;
-            raft.compact(index, last.0).await?;
-        }
-        return Ok(None);
-    };
-    store.upload_block(&encoded).await?;
-    let meta = encoded.meta;
-    let flushed = meta.last_seq.0;
-    let index = raft.block_flushed(meta.clone()).await?;
-    raft.compact(index, flushed).await?;
-    Ok(Some(meta))
 }

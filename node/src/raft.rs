@@ -1,22 +1,28 @@
-//! Durability through openraft: every write is an entry of the node's Raft group, acknowledged
-//! once committed (on a quorum of fsynced logs; a single node is its own quorum) and applied
-//! to the store. openraft's types stay inside this module; the rest of the node sees
-//! [`RaftNode`].
+//! Consensus through openraft: the meta group and every shard group a node holds a replica of
+//! are [`RaftGroup`]s. A write is acknowledged once committed (in the logs of a quorum of the
+//! shard's replicas, fsynced) and applied to the shard's store. openraft's types stay inside
+//! this module; the rest of the node sees [`RaftGroup`], [`NodeId`] and [`GroupId`].
 //!
 //! ```text
-//!  Writer ─► RaftNode::write ─► openraft ─► LogStore (log thread: group fsync) ─► commit
-//!                                              └─► StateMachine::apply ─► Store buffer
-//!  flusher ─► upload block ─► RaftNode::block_flushed ─► manifest ─► snapshot ─► purge log
+//!  Writer ─► RaftGroup::write ─► openraft ─► LogStore (log thread: group fsync) ─► replicate
+//!          ─► commit on a quorum ─► StateMachine::apply (every replica) ─► Store buffer
+//!  flusher (shard leader) ─► upload block ─► RaftGroup::block_flushed ─► manifest
+//!  compactor (every replica) ─► snapshot (manifest + buffer) ─► purge the log through the block
+//!  meta group ─► MetaMachine ─► MetaState (nodes, placement) ─► watch channel
+//!  peers ◄─► network.rs (Transport) ◄─► wire.rs (protobuf) ◄─► RaftGroup::handle
 //! ```
 
 mod entry;
 mod log_store;
+mod meta_machine;
+pub mod network;
 mod state_machine;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,16 +35,22 @@ use firn_storage::block::BlockMeta;
 use firn_storage::buffer::WriteStats;
 use firn_storage::normalize::Normalized;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
 
 pub use entry::{Command, MAX_KEY_BYTES, Response};
 use log_store::{LogBytes, LogStore};
+use meta_machine::MetaMachine;
+pub use network::{Transport, TransportError};
 use state_machine::StateMachine;
+pub use wire::RpcKind;
 
+use crate::cluster::meta::{MetaCommand, MetaState};
 use crate::error::{Error, Result};
+use crate::ids::{GroupId, NodeId};
 
 openraft::declare_raft_types!(
-    /// Firn's Raft types: commands are writes and flushed blocks.
+    /// Firn's Raft types: commands are writes, flushed blocks and meta changes.
     pub TypeConfig:
         D = Command,
         R = Response,
@@ -46,23 +58,17 @@ openraft::declare_raft_types!(
 
 pub type Entry = openraft::Entry<TypeConfig>;
 
-/// How long a starting node waits to become its group's leader.
-const LEADER_WAIT: Duration = Duration::from_secs(30);
-
-/// The node's Raft group member.
-pub struct RaftNode {
-    raft: openraft::Raft<TypeConfig>,
-    id: u64,
-    log: LogBytes,
+/// A group's members, as its latest membership entry has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    pub addrs: BTreeMap<NodeId, String>,
+    /// A change of voters is half done (old and new configurations both count).
+    pub joint: bool,
 }
 
-impl std::fmt::Debug for RaftNode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftNode").field("id", &self.id).finish()
-    }
-}
-
-/// What `/metrics` reports of Raft.
+/// What `/metrics` reports of a group.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RaftStatus {
     pub leader: bool,
@@ -74,78 +80,179 @@ pub struct RaftStatus {
     pub purged_index: u64,
 }
 
-fn raft_config() -> Result<Arc<Config>> {
-    let config = Config {
+/// One Raft group member on this node.
+pub struct RaftGroup {
+    raft: openraft::Raft<TypeConfig>,
+    group: GroupId,
+    id: NodeId,
+    log: LogBytes,
+}
+
+impl std::fmt::Debug for RaftGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGroup")
+            .field("group", &self.group)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// Timing shared by every group: a leader's death is noticed within the election timeout,
+/// which stays well above an fsync's latency (openraft's advice: at least ten times).
+fn base_config() -> Config {
+    Config {
         cluster_name: "firn".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
-        // Snapshots follow flushes (see `RaftNode::compact`), never log counts.
-        snapshot_policy: SnapshotPolicy::Never,
-        // Logs are purged only on request, after a flush: never by openraft on its own.
-        max_in_snapshot_log_to_keep: u64::MAX,
-        purge_batch_size: 1,
+        heartbeat_interval: 200,
+        election_timeout_min: 800,
+        election_timeout_max: 1600,
+        // Snapshots are written as chunks of this size, each within the timeout.
+        snapshot_max_chunk_size: 4 << 20,
+        install_snapshot_timeout: 10_000,
+        // Entries per replication message; an entry is one write (usually tens of KiB).
+        max_payload_entries: 64,
         ..Default::default()
-    };
+    }
+}
+
+fn validated(config: Config) -> Result<Arc<Config>> {
     Ok(Arc::new(config.validate().map_err(|e| {
         Error::Internal(format!("raft configuration: {e}"))
     })?))
 }
 
-impl RaftNode {
-    /// Opens the log and rebuilds the state machine over `store` from the snapshot and the
-    /// log in `dir`, starts Raft, initialises a one-member group on first start, and waits
-    /// to lead it.
-    pub async fn start(dir: &Path, store: Arc<Store>, id: u64, addr: &str) -> Result<Self> {
+fn shard_config() -> Result<Arc<Config>> {
+    validated(Config {
+        // Snapshots follow flushes (see `RaftGroup::compact`), never log counts.
+        snapshot_policy: SnapshotPolicy::Never,
+        // Logs are purged only on request, after a flush: never by openraft on its own.
+        max_in_snapshot_log_to_keep: u64::MAX,
+        purge_batch_size: 1,
+        ..base_config()
+    })
+}
+
+fn meta_config() -> Result<Arc<Config>> {
+    validated(Config {
+        // The meta state is small: snapshot it whole every few hundred changes.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(500),
+        max_in_snapshot_log_to_keep: 100,
+        ..base_config()
+    })
+}
+
+fn fatal(e: openraft::error::Fatal<u64>) -> Error {
+    Error::Raft(e.to_string())
+}
+
+impl RaftGroup {
+    /// Opens a shard replica in `dir`: its log, and its state rebuilt over `store` from the
+    /// snapshot and the log up to the saved commit point. The group is not initialised here.
+    pub async fn open_shard(
+        dir: &Path,
+        store: Arc<Store>,
+        group: GroupId,
+        id: NodeId,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self> {
         let applied = Arc::new(AtomicU64::new(u64::MAX));
         let log_store = LogStore::open(&dir.join("log-store"), applied.clone())?;
         let log = log_store.log_bytes_handle();
         let started = std::time::Instant::now();
         let reader = log_store.reader();
         let committed = log_store.committed();
-        let dir = dir.to_owned();
+        let sm_dir = dir.to_owned();
         let (state_machine, replayed) = tokio::task::spawn_blocking(move || {
-            StateMachine::open(&dir, store, reader, applied, committed)
+            StateMachine::open(&sm_dir, store, reader, applied, committed)
         })
         .await
         .map_err(|e| Error::Internal(format!("replay task failed: {e}")))??;
-        tracing::info!(
-            entries = replayed.entries,
-            ms = started.elapsed().as_millis() as u64,
-            "state rebuilt from snapshot and log"
-        );
-        let raft = openraft::Raft::new(id, raft_config()?, Unreachable, log_store, state_machine)
+        if replayed.entries > 0 {
+            tracing::info!(
+                %group,
+                entries = replayed.entries,
+                ms = started.elapsed().as_millis() as u64,
+                "state rebuilt from snapshot and log"
+            );
+        }
+        let network = network::Network { transport, group };
+        let raft = openraft::Raft::new(id.0, shard_config()?, network, log_store, state_machine)
             .await
             .map_err(|e| Error::Internal(format!("starting raft failed: {e}")))?;
-        let node = Self { raft, id, log };
-        let initialized = node
-            .raft
-            .is_initialized()
+        Ok(Self {
+            raft,
+            group,
+            id,
+            log,
+        })
+    }
+
+    /// Opens this node's meta group member in `dir`; the receiver sees every applied change.
+    pub async fn open_meta(
+        dir: &Path,
+        id: NodeId,
+        transport: Arc<dyn Transport>,
+    ) -> Result<(Self, watch::Receiver<Arc<MetaState>>)> {
+        let applied = Arc::new(AtomicU64::new(u64::MAX));
+        let log_store = LogStore::open(&dir.join("log-store"), applied)?;
+        let log = log_store.log_bytes_handle();
+        let (machine, watcher) = MetaMachine::open(dir)?;
+        let network = network::Network {
+            transport,
+            group: GroupId::Meta,
+        };
+        let raft = openraft::Raft::new(id.0, meta_config()?, network, log_store, machine)
             .await
-            .map_err(|e| Error::Internal(format!("raft failed: {e}")))?;
-        if !initialized {
-            let members = BTreeMap::from([(id, BasicNode::new(addr))]);
-            node.raft
-                .initialize(members)
-                .await
-                .map_err(|e| Error::Internal(format!("initialising the raft group failed: {e}")))?;
-            tracing::info!(id, "initialised a one-member raft group");
+            .map_err(|e| Error::Internal(format!("starting the meta group failed: {e}")))?;
+        Ok((
+            Self {
+                raft,
+                group: GroupId::Meta,
+                id,
+                log,
+            },
+            watcher,
+        ))
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool> {
+        self.raft.is_initialized().await.map_err(fatal)
+    }
+
+    /// Creates the group with `members` as its voters (once, on one node).
+    pub async fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<()> {
+        let members: BTreeMap<u64, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (id.0, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(Error::Raft(format!(
+                "initialising {} failed: {e}",
+                self.group
+            ))),
         }
-        node.raft
-            .wait(Some(LEADER_WAIT))
+    }
+
+    /// Waits until this member leads its group and has applied its whole log: how a group of
+    /// one starts, so that a read after a restart sees every acknowledged write.
+    pub async fn wait_leading(&self, timeout: Duration) -> Result<()> {
+        self.raft
+            .wait(Some(timeout))
             .state(ServerState::Leader, "leading the group")
             .await
-            .map_err(|e| Error::Internal(format!("not leading the raft group: {e}")))?;
-        // Entries committed after the saved commit point (a hint, not rewritten on every
-        // commit) are applied through Raft once it leads: serve only after they are, so no
-        // acknowledged write is missing from a read.
-        let last = node.raft.metrics().borrow().last_log_index;
-        node.raft
-            .wait(Some(LEADER_WAIT))
+            .map_err(|e| Error::Raft(format!("not leading {}: {e}", self.group)))?;
+        let last = self.raft.metrics().borrow().last_log_index;
+        self.raft
+            .wait(Some(timeout))
             .applied_index_at_least(last, "the log applied")
             .await
-            .map_err(|e| Error::Internal(format!("applying the log failed: {e}")))?;
-        Ok(node)
+            .map_err(|e| Error::Raft(format!("applying the log of {} failed: {e}", self.group)))?;
+        Ok(())
     }
 
     /// Commits a write and returns what applying it added; a write whose idempotency `key`
@@ -183,23 +290,167 @@ impl RaftNode {
         Ok(index)
     }
 
+    /// Commits a change to the meta state; an `Err` says why the state refused it.
+    pub async fn propose_meta(&self, command: MetaCommand) -> Result<()> {
+        let (_, response) = self.propose(Command::Meta(command)).await?;
+        response.map(|_| ()).map_err(Error::Refused)
+    }
+
     async fn propose(&self, command: Command) -> Result<(u64, Response)> {
         match self.raft.client_write(command).await {
             Ok(r) => Ok((r.log_id.index, r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Error::NotLeader(f.leader_id))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Error::Internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Error::Raft(e.to_string())),
+            Err(RaftError::APIError(e)) => Err(self.client_error(e)),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
         }
+    }
+
+    fn client_error(&self, e: ClientWriteError<u64, BasicNode>) -> Error {
+        match e {
+            ClientWriteError::ForwardToLeader(f) => Error::NotLeader {
+                group: self.group,
+                leader: f
+                    .leader_id
+                    .zip(f.leader_node)
+                    .map(|(id, node)| (NodeId(id), node.addr)),
+            },
+            ClientWriteError::ChangeMembershipError(e) => {
+                Error::Raft(format!("changing the members of {}: {e}", self.group))
+            }
+        }
+    }
+
+    /// Confirms this member leads (a heartbeat round with a quorum) and returns the index a
+    /// replica must have applied to see every write committed before now.
+    pub async fn read_index(&self) -> Result<u64> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Error::NotLeader {
+                    group: self.group,
+                    leader: f
+                        .leader_id
+                        .zip(f.leader_node)
+                        .map(|(id, node)| (NodeId(id), node.addr)),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(Error::Raft(format!(
+                "confirming the leader of {}: {e}",
+                self.group
+            ))),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    /// Waits until this member has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<()> {
+        if self.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read index applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Raft(format!("{} has not applied {index}: {e}", self.group)))
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader.map(NodeId)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    pub fn members(&self) -> Members {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().map(NodeId).collect();
+        let addrs: BTreeMap<NodeId, String> = membership
+            .nodes()
+            .map(|(id, n)| (NodeId(*id), n.addr.clone()))
+            .collect();
+        let learners = addrs
+            .keys()
+            .filter(|n| !voters.contains(n))
+            .copied()
+            .collect();
+        Members {
+            voters,
+            learners,
+            addrs,
+            joint: membership.get_joint_config().len() > 1,
+        }
+    }
+
+    /// On the leader: how far each member's log matches the leader's (index), and the
+    /// leader's last index.
+    pub fn replication(&self) -> Option<(BTreeMap<NodeId, u64>, u64)> {
+        let m = self.raft.metrics().borrow().clone();
+        let progress = m.replication?;
+        let matched = progress
+            .into_iter()
+            .map(|(id, log)| (NodeId(id), log.map_or(0, |l| l.index)))
+            .collect();
+        Some((matched, m.last_log_index.unwrap_or(0)))
+    }
+
+    /// Adds `node` as a learner: the leader starts sending it the log (or a snapshot).
+    pub async fn add_learner(&self, node: NodeId, addr: &str) -> Result<()> {
+        self.raft
+            .add_learner(node.0, BasicNode::new(addr), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(e) => self.client_error(e),
+                RaftError::Fatal(e) => fatal(e),
+            })
+    }
+
+    /// Makes `voters` the group's voters (through a joint configuration); members left out
+    /// stay as learners when `retain`, else leave the group.
+    pub async fn change_voters(&self, voters: &BTreeSet<NodeId>, retain: bool) -> Result<()> {
+        let ids: BTreeSet<u64> = voters.iter().map(|n| n.0).collect();
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(ids), retain)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(e) => self.client_error(e),
+                RaftError::Fatal(e) => fatal(e),
+            })
+    }
+
+    /// Removes learners from the group.
+    pub async fn remove_learners(&self, nodes: &BTreeSet<NodeId>) -> Result<()> {
+        let ids: BTreeSet<u64> = nodes.iter().map(|n| n.0).collect();
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(e) => self.client_error(e),
+                RaftError::Fatal(e) => fatal(e),
+            })
+    }
+
+    /// Starts an election on this member (to move leadership to a preferred node).
+    pub async fn campaign(&self) -> Result<()> {
+        self.raft.trigger().elect().await.map_err(fatal)
     }
 
     /// After a flush: snapshots the state (manifest + what is still buffered) once it has
     /// applied `applied_at_least`, then drops the log through `flushed`.
     pub async fn compact(&self, applied_at_least: u64, flushed: u64) -> Result<()> {
-        let fatal = |e: openraft::error::Fatal<u64>| Error::Raft(e.to_string());
         self.raft.trigger().snapshot().await.map_err(fatal)?;
         self.raft
             .wait(Some(Duration::from_secs(60)))
@@ -212,7 +463,38 @@ impl RaftNode {
         self.raft.trigger().purge_log(flushed).await.map_err(fatal)
     }
 
-    /// Bytes of log on disk.
+    /// Serves a Raft message from a peer; the reply is [`wire`]'s encoding.
+    pub async fn handle(&self, kind: RpcKind, body: &[u8]) -> Vec<u8> {
+        let malformed = |e: String| {
+            tracing::warn!(group = %self.group, error = %e, "a malformed raft message");
+            wire::malformed(&e)
+        };
+        match kind {
+            RpcKind::AppendEntries => match wire::decode_append(body) {
+                Ok(rpc) => match self.raft.append_entries(rpc).await {
+                    Ok(r) => wire::ok(wire::encode_append_reply(&r)),
+                    Err(e) => wire::refused(&e),
+                },
+                Err(e) => malformed(e),
+            },
+            RpcKind::Vote => match wire::decode_vote(body) {
+                Ok(rpc) => match self.raft.vote(rpc).await {
+                    Ok(r) => wire::ok(wire::encode_vote_reply(&r)),
+                    Err(e) => wire::refused(&e),
+                },
+                Err(e) => malformed(e),
+            },
+            RpcKind::InstallSnapshot => match wire::decode_snapshot(body) {
+                Ok(rpc) => match self.raft.install_snapshot(rpc).await {
+                    Ok(r) => wire::ok(wire::encode_snapshot_reply(&r)),
+                    Err(e) => wire::snapshot_refused(&e),
+                },
+                Err(e) => malformed(e),
+            },
+        }
+    }
+
+    /// Bytes of log not yet purged.
     pub fn log_bytes(&self) -> u64 {
         self.log.get()
     }
@@ -232,64 +514,7 @@ impl RaftNode {
 
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
+            tracing::warn!(group = %self.group, error = %e, "raft shutdown");
         }
-    }
-}
-
-/// The network of a one-member group: there is nobody to reach. (The cluster issue puts
-/// gRPC here.)
-struct Unreachable;
-
-impl openraft::network::RaftNetworkFactory<TypeConfig> for Unreachable {
-    type Network = Unreachable;
-
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Self::Network {
-        Unreachable
-    }
-}
-
-fn unreachable<E: std::error::Error>() -> openraft::error::RPCError<u64, BasicNode, E> {
-    openraft::error::RPCError::Unreachable(openraft::error::Unreachable::new(
-        &openraft::AnyError::error("a single-node group has no peers"),
-    ))
-}
-
-impl openraft::network::RaftNetwork<TypeConfig> for Unreachable {
-    async fn append_entries(
-        &mut self,
-        _rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
-        _option: openraft::network::RPCOption,
-    ) -> std::result::Result<
-        openraft::raft::AppendEntriesResponse<u64>,
-        openraft::error::RPCError<u64, BasicNode, RaftError<u64>>,
-    > {
-        Err(unreachable())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>,
-        _option: openraft::network::RPCOption,
-    ) -> std::result::Result<
-        openraft::raft::InstallSnapshotResponse<u64>,
-        openraft::error::RPCError<
-            u64,
-            BasicNode,
-            RaftError<u64, openraft::error::InstallSnapshotError>,
-        >,
-    > {
-        Err(unreachable())
-    }
-
-    async fn vote(
-        &mut self,
-        _rpc: openraft::raft::VoteRequest<u64>,
-        _option: openraft::network::RPCOption,
-    ) -> std::result::Result<
-        openraft::raft::VoteResponse<u64>,
-        openraft::error::RPCError<u64, BasicNode, RaftError<u64>>,
-    > {
-        Err(unreachable())
     }
 }

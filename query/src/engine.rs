@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::common::Column;
 use datafusion::error::DataFusionError;
@@ -13,9 +13,9 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::functions_aggregate::expr_fn::{count, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, lit};
+use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, lit};
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{BlockId, Nanos, ProfileType, StackId, Store, TenantId, schema};
@@ -163,6 +163,16 @@ impl QueryEngine {
 
     /// The tenant's table over the store's current snapshot.
     pub fn table(&self, tenant: &TenantId) -> Arc<SampleTable> {
+        self.table_with_labels(tenant, &Default::default())
+    }
+
+    /// The tenant's table with a column for each of `labels` too (null where no row has it),
+    /// so shards answer a scan in one schema.
+    pub fn table_with_labels(
+        &self,
+        tenant: &TenantId,
+        labels: &std::collections::BTreeSet<String>,
+    ) -> Arc<SampleTable> {
         let url = ObjectStoreUrl::parse(STORE_URL).expect("constant URL parses");
         Arc::new(SampleTable::new(
             tenant.clone(),
@@ -170,16 +180,21 @@ impl QueryEngine {
             self.store.paths().clone(),
             url,
             self.symbols.clone(),
+            labels,
         ))
     }
 
-    fn frame(&self, table: Arc<SampleTable>) -> Result<DataFrame> {
+    pub(crate) fn memory_pool(&self) -> &Arc<dyn datafusion::execution::memory_pool::MemoryPool> {
+        &self.runtime.memory_pool
+    }
+
+    pub(crate) fn frame(&self, table: Arc<SampleTable>) -> Result<DataFrame> {
         self.context()
             .read_table(table)
             .map_err(|e| self.map_err(e))
     }
 
-    fn map_err(&self, e: DataFusionError) -> Error {
+    pub(crate) fn map_err(&self, e: DataFusionError) -> Error {
         match e.find_root() {
             DataFusionError::ResourcesExhausted(message) => Error::MemoryLimit {
                 limit: self.config.memory_limit,
@@ -203,7 +218,7 @@ impl QueryEngine {
     }
 
     /// Runs a query, handing each result batch to `f`, within the query timeout.
-    async fn for_each_batch(
+    pub(crate) async fn for_each_batch(
         &self,
         df: DataFrame,
         f: impl FnMut(&RecordBatch) -> Result<()>,
@@ -239,7 +254,7 @@ impl QueryEngine {
     }
 
     /// Filters selecting `query` from a table: `None` when the selection is provably empty.
-    fn filters(table: &SampleTable, query: &ProfileQuery) -> Option<Expr> {
+    pub(crate) fn filters(table: &SampleTable, query: &ProfileQuery) -> Option<Expr> {
         let mut filters = vec![
             column(schema::TIME).gt_eq(lit(query.start.0)),
             column(schema::TIME).lt(lit(query.end.0)),
@@ -326,11 +341,23 @@ impl QueryEngine {
         time: std::ops::Range<Nanos>,
         merged: &mut MergedProfile,
     ) -> Result<()> {
+        let (totals, period) = self.stack_totals(table, filter).await?;
+        merged.period = period;
+        self.resolve(table, time, &totals, merged).await
+    }
+
+    /// Sums by stack id over the rows of `table` passing `filter`, in stack-id order, and the
+    /// largest sampling period among them.
+    pub(crate) async fn stack_totals(
+        &self,
+        table: &Arc<SampleTable>,
+        filter: Option<Expr>,
+    ) -> Result<(Vec<(StackId, i64)>, i64)> {
         let mut df = self.frame(table.clone())?;
         if let Some(filter) = &filter {
             df = df.filter(filter.clone()).map_err(|e| self.map_err(e))?;
         }
-        merged.period = table.max_period(&crate::table::scan_filter(filter.as_slice()));
+        let period = table.max_period(&crate::table::scan_filter(filter.as_slice()));
         let df = df
             .select(vec![column(schema::STACK_ID), column(schema::VALUE)])
             .map_err(|e| self.map_err(e))?;
@@ -356,12 +383,12 @@ impl QueryEngine {
             .map(|(id, v)| (StackId(id), v))
             .collect();
         totals.sort_unstable();
-        self.resolve(table, time, &totals, merged).await
+        Ok((totals, period))
     }
 
     /// Copies the symbols of `totals` into `merged`: from the buffer first, then from blocks
     /// that may hold rows in `time`, until every stack is found.
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         table: &SampleTable,
         time: std::ops::Range<Nanos>,
@@ -430,127 +457,6 @@ impl QueryEngine {
     ) -> Result<FlameGraph> {
         let (l, r) = futures::try_join!(self.merge(tenant, left), self.merge(tenant, right))?;
         Ok(FlameGraph::diff(&l, &r, max_nodes))
-    }
-
-    /// Values per step, grouped by labels, optionally the top `limit` series by total.
-    pub async fn series(
-        &self,
-        tenant: &TenantId,
-        query: &ProfileQuery,
-        options: &SeriesOptions,
-    ) -> Result<Vec<Series>> {
-        if options.step.0 <= 0 {
-            return Err(Error::InvalidQuery("step must be positive".into()));
-        }
-        let steps = query
-            .end
-            .0
-            .checked_sub(query.start.0)
-            .ok_or_else(|| Error::InvalidQuery("time range is too long".into()))?
-            / options.step.0;
-        if steps > 11_000 {
-            return Err(Error::InvalidQuery(format!(
-                "{steps} steps requested, the limit is 11000; use a larger step"
-            )));
-        }
-        let table = self.table(tenant);
-        let names = table.label_names();
-        let Some(filter) = Self::filters(&table, query) else {
-            return Ok(Vec::new());
-        };
-        let bucket = ((column(schema::TIME) - lit(query.start.0)) / lit(options.step.0))
-            * lit(options.step.0)
-            + lit(query.start.0);
-        let groups: Vec<&String> = options
-            .group_by
-            .iter()
-            .filter(|g| names.contains(g))
-            .collect();
-        let group_cols = || -> Vec<Expr> {
-            groups
-                .iter()
-                .map(|g| {
-                    datafusion::logical_expr::cast(
-                        column(&schema::label_column(g)),
-                        datafusion::arrow::datatypes::DataType::Utf8,
-                    )
-                    .alias(g.as_str())
-                })
-                .collect()
-        };
-        // Per profile (series and time) first, then per step: sum or average over profiles.
-        let mut per_profile_keys = vec![
-            bucket.alias("bucket"),
-            column(schema::SERIES_ID),
-            column(schema::TIME),
-        ];
-        per_profile_keys.extend(group_cols());
-        let mut step_keys = vec![column("bucket")];
-        step_keys.extend(groups.iter().map(|g| column(g)));
-        let agg = match options.aggregation {
-            Aggregation::Sum => sum(column("v")),
-            Aggregation::Average => datafusion::functions_aggregate::expr_fn::avg(column("v")),
-        };
-        let df = self
-            .frame(table.clone())?
-            .filter(filter)
-            .and_then(|df| {
-                df.aggregate(
-                    per_profile_keys,
-                    vec![sum(column(schema::VALUE)).alias("v")],
-                )
-            })
-            .and_then(|df| {
-                df.aggregate(
-                    step_keys,
-                    vec![
-                        datafusion::logical_expr::cast(
-                            agg,
-                            datafusion::arrow::datatypes::DataType::Float64,
-                        )
-                        .alias("value"),
-                    ],
-                )
-            })
-            .map_err(|e| self.map_err(e))?;
-        let mut series: BTreeMap<LabelPairs, Vec<(Nanos, f64)>> = BTreeMap::new();
-        for batch in self.collect(df).await? {
-            let buckets = batch.column(0).as_primitive::<Int64Type>();
-            let values = batch
-                .column(batch.num_columns() - 1)
-                .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
-            for i in 0..batch.num_rows() {
-                let labels: Vec<(String, String)> = groups
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(g, name)| {
-                        let c = batch.column(1 + g).as_string::<i32>();
-                        (!c.is_null(i)).then(|| ((*name).clone(), c.value(i).to_owned()))
-                    })
-                    .collect();
-                series
-                    .entry(labels)
-                    .or_default()
-                    .push((Nanos(buckets.value(i)), values.value(i)));
-            }
-        }
-        let mut out: Vec<Series> = series
-            .into_iter()
-            .map(|(labels, mut points)| {
-                points.sort_by_key(|p| p.0);
-                Series { labels, points }
-            })
-            .collect();
-        if let Some(limit) = options.limit {
-            let total = |s: &Series| s.points.iter().map(|p| p.1).sum::<f64>();
-            out.sort_by(|a, b| {
-                total(b)
-                    .total_cmp(&total(a))
-                    .then_with(|| a.labels.cmp(&b.labels))
-            });
-            out.truncate(limit);
-        }
-        Ok(out)
     }
 
     /// Label names present on rows of the selection.
@@ -665,109 +571,28 @@ impl QueryEngine {
             .map_err(|e| self.map_err(e))?;
         // Held until the query ends: the `stacks` table's memory counts against the pool.
         let mut _stacks_memory = None;
-        if sql.to_ascii_lowercase().contains("stacks") {
-            let (stacks, reservation) = self.stacks_table(tenant).await?;
+        if crate::sql::mentions_stacks(sql) {
+            let table = self.table(tenant);
+            let mut merged = MergedProfile::empty(None);
+            self.sum_by_stack(&table, None, Nanos::MIN..Nanos::MAX, &mut merged)
+                .await?;
+            let (stacks, reservation) =
+                crate::sql::stacks_table(&merged, &self.runtime.memory_pool, |e| self.map_err(e))?;
             _stacks_memory = Some(reservation);
             ctx.register_batch("stacks", stacks)
                 .map_err(|e| self.map_err(e))?;
         }
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(|e| match e.find_root() {
-                DataFusionError::Plan(m)
-                    if m.contains("not supported") || m.contains("DDL") || m.contains("DML") =>
-                {
-                    Error::ReadOnly(m.clone())
-                }
-                _ => self.map_err(e),
-            })?;
-        // EXPLAIN must stay the root of its plan; its output is small.
-        let df = if matches!(
-            df.logical_plan(),
-            datafusion::logical_expr::LogicalPlan::Explain(_)
-                | datafusion::logical_expr::LogicalPlan::Analyze(_)
-        ) {
-            df
-        } else {
-            df.limit(0, Some(self.config.max_rows + 1))
-                .map_err(|e| self.map_err(e))?
-        };
-        let batches = self.collect(df).await?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows > self.config.max_rows {
-            return Err(Error::TooManyRows {
-                limit: self.config.max_rows,
-            });
-        }
-        Ok(batches)
-    }
-
-    /// `stacks(stack_id, depth, function)`: the frames of every stack the tenant's own rows
-    /// use, root first (depth 0 = root), for joining with `samples` in SQL. Built from the
-    /// tenant's stack ids, so it never shows another tenant's frames.
-    async fn stacks_table(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<(
-        RecordBatch,
-        datafusion::execution::memory_pool::MemoryReservation,
-    )> {
-        use datafusion::arrow::array::{BinaryBuilder, Int32Builder, StringBuilder};
-        use datafusion::arrow::datatypes::{DataType, Field, Schema};
-        let table = self.table(tenant);
-        let mut merged = MergedProfile {
-            profile_type: None,
-            period: 0,
-            duration_nanos: 0,
-            time_nanos: 0,
-            symbols: SymbolTable::new(),
-            stacks: Vec::new(),
-        };
-        self.sum_by_stack(&table, None, Nanos::MIN..Nanos::MAX, &mut merged)
+        let df = crate::sql::plan_read_only(&ctx, sql, self.config.max_rows, |e| self.map_err(e))
             .await?;
-        let reservation =
-            MemoryConsumer::new("firn stacks table").register(&self.runtime.memory_pool);
-        let mut ids = BinaryBuilder::new();
-        let mut depths = Int32Builder::new();
-        let mut functions = StringBuilder::new();
-        for &(stack, _) in &merged.stacks {
-            let id = merged.symbols.stack(stack).id.to_bytes();
-            let frames = merged.frames_root_first(stack);
-            // Reserved before the rows are built: 16-byte id, depth, name and offsets a frame.
-            let bytes: usize = frames.iter().map(|f| 28 + f.len()).sum();
-            reservation.try_grow(bytes).map_err(|e| self.map_err(e))?;
-            for (depth, f) in frames.iter().enumerate() {
-                ids.append_value(id);
-                depths.append_value(depth as i32);
-                functions.append_value(f);
-            }
-        }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(schema::STACK_ID, DataType::Binary, false),
-            Field::new("depth", DataType::Int32, false),
-            Field::new("function", DataType::Utf8, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(ids.finish()),
-                Arc::new(depths.finish()),
-                Arc::new(functions.finish()),
-            ],
-        )
-        .map_err(|e| Error::Execution { source: e.into() })?;
-        Ok((batch, reservation))
+        let batches = self.collect(df).await?;
+        crate::sql::check_rows(&batches, self.config.max_rows)?;
+        Ok(batches)
     }
 }
 
 /// A column by its exact name: label columns contain a dot that `col()` would read as a
 /// table qualifier.
-fn column(name: &str) -> Expr {
+pub(crate) fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 

@@ -34,6 +34,10 @@ pub enum Error {
 
     #[error("reading storage failed")]
     Storage { source: firn_storage::Error },
+
+    /// No replica of a shard could answer (all down, partitioned or behind); worth a retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -54,6 +58,9 @@ impl Error {
     /// Storage could not be read (the object store is down or failing), here or in a failed
     /// execution's sources: worth a retry, not a bug.
     pub fn is_storage_unavailable(&self) -> bool {
+        if matches!(self, Error::Unavailable(_)) {
+            return true;
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = source {
             if let Some(s) = e.downcast_ref::<firn_storage::Error>()

@@ -9,6 +9,10 @@
 //!                                ├─ series: per profile, then per step, grouped by labels
 //!                                ├─ labels, label values, profile types, diff
 //!                                └─ sql: read-only, over `samples` (and `stacks` for frames)
+//!
+//!  Coordinator (many shards) ─► ShardSource::read_points ─► ShardExchangeExec: one partition
+//!     per shard, each a Fragment (partial aggregate) run by that shard's QueryEngine on a
+//!     replica ─► final aggregate ─► symbols of the surviving stacks from their shards
 //! ```
 //!
 //! Execution is memory-bounded: one DataFusion memory pool per engine, no spilling, and a
@@ -16,18 +20,27 @@
 
 pub mod block_exec;
 pub mod buffer_exec;
+pub mod cluster_table;
+pub mod coordinator;
 pub mod engine;
 pub mod error;
+pub mod exchange;
 pub mod flamegraph;
+pub mod fragment;
 mod hash;
 pub mod merged;
 pub mod selector;
+pub mod series;
+mod sql;
 pub mod stack_sum;
 pub mod symbol_cache;
 pub mod table;
 
+pub use coordinator::Coordinator;
 pub use engine::{Aggregation, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions};
 pub use error::{Error, Result};
+pub use exchange::{ReadPoint, ShardSource};
 pub use flamegraph::{FlameGraph, FlameNode};
+pub use fragment::{Fragment, FragmentOutput};
 pub use merged::{MergedProfile, StackFilter, TopEntry};
 pub use selector::Selector;

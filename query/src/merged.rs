@@ -48,6 +48,18 @@ pub struct TopEntry {
 }
 
 impl MergedProfile {
+    /// No stacks, of `profile_type` (times and period left zero).
+    pub fn empty(profile_type: Option<ProfileType>) -> Self {
+        Self {
+            profile_type,
+            period: 0,
+            duration_nanos: 0,
+            time_nanos: 0,
+            symbols: SymbolTable::new(),
+            stacks: Vec::new(),
+        }
+    }
+
     pub fn total(&self) -> i64 {
         self.stacks
             .iter()

@@ -56,15 +56,18 @@ pub struct SampleTable {
 
 impl SampleTable {
     /// The table of `tenant`'s rows in `snapshot`; blocks are read through the object store
-    /// registered under `store_url`, their symbols through `symbols`.
+    /// registered under `store_url`, their symbols through `symbols`. Its label columns are
+    /// the labels the rows have, and `extra` (null on every row that lacks them).
     pub fn new(
         tenant: TenantId,
         snapshot: ReadSnapshot,
         paths: Paths,
         store_url: ObjectStoreUrl,
         symbols: Arc<SymbolCache>,
+        extra: &BTreeSet<String>,
     ) -> Self {
         let mut names: BTreeSet<String> = snapshot.buffer.label_names(&tenant);
+        names.extend(extra.iter().cloned());
         for block in &snapshot.manifest.blocks {
             if let Some(t) = block.tenants.get(&tenant) {
                 names.extend(t.labels.keys().cloned());
@@ -281,6 +284,11 @@ pub fn scan_filter(filters: &[Expr]) -> ScanFilter {
         capture(f, &mut out);
     }
     out
+}
+
+/// Whether the scan applies `filter` exactly (see [`capture`]).
+pub fn is_exact(filter: &Expr) -> bool {
+    capture(filter, &mut ScanFilter::default())
 }
 
 /// Adds what `filter` says to `out`; true when `out` now expresses all of it exactly (every

@@ -125,6 +125,20 @@ impl fmt::Display for StackId {
     }
 }
 
+/// One shard of the data: a slice of the series space (`hash(tenant, series) mod shards`) with
+/// its own buffer, blocks and, in a server, its own Raft group.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct ShardId(pub u32);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A block's id, derived from the shard and the sequence range it holds, so a retried flush of
 /// the same rows produces the same key and never a second block.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -132,8 +146,8 @@ pub struct BlockId(String);
 
 impl BlockId {
     /// `<shard>-<first seq>-<last seq>`, zero-padded so ids sort in write order.
-    pub fn new(shard: u32, first: SeqNo, last: SeqNo) -> Self {
-        BlockId(format!("{shard:05}-{:020}-{:020}", first.0, last.0))
+    pub fn new(shard: ShardId, first: SeqNo, last: SeqNo) -> Self {
+        BlockId(format!("{:05}-{:020}-{:020}", shard.0, first.0, last.0))
     }
 
     /// An id chosen by compaction or another writer; must be safe as an object-store key segment.
@@ -182,8 +196,8 @@ mod tests {
 
     #[test]
     fn block_ids_sort_in_write_order() {
-        let a = BlockId::new(0, SeqNo(9), SeqNo(10));
-        let b = BlockId::new(0, SeqNo(11), SeqNo(100));
+        let a = BlockId::new(ShardId(0), SeqNo(9), SeqNo(10));
+        let b = BlockId::new(ShardId(0), SeqNo(11), SeqNo(100));
         assert!(a < b);
         assert!(BlockId::from_raw("../x").is_err());
     }

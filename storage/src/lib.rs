@@ -35,7 +35,7 @@ pub mod symbols;
 pub mod testing;
 
 pub use error::{Error, Result};
-pub use ids::{BlockId, Nanos, SeqNo, StackId, TenantId};
+pub use ids::{BlockId, Nanos, SeqNo, ShardId, StackId, TenantId};
 pub use normalize::{Payload, WriteRequest};
 pub use profile_type::ProfileType;
 pub use store::{ReadSnapshot, Store, StoreConfig};

@@ -2,7 +2,7 @@
 
 use object_store::path::Path;
 
-use crate::ids::BlockId;
+use crate::ids::{BlockId, ShardId};
 
 /// The keys of one store, under a prefix (a shard's directory in a server).
 #[derive(Clone, Debug)]
@@ -13,6 +13,13 @@ pub struct Paths {
 impl Paths {
     pub fn new(prefix: Path) -> Self {
         Self { prefix }
+    }
+
+    /// The keys of one shard of a server's data under `root`: `<root>/shards/<shard>`.
+    pub fn for_shard(root: &Path, shard: ShardId) -> Self {
+        Self {
+            prefix: root.clone().join("shards").join(format!("{:05}", shard.0)),
+        }
     }
 
     pub fn prefix(&self) -> &Path {
@@ -58,12 +65,14 @@ mod tests {
     #[test]
     fn keys_are_stable() {
         let paths = Paths::new(Path::from("shard-0"));
-        let block = BlockId::new(0, SeqNo(1), SeqNo(9));
+        let block = BlockId::new(ShardId(0), SeqNo(1), SeqNo(9));
         assert_eq!(
             paths.block_samples(&block).as_ref(),
             "shard-0/blocks/00000-00000000000000000001-00000000000000000009/samples.parquet"
         );
         let m = paths.manifest(42);
         assert_eq!(paths.manifest_version(&m), Some(42));
+        let shard = Paths::for_shard(&Path::from("firn"), ShardId(3));
+        assert_eq!(shard.prefix().as_ref(), "firn/shards/00003");
     }
 }

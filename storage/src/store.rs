@@ -20,7 +20,7 @@ use tracing::{debug, info};
 use crate::block::{BlockMeta, BlockOptions, EncodedBlock, encode_block};
 use crate::buffer::{Buffer, BufferSnapshot, WriteStats};
 use crate::error::{Error, Result};
-use crate::ids::{BlockId, Nanos, SeqNo, TenantId};
+use crate::ids::{BlockId, Nanos, SeqNo, ShardId, TenantId};
 use crate::manifest::Manifest;
 use crate::normalize::{NormalizeLimits, Normalized, WriteRequest, normalize};
 use crate::paths::Paths;
@@ -30,7 +30,7 @@ use crate::symbols::{SymbolTable, decode_symbols};
 #[derive(Clone, Copy, Debug)]
 pub struct StoreConfig {
     /// The shard this store holds; part of block ids.
-    pub shard: u32,
+    pub shard: ShardId,
     /// Most bytes the buffer may hold; writes past it get [`Error::BufferFull`].
     pub buffer_budget: usize,
     pub limits: NormalizeLimits,
@@ -42,7 +42,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            shard: 0,
+            shard: ShardId(0),
             buffer_budget: 256 << 20,
             limits: NormalizeLimits::default(),
             block: BlockOptions::default(),

@@ -34,6 +34,30 @@ pub enum Code {
 }
 
 impl Code {
+    /// The code of a Connect name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Code::Canceled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::DataLoss,
+            Code::Unauthenticated,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+
     /// The Connect name, `invalid_argument`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,9 +116,16 @@ impl Error {
             Error::LogFull { .. } | Error::Overloaded { .. } => {
                 (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
             }
-            Error::ShuttingDown | Error::NotLeader(_) | Error::Raft(_) => {
-                (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE)
-            }
+            Error::ShuttingDown
+            | Error::NotLeader { .. }
+            | Error::Raft(_)
+            | Error::Unreachable(_)
+            | Error::NotReady(_) => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            Error::Refused(_) => (Code::FailedPrecondition, StatusCode::CONFLICT),
+            Error::Remote { code, status, .. } => (
+                *code,
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            ),
             Error::BadRequest(_) => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
             Error::TooLarge { .. } => (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
             Error::UnsupportedMediaType(_) => {

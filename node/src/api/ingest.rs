@@ -34,7 +34,7 @@ pub async fn ingest(
     let tenant = tenant(&headers)?;
     let key = idempotency_key(&headers, &tenant)?;
     let request = ingest_request(tenant, &params, &headers, body, state.max_request_bytes)?;
-    state.writer.write_once(request, key).await?;
+    state.cluster.write_one(request, key).await?;
     Ok(StatusCode::OK)
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::error::error_chain;
 use crate::api::rpc::{Call, json};
 use crate::api::types::{LabelPair, ProfileAnnotation};
+use crate::cluster::router::ClientWrite;
 use crate::error::{Error, Result};
 use crate::time::now;
 
@@ -52,13 +53,12 @@ pub struct RawSample {
     pub id: String,
 }
 
-/// `Push`: stores every sample that decodes; fails only if none does.
+/// `Push`: stores every sample that decodes; fails only if none does. Every sample is one
+/// write; they are routed to their shards together (one message per shard leader).
 pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
     let received = now();
-    // The first few reasons, and how many samples were rejected in all.
-    let mut errors = Vec::new();
-    let mut rejected = 0usize;
-    let mut stored = 0usize;
+    let mut writes = Vec::new();
+    let mut names = Vec::new();
     for (s, series) in request.series.into_iter().enumerate() {
         let labels: Vec<(String, String)> = series
             .labels
@@ -66,28 +66,46 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
             .map(|l| (l.name, l.value))
             .collect();
         for (i, sample) in series.samples.into_iter().enumerate() {
-            let write = WriteRequest {
-                tenant: call.tenant.clone(),
-                labels: labels.clone(),
-                payload: Payload::Pprof(sample.raw_profile),
-                received_at: received,
-            };
-            // One key per sample: a retried Push stores each sample once.
-            let key = call
-                .idempotency_key
-                .as_ref()
-                .map(|k| format!("{k}/{s}/{i}"));
-            match call.state.writer.write_once(write, key).await {
-                Ok(_) => stored += 1,
-                Err(e) if e.code().1.is_client_error() => {
-                    rejected += 1;
-                    if errors.len() < MAX_REPORTED {
-                        errors.push(format!("series[{s}].samples[{i}]: {}", error_chain(&e)));
-                    }
+            writes.push(ClientWrite {
+                request: WriteRequest {
+                    tenant: call.tenant.clone(),
+                    labels: labels.clone(),
+                    payload: Payload::Pprof(sample.raw_profile),
+                    received_at: received,
+                },
+                // One key per sample: a retried Push stores each sample once.
+                key: call
+                    .idempotency_key
+                    .as_ref()
+                    .map(|k| format!("{k}/{s}/{i}")),
+            });
+            names.push((s, i));
+        }
+    }
+    // The first few reasons, and how many samples were rejected in all.
+    let mut errors = Vec::new();
+    let mut rejected = 0usize;
+    let mut stored = 0usize;
+    let mut failure = None;
+    for ((s, i), result) in names
+        .into_iter()
+        .zip(call.state.cluster.write(writes).await)
+    {
+        match result {
+            Ok(_) => stored += 1,
+            Err(e) if e.code().1.is_client_error() => {
+                rejected += 1;
+                if errors.len() < MAX_REPORTED {
+                    errors.push(format!("series[{s}].samples[{i}]: {}", error_chain(&e)));
                 }
-                Err(e) => return Err(e),
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     if rejected > 0 {
         let mut message = errors.join("; ");

@@ -49,7 +49,7 @@ pub async fn profile_types(
     let range = TimeRange::from_millis_or_recent(request.start, request.end, "")?;
     let types = call
         .state
-        .engine
+        .query
         .profile_types(&call.tenant, range.start, range.end)
         .await?;
     Ok(ProfileTypesResponse {
@@ -60,8 +60,7 @@ pub async fn profile_types(
 pub async fn label_names(call: Call, request: LabelNamesRequest) -> Result<LabelNamesResponse> {
     let range = TimeRange::from_millis_or_recent(request.start, request.end, "")?;
     let selections = Selection::parse_all(&request.matchers, "matchers")?;
-    let names =
-        selection::label_names(&call.state.engine, &call.tenant, &selections, range).await?;
+    let names = selection::label_names(&call.state.query, &call.tenant, &selections, range).await?;
     Ok(LabelNamesResponse { names })
 }
 
@@ -70,7 +69,7 @@ pub async fn label_values(call: Call, request: LabelValuesRequest) -> Result<Lab
     let range = TimeRange::from_millis_or_recent(request.start, request.end, "")?;
     let selections = Selection::parse_all(&request.matchers, "matchers")?;
     let names = selection::label_values(
-        &call.state.engine,
+        &call.state.query,
         &call.tenant,
         &selections,
         &request.name,
@@ -85,7 +84,7 @@ pub async fn series(call: Call, request: SeriesRequest) -> Result<SeriesResponse
     let selections = Selection::parse_all(&request.matchers, "matchers")?;
     check_label_names(&request.label_names, "label_names")?;
     let sets = selection::series_labels(
-        &call.state.engine,
+        &call.state.query,
         &call.tenant,
         &selections,
         &request.label_names,
@@ -190,7 +189,7 @@ pub async fn select_series(
     };
     let series = call
         .state
-        .engine
+        .query
         .series(&call.tenant, &query, &options)
         .await?;
     Ok(SelectSeriesResponse {
@@ -286,7 +285,7 @@ async fn merge(call: &Call, spec: &MergeSpec<'_>, prefix: &str) -> Result<(Merge
         }
     }
     let call_site = check_stack_trace_selector(spec.stack_trace_selector, prefix, true)?;
-    let mut merged = selection::merge(&call.state.engine, &call.tenant, &selection, range).await?;
+    let mut merged = selection::merge(&call.state.query, &call.tenant, &selection, range).await?;
     convert::retain_call_site(&mut merged, &call_site);
     Ok((merged, usize::try_from(max_nodes).unwrap_or(usize::MAX)))
 }

@@ -90,7 +90,7 @@ pub async fn merge(
             "format {format:?} is not one of folded, top, pprof, flamegraph"
         )));
     }
-    let merged = selection::merge(&state.engine, &tenant, &selection, range).await?;
+    let merged = selection::merge(&state.query, &tenant, &selection, range).await?;
     blocking(move || {
         Ok(match format.as_str() {
             "top" => axum::Json(merged.top()).into_response(),
@@ -178,7 +178,7 @@ pub async fn series(
         aggregation,
         limit: params.limit.filter(|&l| l > 0),
     };
-    let series = state.engine.series(&tenant, &query, &options).await?;
+    let series = state.query.series(&tenant, &query, &options).await?;
     let series: Vec<serde_json::Value> = series
         .into_iter()
         .map(|s| {
@@ -220,7 +220,7 @@ pub async fn label_names(
     let params = params(query)?;
     let tenant = tenant(&headers)?;
     let (selections, range) = params.selection_and_range()?;
-    let names = selection::label_names(&state.engine, &tenant, &selections, range).await?;
+    let names = selection::label_names(&state.query, &tenant, &selections, range).await?;
     Ok(axum::Json(json!({ "names": names })).into_response())
 }
 
@@ -240,7 +240,7 @@ pub async fn label_values(
         )));
     }
     let (selections, range) = params.selection_and_range()?;
-    let values = selection::label_values(&state.engine, &tenant, &selections, &name, range).await?;
+    let values = selection::label_values(&state.query, &tenant, &selections, &name, range).await?;
     Ok(axum::Json(json!({ "name": name, "values": values })).into_response())
 }
 
@@ -261,7 +261,7 @@ pub async fn profile_types(
     let tenant = tenant(&headers)?;
     let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let types = state
-        .engine
+        .query
         .profile_types(&tenant, range.start, range.end)
         .await?;
     let types: Vec<serde_json::Value> = types
@@ -343,8 +343,8 @@ pub async fn diff(
         )));
     }
     let (l, r) = futures::try_join!(
-        selection::merge(&state.engine, &tenant, &left, left_range),
-        selection::merge(&state.engine, &tenant, &right, right_range),
+        selection::merge(&state.query, &tenant, &left, left_range),
+        selection::merge(&state.query, &tenant, &right, right_range),
     )?;
     blocking(move || {
         Ok(if format == "folded" {
@@ -394,7 +394,7 @@ pub async fn sql(
     let tenant = tenant(&headers)?;
     let statement = std::str::from_utf8(&body)
         .map_err(|_| Error::BadRequest("the SQL statement is not valid UTF-8".into()))?;
-    let batches = state.engine.sql(&tenant, statement).await?;
+    let batches = state.query.sql(&tenant, statement).await?;
     match params.format.as_deref().unwrap_or("json") {
         "text" => {
             let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)

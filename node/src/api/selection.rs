@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use firn_query::{Aggregation, MergedProfile, ProfileQuery, QueryEngine, Selector, SeriesOptions};
+use firn_query::{Aggregation, Coordinator, MergedProfile, ProfileQuery, Selector, SeriesOptions};
 use firn_storage::filter::LabelMatcher;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{Nanos, ProfileType, TenantId};
@@ -241,7 +241,7 @@ impl Selection {
     /// The profile types in `range` this selection admits (by type; labels not checked).
     async fn types_in(
         &self,
-        engine: &QueryEngine,
+        engine: &Coordinator,
         tenant: &TenantId,
         range: TimeRange,
     ) -> Result<Vec<ProfileType>> {
@@ -254,7 +254,7 @@ impl Selection {
     /// selection constrains types through private labels, else a single one.
     async fn queries(
         &self,
-        engine: &QueryEngine,
+        engine: &Coordinator,
         tenant: &TenantId,
         range: TimeRange,
     ) -> Result<Vec<ProfileQuery>> {
@@ -271,7 +271,7 @@ impl Selection {
 
 /// The selection in `range` merged into one profile (empty if it admits no rows).
 pub async fn merge(
-    engine: &QueryEngine,
+    engine: &Coordinator,
     tenant: &TenantId,
     selection: &Selection,
     range: TimeRange,
@@ -292,7 +292,7 @@ pub async fn merge(
 /// Label names on rows any of `selections` selects in `range`, the private labels of their
 /// profile types included, sorted.
 pub async fn label_names(
-    engine: &QueryEngine,
+    engine: &Coordinator,
     tenant: &TenantId,
     selections: &[Selection],
     range: TimeRange,
@@ -312,7 +312,7 @@ pub async fn label_names(
 
 /// Values of label `name` on rows any of `selections` selects in `range`, sorted.
 pub async fn label_values(
-    engine: &QueryEngine,
+    engine: &Coordinator,
     tenant: &TenantId,
     selections: &[Selection],
     name: &str,
@@ -344,7 +344,7 @@ pub async fn label_values(
 /// The distinct label sets (series) any of `selections` selects in `range`, limited to
 /// `names` when it is not empty, each sorted by name, the whole sorted.
 pub async fn series_labels(
-    engine: &QueryEngine,
+    engine: &Coordinator,
     tenant: &TenantId,
     selections: &[Selection],
     names: &[String],

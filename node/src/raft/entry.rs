@@ -6,6 +6,7 @@
 //!       2 block flushed (body = the block's metadata, JSON) · 3 membership (JSON)
 //!       4 write with an idempotency key (body = [key length u16 LE][key][record])
 //!       5 flushed through (body = sequence number u64 LE)
+//!       6 meta command (body = JSON)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use openraft::{BasicNode, EntryPayload, LogId, Membership};
 use serde::{Deserialize, Serialize};
 
 use super::Entry;
+use crate::cluster::meta::MetaCommand;
 
 /// A command the state machine applies.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub enum Command {
     /// Every write up to this sequence number added no rows the buffer still holds: the log
     /// may be purged through it without a block.
     FlushedThrough(u64),
+    /// A change to the meta group's state (membership, placement, settings).
+    Meta(MetaCommand),
 }
 
 impl std::fmt::Debug for Command {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for Command {
             Command::Write { record, .. } => write!(f, "Write({} bytes)", record.len()),
             Command::BlockFlushed(meta) => write!(f, "BlockFlushed({})", meta.id),
             Command::FlushedThrough(seq) => write!(f, "FlushedThrough({seq})"),
+            Command::Meta(command) => write!(f, "Meta({command:?})"),
         }
     }
 }
@@ -59,6 +64,7 @@ const BLOCK: u8 = 2;
 const MEMBERSHIP: u8 = 3;
 const KEYED_WRITE: u8 = 4;
 const FLUSHED_THROUGH: u8 = 5;
+const META: u8 = 6;
 
 /// The longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;
@@ -95,6 +101,10 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
         EntryPayload::Normal(Command::FlushedThrough(seq)) => {
             (FLUSHED_THROUGH, seq.to_le_bytes().to_vec())
         }
+        EntryPayload::Normal(Command::Meta(command)) => (
+            META,
+            serde_json::to_vec(command).expect("meta commands serialise"),
+        ),
         EntryPayload::Membership(m) => (MEMBERSHIP, encode_membership(m)),
     };
     let mut out = Vec::with_capacity(HEADER + body.len());
@@ -144,6 +154,10 @@ pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
             body.try_into()
                 .map_err(|_| format!("entry {index}: bad flushed-through body"))?,
         ))),
+        META => EntryPayload::Normal(Command::Meta(
+            serde_json::from_slice(body)
+                .map_err(|e| format!("entry {index}: bad meta command: {e}"))?,
+        )),
         other => return Err(format!("entry {index}: unknown kind {other}")),
     };
     Ok(Entry { log_id, payload })

@@ -431,6 +431,9 @@ fn apply_one(
             shared.store.mark_flushed_through(SeqNo(seq));
             Ok(Default::default())
         }
+        EntryPayload::Normal(Command::Meta(_)) => {
+            Err("a meta command is not a command of a shard group".into())
+        }
         EntryPayload::Normal(Command::BlockFlushed(meta)) => shared
             .store
             .add_flushed_block(*meta)

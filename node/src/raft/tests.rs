@@ -14,8 +14,10 @@ use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
 use super::log_store::LogStore;
+use super::network::{Transport, TransportError};
 use super::state_machine::StateMachine;
-use super::{RaftNode, TypeConfig};
+use super::{RaftGroup, RpcKind, TypeConfig};
+use crate::ids::{GroupId, NodeId};
 
 fn empty_store() -> Arc<Store> {
     Arc::new(Store::with_manifest(
@@ -65,7 +67,49 @@ fn write_request(text: &str) -> WriteRequest {
     }
 }
 
-async fn write(node: &RaftNode, store: &Store, text: &str, key: Option<&str>) {
+/// The network of a group of one: there is nobody to reach.
+#[derive(Debug)]
+struct Alone;
+
+#[async_trait::async_trait]
+impl Transport for Alone {
+    async fn raft(
+        &self,
+        addr: &str,
+        _group: GroupId,
+        _kind: RpcKind,
+        _body: Vec<u8>,
+        _timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        Err(TransportError::Unreachable(format!(
+            "{addr}: a group of one has no peers"
+        )))
+    }
+}
+
+/// A shard group of one member over `dir`, leading once started.
+async fn start_alone(dir: &std::path::Path, store: Arc<Store>) -> RaftGroup {
+    let group = RaftGroup::open_shard(
+        dir,
+        store,
+        GroupId::Shard(firn_storage::ShardId(0)),
+        NodeId(1),
+        Arc::new(Alone),
+    )
+    .await
+    .expect("open");
+    if !group.is_initialized().await.expect("initialised?") {
+        let me = std::collections::BTreeMap::from([(NodeId(1), "127.0.0.1:1".to_owned())]);
+        group.initialize(&me).await.expect("initialise");
+    }
+    group
+        .wait_leading(std::time::Duration::from_secs(30))
+        .await
+        .expect("leading");
+    group
+}
+
+async fn write(node: &RaftGroup, store: &Store, text: &str, key: Option<&str>) {
     let request = write_request(text);
     let record = crate::record::encode(&request);
     let normalized = store.normalize(request).expect("normalize");
@@ -78,9 +122,7 @@ async fn write(node: &RaftNode, store: &Store, text: &str, key: Option<&str>) {
 async fn a_snapshot_carries_the_buffer_to_another_state_machine() {
     let leader_dir = tempfile::tempdir().expect("tempdir");
     let leader_store = empty_store();
-    let leader = RaftNode::start(leader_dir.path(), leader_store.clone(), 1, "127.0.0.1:1")
-        .await
-        .expect("start");
+    let leader = start_alone(leader_dir.path(), leader_store.clone()).await;
     write(&leader, &leader_store, "main;work 5\nmain;idle 2\n", None).await;
     write(&leader, &leader_store, "main;work 3\n", None).await;
     assert_eq!(leader_store.buffer_samples(), 3);
@@ -121,9 +163,7 @@ async fn a_snapshot_carries_the_buffer_to_another_state_machine() {
 
     // And the leader restarts from its own snapshot and log.
     let store = empty_store();
-    let leader = RaftNode::start(leader_dir.path(), store.clone(), 1, "127.0.0.1:1")
-        .await
-        .expect("restart");
+    let leader = start_alone(leader_dir.path(), store.clone()).await;
     assert_eq!(store.buffer_samples(), 3);
     write(&leader, &store, "main;more 1\n", None).await;
     assert_eq!(store.buffer_samples(), 4);
@@ -134,9 +174,7 @@ async fn a_snapshot_carries_the_buffer_to_another_state_machine() {
 async fn a_retried_write_with_its_key_counts_once_across_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = empty_store();
-    let node = RaftNode::start(dir.path(), store.clone(), 1, "127.0.0.1:1")
-        .await
-        .expect("start");
+    let node = start_alone(dir.path(), store.clone()).await;
     write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
     write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
     assert_eq!(store.buffer_samples(), 2, "the retry added nothing");
@@ -150,9 +188,7 @@ async fn a_retried_write_with_its_key_counts_once_across_restarts() {
 
     // Rebuilt from the snapshot and the log, the keys decide the same way, and still hold.
     let store = empty_store();
-    let node = RaftNode::start(dir.path(), store.clone(), 1, "127.0.0.1:1")
-        .await
-        .expect("restart");
+    let node = start_alone(dir.path(), store.clone()).await;
     assert_eq!(store.buffer_samples(), 3);
     write(&node, &store, "main;work 5\nmain;idle 2\n", Some("t1/k1")).await;
     write(&node, &store, "main;other 1\n", Some("t1/k2")).await;

@@ -93,16 +93,9 @@ fn a_restart_replays_then_flushes_and_recovers_from_the_snapshot() {
     let (status, folded) = server.merge(&query, "folded");
     assert_eq!(status, 200, "{folded}");
     assert_eq!(folded.lines().count(), 200, "{folded}");
-    let metric = |server: &Server, name: &str| -> u64 {
-        let (_, metrics) = crate::harness::get(&format!("{}/metrics", server.url));
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
+    use crate::harness::{metric, shard0};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while metric(&server, "firn_raft_purged_index") == 0 {
+    while metric(&server, &shard0("firn_raft_purged_index")) == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "no flush, snapshot and purge after the restart"
@@ -111,7 +104,8 @@ fn a_restart_replays_then_flushes_and_recovers_from_the_snapshot() {
     }
     assert!(metric(&server, "firn_blocks") > 0);
     assert!(
-        metric(&server, "firn_raft_snapshot_index") >= metric(&server, "firn_raft_purged_index")
+        metric(&server, &shard0("firn_raft_snapshot_index"))
+            >= metric(&server, &shard0("firn_raft_purged_index"))
     );
     for n in 200..220 {
         let (status, body) = server.ingest_folded("replay.cpu", &format!("main;r{n} 1\n"));

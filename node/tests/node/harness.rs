@@ -155,6 +155,22 @@ fn answer(response: Result<ureq::Response, ureq::Error>) -> (u16, String) {
 
 pub use firn_node::cli::urlencode;
 
+/// A metric's value as the node reports it now; `name` may carry labels,
+/// `firn_raft_purged_index{group="0"}`.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let (_, metrics) = get(&format!("{}/metrics", server.url));
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+/// The name of a shard group's series of a Raft metric (the single node's shard is 0).
+pub fn shard0(name: &str) -> String {
+    format!("{name}{{group=\"0\"}}")
+}
+
 /// The answer to an RPC that failed: HTTP status and body.
 #[derive(Debug)]
 pub struct RpcError {

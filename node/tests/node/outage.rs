@@ -4,16 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{CPU, Server, get, urlencode, wait_until};
-
-fn metric(server: &Server, name: &str) -> u64 {
-    let (_, metrics) = get(&format!("{}/metrics", server.url));
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {metrics}"))
-}
+use crate::harness::{CPU, Server, metric, shard0, urlencode, wait_until};
 
 /// Posts one folded write; returns the status, the `Retry-After` header and the body.
 fn write(server: &Server, n: usize) -> (u16, Option<String>, String) {
@@ -140,7 +131,7 @@ fn empty_profiles_do_not_hold_the_log() {
     assert!(
         wait_until(Duration::from_secs(20), || metric(
             &server,
-            "firn_raft_purged_index"
+            &shard0("firn_raft_purged_index")
         ) >= 20),
         "the log is purged through the empty writes"
     );

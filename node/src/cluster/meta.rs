@@ -1,0 +1,409 @@
+//! What the meta group agrees on: the cluster's settings, its nodes, and where each shard's
+//! replicas live. A pure state machine over data: [`MetaState::apply`] is deterministic and
+//! unit-tested without Raft.
+//!
+//! ```text
+//!  Bootstrap ─► settings + first nodes + initial placement
+//!  AddNode / NodeLeaving / RetireNode ─► nodes, retired ids (never reused)
+//!  Place ─► a shard's desired replicas (the placement controller's plan)
+//!  ClaimInit ─► the one node that creates a shard's group
+//!  ReportMembers ─► a shard's voters as its leader last changed them
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use firn_storage::ShardId;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::placement;
+use crate::ids::NodeId;
+
+/// Settings fixed when the cluster is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    /// Shard groups; fixed for the cluster's life.
+    pub shards: u32,
+    /// Replicas a shard wants; a cluster with fewer nodes holds one per node.
+    pub replication_factor: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Holds replicas and takes new ones.
+    Active,
+    /// Being removed: its replicas move elsewhere, then it is retired.
+    Leaving,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The address other nodes reach it at (`--advertise`).
+    pub addr: String,
+    pub state: NodeState,
+}
+
+/// Where one shard's replicas live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlacement {
+    /// The replicas the shard should have; the first is its preferred leader.
+    pub desired: Vec<NodeId>,
+    /// The voters of the shard's group as its leader last reported them; empty until the
+    /// group exists.
+    pub members: Vec<NodeId>,
+    /// The node that creates the shard's group (once, with `desired` as its first voters).
+    pub initializer: Option<NodeId>,
+}
+
+impl ShardPlacement {
+    /// True while the group's voters are not yet the desired replicas.
+    pub fn moving(&self) -> bool {
+        sorted(&self.desired) != sorted(&self.members)
+    }
+
+    /// Every node that holds or should hold a replica.
+    pub fn involved(&self) -> BTreeSet<NodeId> {
+        self.desired.iter().chain(&self.members).copied().collect()
+    }
+}
+
+fn sorted(nodes: &[NodeId]) -> Vec<NodeId> {
+    let mut v = nodes.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// The meta group's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    /// `None` until the cluster is bootstrapped.
+    pub settings: Option<ClusterSettings>,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Removed nodes: their ids are never accepted again.
+    pub retired: BTreeSet<NodeId>,
+    pub shards: Vec<ShardPlacement>,
+    /// Bumped by every change, so watchers can tell states apart.
+    pub version: u64,
+}
+
+/// A change to the meta state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Creates the cluster: settings, its first nodes, and the initial placement.
+    Bootstrap {
+        settings: ClusterSettings,
+        nodes: Vec<(NodeId, String)>,
+    },
+    /// A node joined (or came back at another address).
+    AddNode { id: NodeId, addr: String },
+    /// Start removing a node: its replicas move to the others.
+    NodeLeaving { id: NodeId },
+    /// A node left for good: its id is never reused.
+    RetireNode { id: NodeId },
+    /// The placement controller's plan for a shard.
+    Place {
+        shard: ShardId,
+        desired: Vec<NodeId>,
+    },
+    /// `node` creates the shard's group; refused if another node already claimed it.
+    ClaimInit { shard: ShardId, node: NodeId },
+    /// The shard's leader changed (or confirmed) its voters.
+    ReportMembers {
+        shard: ShardId,
+        members: Vec<NodeId>,
+    },
+}
+
+impl MetaState {
+    /// Applies a command; an `Err` names why it was refused and changes nothing. The same
+    /// commands in the same order give the same state on every replica.
+    pub fn apply(&mut self, command: &MetaCommand) -> Result<(), String> {
+        match command {
+            MetaCommand::Bootstrap { settings, nodes } => {
+                if self.settings.is_some() {
+                    // A second bootstrap (a restarted bootstrapper proposing again) is a no-op.
+                    return Ok(());
+                }
+                if settings.shards == 0 || settings.replication_factor == 0 {
+                    return Err("shards and replication factor must be positive".into());
+                }
+                if nodes.is_empty() {
+                    return Err("a cluster needs at least one node".into());
+                }
+                for (id, addr) in nodes {
+                    self.nodes.insert(
+                        *id,
+                        NodeInfo {
+                            addr: addr.clone(),
+                            state: NodeState::Active,
+                        },
+                    );
+                }
+                let active = self.active_nodes();
+                self.shards = (0..settings.shards)
+                    .map(|s| ShardPlacement {
+                        desired: placement::initial(ShardId(s), &active, settings),
+                        ..Default::default()
+                    })
+                    .collect();
+                self.settings = Some(settings.clone());
+            }
+            MetaCommand::AddNode { id, addr } => {
+                if self.retired.contains(id) {
+                    return Err(format!(
+                        "node id {id} belonged to a node removed from the cluster; node ids are \
+                         never reused, start this node with a new --node-id"
+                    ));
+                }
+                match self.nodes.get_mut(id) {
+                    Some(node) if node.addr == *addr => return Ok(()),
+                    Some(node) => node.addr = addr.clone(),
+                    None => {
+                        self.nodes.insert(
+                            *id,
+                            NodeInfo {
+                                addr: addr.clone(),
+                                state: NodeState::Active,
+                            },
+                        );
+                    }
+                }
+            }
+            MetaCommand::NodeLeaving { id } => {
+                let state = self
+                    .nodes
+                    .get(id)
+                    .ok_or_else(|| format!("node {id} is not a member of the cluster"))?
+                    .state;
+                if state == NodeState::Leaving {
+                    return Ok(());
+                }
+                let others = self
+                    .nodes
+                    .iter()
+                    .filter(|(n, i)| *n != id && i.state == NodeState::Active)
+                    .count();
+                if others == 0 {
+                    return Err(format!(
+                        "node {id} is the cluster's last active node; it cannot be removed"
+                    ));
+                }
+                if let Some(node) = self.nodes.get_mut(id) {
+                    node.state = NodeState::Leaving;
+                }
+            }
+            MetaCommand::RetireNode { id } => {
+                if self.shards.iter().any(|s| s.involved().contains(id)) {
+                    return Err(format!("node {id} still holds shard replicas"));
+                }
+                if self.nodes.remove(id).is_none() && self.retired.contains(id) {
+                    return Ok(());
+                }
+                self.retired.insert(*id);
+            }
+            MetaCommand::Place { shard, desired } => {
+                for n in desired {
+                    if self
+                        .nodes
+                        .get(n)
+                        .is_none_or(|i| i.state != NodeState::Active)
+                    {
+                        return Err(format!("node {n} is not an active member"));
+                    }
+                }
+                let mut unique = desired.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                if unique.len() != desired.len() || desired.is_empty() {
+                    return Err("a shard's replicas must be distinct nodes, at least one".into());
+                }
+                let placement = self.shard_mut(*shard)?;
+                if placement.desired == *desired {
+                    return Ok(());
+                }
+                placement.desired = desired.clone();
+            }
+            MetaCommand::ClaimInit { shard, node } => {
+                let placement = self.shard_mut(*shard)?;
+                match placement.initializer {
+                    Some(n) if n == *node => return Ok(()),
+                    Some(n) => return Err(format!("shard {shard} is created by node {n}")),
+                    None if !placement.members.is_empty() => {
+                        return Err(format!("shard {shard} already exists"));
+                    }
+                    None => placement.initializer = Some(*node),
+                }
+            }
+            MetaCommand::ReportMembers { shard, members } => {
+                let placement = self.shard_mut(*shard)?;
+                if placement.members == *members {
+                    return Ok(());
+                }
+                placement.members = members.clone();
+            }
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    fn shard_mut(&mut self, shard: ShardId) -> Result<&mut ShardPlacement, String> {
+        let count = self.shards.len();
+        self.shards
+            .get_mut(shard.0 as usize)
+            .ok_or_else(|| format!("shard {shard} does not exist (the cluster has {count})"))
+    }
+
+    pub fn shard(&self, shard: ShardId) -> Option<&ShardPlacement> {
+        self.shards.get(shard.0 as usize)
+    }
+
+    /// Nodes that take replicas, sorted.
+    pub fn active_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Active)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn addr(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.addr.as_str())
+    }
+
+    /// The shards `node` holds or should hold a replica of.
+    pub fn shards_of(&self, node: NodeId) -> Vec<ShardId> {
+        (0..self.shards.len() as u32)
+            .map(ShardId)
+            .filter(|s| self.shards[s.0 as usize].involved().contains(&node))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(nodes: u64, shards: u32, rf: u32) -> MetaState {
+        let mut state = MetaState::default();
+        state
+            .apply(&MetaCommand::Bootstrap {
+                settings: ClusterSettings {
+                    shards,
+                    replication_factor: rf,
+                },
+                nodes: (1..=nodes)
+                    .map(|n| (NodeId(n), format!("10.0.0.{n}:4040")))
+                    .collect(),
+            })
+            .expect("bootstrap");
+        state
+    }
+
+    #[test]
+    fn bootstrap_places_every_shard_on_distinct_nodes() {
+        let state = boot(3, 3, 3);
+        assert_eq!(state.shards.len(), 3);
+        for (s, p) in state.shards.iter().enumerate() {
+            assert_eq!(sorted(&p.desired), vec![NodeId(1), NodeId(2), NodeId(3)]);
+            assert!(p.members.is_empty() && p.moving());
+            // Preferred leaders rotate, so each node leads one shard.
+            assert_eq!(p.desired[0], NodeId(s as u64 + 1));
+        }
+        let single = boot(1, 1, 3);
+        assert_eq!(single.shards[0].desired, vec![NodeId(1)]);
+        // A second bootstrap changes nothing.
+        let mut again = state.clone();
+        again
+            .apply(&MetaCommand::Bootstrap {
+                settings: ClusterSettings {
+                    shards: 9,
+                    replication_factor: 1,
+                },
+                nodes: vec![(NodeId(7), "x:1".into())],
+            })
+            .expect("no-op");
+        assert_eq!(again, state);
+    }
+
+    #[test]
+    fn retired_ids_are_never_reused() {
+        let mut state = boot(2, 1, 1);
+        let shard = ShardId(0);
+        let holder = state.shards[0].desired[0];
+        state
+            .apply(&MetaCommand::NodeLeaving { id: holder })
+            .expect("leaving");
+        assert!(
+            state
+                .apply(&MetaCommand::RetireNode { id: holder })
+                .expect_err("still a replica")
+                .contains("still holds")
+        );
+        let other = NodeId(3 - holder.0);
+        state
+            .apply(&MetaCommand::Place {
+                shard,
+                desired: vec![other],
+            })
+            .expect("place");
+        state
+            .apply(&MetaCommand::ReportMembers {
+                shard,
+                members: vec![other],
+            })
+            .expect("report");
+        state
+            .apply(&MetaCommand::RetireNode { id: holder })
+            .expect("retire");
+        let err = state
+            .apply(&MetaCommand::AddNode {
+                id: holder,
+                addr: "10.0.0.9:4040".into(),
+            })
+            .expect_err("reused id");
+        assert!(err.contains("never reused"), "{err}");
+        assert!(
+            state
+                .apply(&MetaCommand::NodeLeaving { id: other })
+                .expect_err("last node")
+                .contains("last active node")
+        );
+    }
+
+    #[test]
+    fn placement_refuses_duplicates_and_strangers() {
+        let mut state = boot(3, 2, 3);
+        let version = state.version;
+        for desired in [vec![NodeId(1), NodeId(1)], vec![NodeId(9)], vec![]] {
+            assert!(
+                state
+                    .apply(&MetaCommand::Place {
+                        shard: ShardId(0),
+                        desired
+                    })
+                    .is_err()
+            );
+        }
+        assert!(
+            state
+                .apply(&MetaCommand::Place {
+                    shard: ShardId(5),
+                    desired: vec![NodeId(1)]
+                })
+                .expect_err("no such shard")
+                .contains("has 2")
+        );
+        assert_eq!(state.version, version, "refused commands change nothing");
+    }
+
+    #[test]
+    fn one_node_claims_a_shards_creation() {
+        let mut state = boot(3, 1, 3);
+        let claim = |n| MetaCommand::ClaimInit {
+            shard: ShardId(0),
+            node: NodeId(n),
+        };
+        state.apply(&claim(1)).expect("first claim");
+        state.apply(&claim(1)).expect("the same claim again");
+        assert!(state.apply(&claim(2)).is_err());
+    }
+}

@@ -1,0 +1,545 @@
+//! Writes through any node: admitted here (the node's in-flight allowance), decoded and
+//! normalised here (so bad input is refused with a clear error before anything is sent),
+//! split by shard, and committed by each shard's leader — this node's own replica when it
+//! leads, else the leader over `Forward`, all of one shard's parts in one message. The caller
+//! is answered once every part is committed.
+//!
+//! ```text
+//!  writes ─► allowance ─► normalise (blocking pool) ─► shard = hash(tenant, series) mod shards
+//!         ─► per shard: local leader ─► Writer::commit
+//!                       else Forward(parts) ─► the leader's Writer::commit
+//!         ─► NotLeader / unreachable: retry at the new leader until the deadline
+//! ```
+//!
+//! Every part carries an idempotency key (the client's, or one made here), and a shard's
+//! state machine remembers the keys it applied: a retry after a leader change whose first
+//! attempt did commit counts once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use firn_storage::buffer::WriteStats;
+use firn_storage::normalize::Normalized;
+use firn_storage::{ShardId, TenantId, WriteRequest};
+use tokio::time::Instant;
+
+use crate::api::error::{Code, error_chain};
+use crate::cluster::Cluster;
+use crate::cluster::rpc::pb;
+use crate::error::{Error, Result};
+use crate::ids::NodeId;
+use crate::record;
+
+/// How long a write is retried (leader changes, unreachable leaders) before it fails.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a write waits for room among the writes in flight before it is refused.
+const INFLIGHT_WAIT: Duration = Duration::from_secs(10);
+
+/// A write as a client sent it, with its idempotency key (already scoped to the tenant).
+#[derive(Debug)]
+pub struct ClientWrite {
+    pub request: WriteRequest,
+    pub key: Option<String>,
+}
+
+/// A normalised write on its way to its shard's leader.
+#[derive(Clone)]
+struct Part {
+    /// Its position in the caller's list.
+    index: usize,
+    record: Bytes,
+    normalized: Option<Arc<Normalized>>,
+    key: Arc<str>,
+}
+
+/// The shard of a series: a hash of the tenant and the labels the client sent, so a
+/// profile's rows and symbols stay together.
+pub fn shard_of(tenant: &TenantId, labels: &[(String, String)], shards: u32) -> ShardId {
+    let mut sorted: Vec<&(String, String)> = labels.iter().collect();
+    sorted.sort();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(tenant.as_str().as_bytes());
+    for (name, value) in sorted {
+        h.update(&[0]);
+        h.update(name.as_bytes());
+        h.update(&[1]);
+        h.update(value.as_bytes());
+    }
+    ShardId((h.digest() % u64::from(shards.max(1))) as u32)
+}
+
+/// A key for a write the client sent without one: unique to this node and process.
+fn made_key(tenant: &TenantId) -> String {
+    format!("{}/~{:016x}", tenant.as_str(), rand::random::<u64>())
+}
+
+/// Internal codes of a part's failure (beside Connect's): the node does not lead the shard,
+/// or a transient failure the sender should retry.
+const NOT_LEADER: &str = "not_leader";
+const RETRY: &str = "retry";
+
+fn retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotLeader { .. }
+            | Error::Unreachable(_)
+            | Error::NotReady(_)
+            | Error::Raft(_)
+            | Error::ShuttingDown
+    )
+}
+
+impl Cluster {
+    /// Admits, routes and commits writes; one answer per write, in order.
+    pub async fn write(&self, writes: Vec<ClientWrite>) -> Vec<Result<WriteStats>> {
+        let n = writes.len();
+        let size: usize = writes.iter().map(|w| payload_len(&w.request)).sum();
+        let kib = u32::try_from(size.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inflight_kib);
+        // Room among the writes in flight, for the bodies as received (a larger batch than the
+        // whole allowance waits until it is alone).
+        let _room = match tokio::time::timeout(
+            INFLIGHT_WAIT,
+            self.inflight.clone().acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return (0..n).map(|_| Err(Error::ShuttingDown)).collect(),
+            Err(_) => {
+                let bytes = self.inflight_bytes() as usize;
+                return (0..n).map(|_| Err(Error::Overloaded { bytes })).collect();
+            }
+        };
+        let Some(shards) = self.state().settings.as_ref().map(|s| s.shards) else {
+            return (0..n)
+                .map(|_| Err(Error::NotReady("the cluster is not formed yet".into())))
+                .collect();
+        };
+        let limits = self.shard_settings.store.limits;
+        // Decoding and normalising are CPU work: off the I/O runtime, every write in parallel.
+        let prepared = futures::future::join_all(writes.into_iter().map(|w| {
+            tokio::task::spawn_blocking(move || {
+                let key = w.key.unwrap_or_else(|| made_key(&w.request.tenant));
+                let shard = shard_of(&w.request.tenant, &w.request.labels, shards);
+                let record = Bytes::from(record::encode(&w.request));
+                firn_storage::normalize::normalize(w.request, &limits)
+                    .map(|normalized| (shard, record, Arc::new(normalized), key))
+                    .map_err(Error::from)
+            })
+        }))
+        .await;
+        let mut results: Vec<Option<Result<WriteStats>>> = (0..n).map(|_| None).collect();
+        let mut by_shard: BTreeMap<ShardId, Vec<Part>> = BTreeMap::new();
+        for (index, p) in prepared.into_iter().enumerate() {
+            match p {
+                Ok(Ok((shard, record, normalized, key))) => {
+                    by_shard.entry(shard).or_default().push(Part {
+                        index,
+                        record,
+                        normalized: Some(normalized),
+                        key: Arc::from(key),
+                    })
+                }
+                Ok(Err(e)) => results[index] = Some(Err(e)),
+                Err(e) => {
+                    results[index] = Some(Err(Error::Internal(format!(
+                        "normalising task failed: {e}"
+                    ))))
+                }
+            }
+        }
+        let routed = futures::future::join_all(
+            by_shard
+                .into_iter()
+                .map(|(shard, parts)| self.route(shard, parts)),
+        )
+        .await;
+        for (index, result) in routed.into_iter().flatten() {
+            results[index] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a write got no answer".into()))))
+            .collect()
+    }
+
+    /// [`Cluster::write`] of one write.
+    pub async fn write_one(
+        &self,
+        request: WriteRequest,
+        key: Option<String>,
+    ) -> Result<WriteStats> {
+        self.write(vec![ClientWrite { request, key }])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("a write got no answer".into())))
+    }
+
+    fn inflight_bytes(&self) -> u64 {
+        u64::from(self.inflight_kib - self.inflight.available_permits() as u32) * 1024
+    }
+
+    /// Commits `parts` on `shard`'s leader, following leader changes until the deadline.
+    async fn route(
+        &self,
+        shard: ShardId,
+        mut pending: Vec<Part>,
+    ) -> Vec<(usize, Result<WriteStats>)> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut done = Vec::with_capacity(pending.len());
+        let mut backoff = Duration::from_millis(20);
+        let mut attempt = 0usize;
+        loop {
+            let candidates = self.candidates(shard);
+            let target = self
+                .leader_hint(shard)
+                .or_else(|| candidates.get(attempt % candidates.len().max(1)).copied());
+            attempt += 1;
+            let answers = match target {
+                Some(t) if t == self.id => self.commit_local(shard, &pending).await,
+                Some(t) => self.forward(shard, t, &pending, deadline).await,
+                None => pending
+                    .iter()
+                    .map(|_| {
+                        Err(Error::NotReady(format!(
+                            "shard {shard} has no known replica"
+                        )))
+                    })
+                    .collect(),
+            };
+            let mut retry = Vec::new();
+            let mut hinted = false;
+            let mut last_error = None;
+            for (part, answer) in pending.into_iter().zip(answers) {
+                match answer {
+                    Err(e) if retryable(&e) => {
+                        if let Error::NotLeader {
+                            leader: Some((leader, _)),
+                            ..
+                        } = &e
+                        {
+                            hinted |= Some(*leader) != target;
+                            self.note_leader(shard, *leader);
+                        } else {
+                            self.forget_leader(shard, target);
+                        }
+                        last_error = Some(e);
+                        retry.push(part);
+                    }
+                    answer => done.push((part.index, answer)),
+                }
+            }
+            if retry.is_empty() {
+                return done;
+            }
+            if Instant::now() >= deadline {
+                let e = last_error.map_or_else(|| "unknown".to_owned(), |e| error_chain(&e));
+                done.extend(retry.into_iter().map(|p| {
+                    (
+                        p.index,
+                        Err(Error::NotReady(format!(
+                            "shard {shard} could not commit the write within {} s: {e}",
+                            WRITE_DEADLINE.as_secs()
+                        ))),
+                    )
+                }));
+                return done;
+            }
+            pending = retry;
+            if !hinted {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+
+    fn forget_leader(&self, shard: ShardId, leader: Option<NodeId>) {
+        if let Some(l) = leader {
+            let mut leaders = self.leaders.write().expect("leader lock poisoned");
+            if leaders.get(&shard) == Some(&l) {
+                leaders.remove(&shard);
+            }
+        }
+    }
+
+    /// Commits parts on this node's replica of `shard` (which must lead it).
+    async fn commit_local(&self, shard: ShardId, parts: &[Part]) -> Vec<Result<WriteStats>> {
+        let Some(replica) = self.replica(shard) else {
+            return parts
+                .iter()
+                .map(|_| Err(Error::NotReady(format!("no replica of shard {shard} here"))))
+                .collect();
+        };
+        if !replica.raft.is_leader() {
+            let leader = replica
+                .raft
+                .leader()
+                .filter(|l| *l != self.id)
+                .and_then(|l| Some((l, self.addr_of(l)?)));
+            return parts
+                .iter()
+                .map(|_| {
+                    Err(Error::NotLeader {
+                        group: crate::ids::GroupId::Shard(shard),
+                        leader: leader.clone(),
+                    })
+                })
+                .collect();
+        }
+        futures::future::join_all(parts.iter().map(|p| async {
+            let normalized = match &p.normalized {
+                Some(n) => n.clone(),
+                None => self.normalize_record(&p.record).await?,
+            };
+            replica
+                .writer
+                .commit(p.record.clone(), normalized, Some(p.key.clone()))
+                .await
+        }))
+        .await
+    }
+
+    async fn normalize_record(&self, record: &Bytes) -> Result<Arc<Normalized>> {
+        let record = record.clone();
+        let limits = self.shard_settings.store.limits;
+        tokio::task::spawn_blocking(move || {
+            let request = record::decode(record)?;
+            Ok(Arc::new(firn_storage::normalize::normalize(
+                request, &limits,
+            )?))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("normalising task failed: {e}")))?
+    }
+
+    /// Sends parts to `target` (believed to lead `shard`) in one message.
+    async fn forward(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        parts: &[Part],
+        deadline: Instant,
+    ) -> Vec<Result<WriteStats>> {
+        let all = |e: Error| parts.iter().map(|_| Err(e.clone_for_retry())).collect();
+        let Some(addr) = self.addr_of(target) else {
+            return all(Error::NotReady(format!(
+                "node {target} has no known address"
+            )));
+        };
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let request = pb::ForwardRequest {
+            shard: shard.0,
+            parts: parts
+                .iter()
+                .map(|p| pb::WritePart {
+                    record: p.record.to_vec(),
+                    key: p.key.to_string(),
+                })
+                .collect(),
+            timeout_ms: timeout.as_millis() as u64,
+            from: self.id.0,
+        };
+        match self.peers.forward(&addr, request, timeout).await {
+            Ok(reply) if reply.results.len() == parts.len() => {
+                reply.results.into_iter().map(part_result).collect()
+            }
+            Ok(reply) => all(Error::Unreachable(format!(
+                "node {target} answered {} results for {} writes",
+                reply.results.len(),
+                parts.len()
+            ))),
+            Err(e) => all(e),
+        }
+    }
+
+    /// Serves `Forward`: commits parts for `shard` if this node leads it.
+    pub async fn commit_forwarded(
+        &self,
+        shard: ShardId,
+        parts: Vec<pb::WritePart>,
+    ) -> Vec<pb::PartResult> {
+        let size: usize = parts.iter().map(|p| p.record.len()).sum();
+        let kib = u32::try_from(size.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inflight_kib);
+        let permit =
+            tokio::time::timeout(INFLIGHT_WAIT, self.inflight.clone().acquire_many_owned(kib))
+                .await;
+        let _room = match permit {
+            Ok(Ok(p)) => p,
+            _ => {
+                let e = Error::Overloaded {
+                    bytes: self.inflight_bytes() as usize,
+                };
+                return parts
+                    .iter()
+                    .map(|_| encode_result(Err(e.clone_for_retry())))
+                    .collect();
+            }
+        };
+        let parts: Vec<Part> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| Part {
+                index,
+                record: Bytes::from(p.record),
+                normalized: None,
+                key: Arc::from(p.key),
+            })
+            .collect();
+        self.commit_local(shard, &parts)
+            .await
+            .into_iter()
+            .map(encode_result)
+            .collect()
+    }
+}
+
+fn payload_len(request: &WriteRequest) -> usize {
+    match &request.payload {
+        firn_storage::Payload::Pprof(b) => b.len(),
+        firn_storage::Payload::Folded { text, .. } => text.len(),
+    }
+}
+
+/// A commit's answer as a `PartResult`.
+fn encode_result(result: Result<WriteStats>) -> pb::PartResult {
+    match result {
+        Ok(stats) => pb::PartResult {
+            ok: true,
+            profiles: stats.profiles as u64,
+            samples: stats.samples as u64,
+            bytes: stats.bytes as u64,
+            ..Default::default()
+        },
+        Err(e) => {
+            let (code, status) = e.code();
+            let (code, leader, leader_addr) = match &e {
+                Error::NotLeader { leader, .. } => {
+                    let (id, addr) = leader.clone().map_or((0, String::new()), |(i, a)| (i.0, a));
+                    (NOT_LEADER.to_owned(), id, addr)
+                }
+                e if retryable(e) => (RETRY.to_owned(), 0, String::new()),
+                _ => (code.as_str().to_owned(), 0, String::new()),
+            };
+            pb::PartResult {
+                ok: false,
+                code,
+                message: error_chain(&e),
+                leader,
+                leader_addr,
+                status: u32::from(status.as_u16()),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// A `PartResult` as the answer it stands for.
+fn part_result(r: pb::PartResult) -> Result<WriteStats> {
+    if r.ok {
+        return Ok(WriteStats {
+            profiles: r.profiles as usize,
+            samples: r.samples as usize,
+            bytes: r.bytes as usize,
+        });
+    }
+    match r.code.as_str() {
+        NOT_LEADER => Err(Error::NotLeader {
+            group: crate::ids::GroupId::Meta,
+            leader: (r.leader != 0 && !r.leader_addr.is_empty())
+                .then_some((NodeId(r.leader), r.leader_addr)),
+        }),
+        RETRY => Err(Error::Unreachable(r.message)),
+        name => Err(Error::Remote {
+            code: Code::from_name(name).unwrap_or(Code::Internal),
+            status: u16::try_from(r.status).unwrap_or(500),
+            message: r.message,
+        }),
+    }
+}
+
+impl Error {
+    /// A copy of an error that every part of a batch shares (for the variants a batch-wide
+    /// failure takes).
+    fn clone_for_retry(&self) -> Error {
+        match self {
+            Error::Unreachable(m) => Error::Unreachable(m.clone()),
+            Error::NotReady(m) => Error::NotReady(m.clone()),
+            Error::Refused(m) => Error::Refused(m.clone()),
+            Error::BadRequest(m) => Error::BadRequest(m.clone()),
+            Error::Overloaded { bytes } => Error::Overloaded { bytes: *bytes },
+            Error::NotLeader { group, leader } => Error::NotLeader {
+                group: *group,
+                leader: leader.clone(),
+            },
+            other => Error::Unreachable(error_chain(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_always_lands_on_the_same_shard() {
+        let t = TenantId::new("t").expect("tenant");
+        let a = vec![
+            ("service_name".to_owned(), "api".to_owned()),
+            ("pod".into(), "p1".into()),
+        ];
+        let mut b = a.clone();
+        b.reverse();
+        assert_eq!(
+            shard_of(&t, &a, 8),
+            shard_of(&t, &b, 8),
+            "label order does not matter"
+        );
+        let spread: std::collections::BTreeSet<ShardId> = (0..200)
+            .map(|i| shard_of(&t, &[("pod".into(), format!("p{i}"))], 4))
+            .collect();
+        assert_eq!(spread.len(), 4, "series spread over every shard");
+        assert_eq!(shard_of(&t, &a, 1), ShardId(0));
+    }
+
+    #[test]
+    fn part_results_keep_their_meaning() {
+        let ok = part_result(encode_result(Ok(WriteStats {
+            profiles: 1,
+            samples: 2,
+            bytes: 3,
+        })))
+        .expect("ok");
+        assert_eq!((ok.profiles, ok.samples, ok.bytes), (1, 2, 3));
+        let bad =
+            part_result(encode_result(Err(Error::BadRequest("label x".into())))).expect_err("bad");
+        assert_eq!(bad.code().1.as_u16(), 400);
+        assert!(bad.to_string().contains("label x"));
+        let full = part_result(encode_result(Err(Error::LogFull { used: 9, budget: 5 })))
+            .expect_err("full");
+        assert_eq!(full.code().1.as_u16(), 503);
+        assert!(
+            !retryable(&full),
+            "a full log is the client's to retry, later"
+        );
+        let moved = part_result(encode_result(Err(Error::NotLeader {
+            group: crate::ids::GroupId::Meta,
+            leader: Some((NodeId(2), "b:1".into())),
+        })))
+        .expect_err("moved");
+        assert!(matches!(
+            moved,
+            Error::NotLeader {
+                leader: Some((NodeId(2), _)),
+                ..
+            }
+        ));
+    }
+}
