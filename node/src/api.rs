@@ -13,6 +13,8 @@
 //!  GET  /api/v1/profile-types                   Firn: profile types with data
 //!  GET  /api/v1/diff                            Firn: two selections as a diff flame graph or folded
 //!  POST /api/v1/sql                             Firn: read-only SQL over one tenant's samples
+//!  GET  /api/v1/cluster                         Firn: nodes, shards, replicas and leaders
+//!  DELETE /api/v1/cluster/nodes/{id}            Firn: remove a node (its replicas move first)
 //!  GET  /metrics                                 Prometheus
 //!  GET  /ready, /healthz                        probes
 //! ```
@@ -21,6 +23,7 @@
 //! (`google.v1`), `querier/convert.rs`; `selection.rs` checks selectors and time ranges for
 //! both query APIs.
 
+pub mod cluster;
 pub mod error;
 pub mod google;
 pub mod ingest;
@@ -104,6 +107,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/profile-types", get(query::profile_types))
         .route("/api/v1/diff", get(query::diff))
         .route("/api/v1/sql", post(query::sql))
+        .route("/api/v1/cluster", get(cluster::status))
+        .route(
+            "/api/v1/cluster/nodes/{id}",
+            axum::routing::delete(cluster::remove_node),
+        )
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))

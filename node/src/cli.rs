@@ -5,7 +5,10 @@
 //!  firn ingest FILE...          POST /ingest per file (pprof or folded), with a progress bar
 //!  firn query merge|series|labels   GET /api/v1/{merge,series,labels}
 //!  firn sql "SELECT ..."        POST /api/v1/sql
+//!  firn cluster status|remove-node  GET /api/v1/cluster, DELETE /api/v1/cluster/nodes/{id}
 //! ```
+
+pub mod cluster;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};

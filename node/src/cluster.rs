@@ -205,16 +205,34 @@ impl Cluster {
         out
     }
 
-    /// True once the cluster exists and every shard placed here has a leader.
+    /// True once the cluster exists, this node is in it, and every shard placed here has a
+    /// leader.
     pub fn ready(&self) -> bool {
         let state = self.state();
-        if state.settings.is_none() {
+        if state.settings.is_none() || self.retired() {
             return false;
         }
         state
             .shards_of(self.id)
             .iter()
             .all(|s| self.replica(*s).is_some_and(|r| r.raft.leader().is_some()))
+    }
+
+    /// True once this node has been removed from the cluster: it holds nothing and serves
+    /// nothing any more.
+    pub fn retired(&self) -> bool {
+        self.state().retired.contains(&self.id)
+    }
+
+    /// Refuses work on a node removed from the cluster.
+    pub fn check_member(&self) -> Result<()> {
+        if self.retired() {
+            return Err(Error::NotReady(format!(
+                "node {} was removed from the cluster; send requests to another node",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     /// Commits a meta change through whichever node leads the meta group.

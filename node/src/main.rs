@@ -33,13 +33,19 @@ enum Command {
     },
     /// Run a read-only SQL statement on a node.
     Sql(SqlArgs),
+    /// See the cluster, or remove a node from it.
+    Cluster {
+        #[command(subcommand)]
+        command: cli::cluster::ClusterCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // openraft narrates every election and replication step at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -48,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => cli::ingest(&cli.remote, &args)?,
         Command::Query { command } => cli::query(&cli.remote, &command)?,
         Command::Sql(args) => cli::sql(&cli.remote, &args)?,
+        Command::Cluster { command } => cli::cluster::run(&cli.remote, &command)?,
         Command::Serve(args) => {
             let settings = args.resolve()?;
             if args.check_config {

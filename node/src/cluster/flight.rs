@@ -22,6 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::cluster::Cluster;
 use crate::cluster::peers::MAX_MESSAGE_BYTES;
 
+/// How long one replica may take to answer a fragment.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replica waits to apply a read point before it says it is behind.
 pub const CATCH_UP: Duration = Duration::from_secs(5);
 
@@ -213,7 +215,9 @@ pub async fn fetch(
     let mut request = Request::new(Ticket {
         ticket: body.into(),
     });
-    request.set_timeout(Duration::from_secs(120));
+    // A replica that stopped answering is replaced this soon (the coordinator's own
+    // timeout bounds the whole query).
+    request.set_timeout(FETCH_TIMEOUT);
     let stream = client.do_get(request).await?.into_inner();
     let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),

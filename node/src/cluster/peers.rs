@@ -19,8 +19,10 @@ const MAX_CHANNELS: usize = 256;
 /// Largest message between nodes: a forwarded write batch or a Raft batch of entries.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a short control call (hello, join, read index, meta proposal) may take.
+/// How long a short control call (hello, join, meta proposal) may take.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read index may take: a heartbeat round, unless the leader stopped answering.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The channels to other nodes.
 #[derive(Debug, Default)]
@@ -92,7 +94,7 @@ impl Peers {
     pub async fn read_index(&self, addr: &str, shard: u32) -> Result<u64> {
         let mut client = self.client(addr)?;
         let reply = client
-            .read_index(request(pb::ReadIndexRequest { shard }, CONTROL_TIMEOUT))
+            .read_index(request(pb::ReadIndexRequest { shard }, READ_INDEX_TIMEOUT))
             .await
             .map_err(|s| status_error(addr, s))?;
         Ok(reply.into_inner().index)

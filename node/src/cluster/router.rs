@@ -34,6 +34,10 @@ use crate::record;
 
 /// How long a write is retried (leader changes, unreachable leaders) before it fails.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+/// How long one attempt at a leader may take: a leader that stopped answering (paused,
+/// partitioned) is given up on this soon and the write tried where the shard's other replicas
+/// say the new leader is. A retried write carries its key, so it counts once either way.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write waits for room among the writes in flight before it is refused.
 const INFLIGHT_WAIT: Duration = Duration::from_secs(10);
 
@@ -95,6 +99,9 @@ impl Cluster {
     /// Admits, routes and commits writes; one answer per write, in order.
     pub async fn write(&self, writes: Vec<ClientWrite>) -> Vec<Result<WriteStats>> {
         let n = writes.len();
+        if let Err(e) = self.check_member() {
+            return (0..n).map(|_| Err(e.clone_for_retry())).collect();
+        }
         let size: usize = writes.iter().map(|w| payload_len(&w.request)).sum();
         let kib = u32::try_from(size.div_ceil(1024))
             .unwrap_or(u32::MAX)
@@ -332,7 +339,7 @@ impl Cluster {
         };
         let timeout = deadline
             .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
+            .clamp(Duration::from_millis(100), ATTEMPT_TIMEOUT);
         let request = pb::ForwardRequest {
             shard: shard.0,
             parts: parts

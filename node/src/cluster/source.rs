@@ -15,8 +15,8 @@ use crate::cluster::flight::{self, FragmentTicket};
 use crate::error::Error;
 use crate::ids::NodeId;
 
-/// How long a read index is sought at most.
-const READ_INDEX_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a read index is sought at most (an election takes a second or two).
+const READ_INDEX_DEADLINE: Duration = Duration::from_secs(10);
 /// Bytes a shard's answer may hold at most (partial aggregates are far smaller; a SQL scan
 /// past it should narrow its range or filters).
 const MAX_ANSWER_BYTES: usize = 512 << 20;
@@ -110,6 +110,9 @@ fn final_error(status: &tonic::Status, memory_limit: usize) -> Option<firn_query
 #[async_trait::async_trait]
 impl ShardSource for ClusterSource {
     async fn read_points(&self) -> firn_query::Result<Vec<ReadPoint>> {
+        self.cluster
+            .check_member()
+            .map_err(|e| firn_query::Error::Unavailable(e.to_string()))?;
         let Some(shards) = self.cluster.state().settings.as_ref().map(|s| s.shards) else {
             return Err(firn_query::Error::Unavailable(
                 "the cluster is not formed yet".into(),

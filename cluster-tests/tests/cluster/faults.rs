@@ -1,0 +1,272 @@
+//! Faults under ingest: killed leaders, restarts, partitions, pauses, an object-store outage,
+//! and the whole cluster stopped.
+
+use std::time::{Duration, Instant};
+
+use firn_cluster_tests::client::{Writers, check};
+use firn_cluster_tests::cluster::{Options, READY, TestCluster};
+use firn_cluster_tests::{exclusive, narrate};
+
+use crate::{PAUSE, all_targets};
+
+#[test]
+fn kill_the_leader_under_ingest_five_times() {
+    let _one = exclusive();
+    let mut cluster = TestCluster::start(Options::default());
+    let t = cluster.started;
+    let writers = Writers::start(3, all_targets(&cluster), PAUSE);
+    assert!(
+        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        "writes are acknowledged"
+    );
+    for round in 1..=5 {
+        let leader = cluster.shard_leader(0).expect("shard 0 has a leader");
+        let i = cluster.index(leader);
+        narrate(
+            t,
+            &format!("round {round}: SIGKILL node {leader}, the leader of shard 0"),
+        );
+        let before = writers.acknowledged();
+        let killed = Instant::now();
+        cluster.nodes[i].kill();
+        assert!(
+            writers.wait_for_acks(before, 30, Duration::from_secs(30)),
+            "writes go on without the leader"
+        );
+        narrate(
+            t,
+            &format!(
+                "  writes acknowledged again {:.1} s after the kill",
+                killed.elapsed().as_secs_f64()
+            ),
+        );
+        cluster.nodes[i].start();
+        cluster.nodes[i].wait_ready(READY);
+        narrate(t, &format!("  node {leader} back"));
+    }
+    cluster.wait_settled(READY);
+    let writes = writers.finish();
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    narrate(
+        t,
+        &format!("{verdict:?}: every acknowledged write stored once, on every node"),
+    );
+}
+
+#[test]
+fn rolling_restart_of_every_node_under_ingest() {
+    let _one = exclusive();
+    let mut cluster = TestCluster::start(Options::default());
+    let t = cluster.started;
+    let writers = Writers::start(3, all_targets(&cluster), PAUSE);
+    assert!(
+        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        "writes are acknowledged"
+    );
+    for i in 0..cluster.nodes.len() {
+        let id = cluster.nodes[i].spec.id;
+        narrate(t, &format!("SIGTERM node {id}, then start it again"));
+        cluster.nodes[i].stop(Duration::from_secs(30));
+        cluster.nodes[i].start();
+        cluster.nodes[i].wait_ready(READY);
+        let before = writers.acknowledged();
+        assert!(
+            writers.wait_for_acks(before, 30, Duration::from_secs(30)),
+            "writes go on after node {id} restarted"
+        );
+    }
+    cluster.wait_settled(READY);
+    let writes = writers.finish();
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    narrate(
+        t,
+        &format!("{verdict:?}: every acknowledged write stored once, on every node"),
+    );
+}
+
+#[test]
+fn partition_the_leader_away_from_the_majority_for_20_s() {
+    let _one = exclusive();
+    let cluster = TestCluster::start(Options::default());
+    let t = cluster.started;
+    if !cluster.net.partitionable() {
+        eprintln!("skipped: partitions need network namespaces (run as root, as CI does)");
+        return;
+    }
+    let leader = cluster.shard_leader(0).expect("shard 0 has a leader");
+    let isolated = cluster.index(leader);
+    let majority: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|i| *i != isolated)
+        .collect();
+    let majority_targets = std::sync::Arc::new(std::sync::RwLock::new(
+        majority
+            .iter()
+            .map(|i| cluster.nodes[*i].url())
+            .collect::<Vec<_>>(),
+    ));
+    let minority_url = cluster.nodes[isolated].url();
+    let minority_targets = std::sync::Arc::new(std::sync::RwLock::new(vec![minority_url.clone()]));
+    let writers = Writers::start(2, majority_targets, PAUSE);
+    let lonely = Writers::start_named(1, minority_targets, PAUSE, "m");
+    assert!(
+        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        "writes are acknowledged"
+    );
+    narrate(
+        t,
+        &format!("cut node {leader} (leader of shard 0) off from the others for 20 s"),
+    );
+    cluster.net.cut(&[isolated], &majority);
+    let cut_at = Instant::now();
+    let before = writers.acknowledged();
+    std::thread::sleep(Duration::from_secs(20));
+    let during = writers.acknowledged() - before;
+    narrate(
+        t,
+        &format!("  the majority acknowledged {during} writes meanwhile; healing"),
+    );
+    let healed_at = Instant::now();
+    cluster.net.heal();
+    assert!(during > 50, "the majority side kept acknowledging writes");
+    cluster.wait_settled(READY);
+    let majority_writes = writers.finish();
+    let lonely_writes = lonely.finish();
+    let minority_acks: Vec<_> = lonely_writes
+        .iter()
+        .flat_map(|w| &w.attempts)
+        .filter(|a| {
+            a.node_url == minority_url
+                && a.sent >= cut_at
+                && a.answered < healed_at
+                && a.status == 200
+        })
+        .collect();
+    assert!(
+        minority_acks.is_empty(),
+        "the minority side acknowledged {} writes during the partition",
+        minority_acks.len()
+    );
+    let writes: Vec<_> = majority_writes.into_iter().chain(lonely_writes).collect();
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    narrate(
+        t,
+        &format!("{verdict:?}: the minority acknowledged nothing; nothing lost or doubled"),
+    );
+}
+
+#[test]
+fn pause_a_follower_for_30_s() {
+    let _one = exclusive();
+    let cluster = TestCluster::start(Options::default());
+    let t = cluster.started;
+    let leader = cluster.shard_leader(0).expect("shard 0 has a leader");
+    let follower = (0..cluster.nodes.len())
+        .find(|i| cluster.nodes[*i].spec.id != leader)
+        .expect("a follower");
+    let writers = Writers::start(3, all_targets(&cluster), PAUSE);
+    assert!(
+        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        "writes are acknowledged"
+    );
+    narrate(
+        t,
+        &format!(
+            "SIGSTOP node {} (a follower of shard 0) for 30 s",
+            cluster.nodes[follower].spec.id
+        ),
+    );
+    cluster.nodes[follower].pause();
+    let before = writers.acknowledged();
+    std::thread::sleep(Duration::from_secs(30));
+    let during = writers.acknowledged() - before;
+    cluster.nodes[follower].resume();
+    narrate(
+        t,
+        &format!("  {during} writes acknowledged meanwhile; SIGCONT"),
+    );
+    assert!(during > 50, "the others kept acknowledging writes");
+    cluster.wait_settled(READY);
+    let before = writers.acknowledged();
+    assert!(
+        writers.wait_for_acks(before, 30, Duration::from_secs(30)),
+        "writes go on"
+    );
+    let writes = writers.finish();
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    narrate(
+        t,
+        &format!("{verdict:?}: the paused node caught up; nothing lost or doubled"),
+    );
+}
+
+#[test]
+fn object_store_down_for_60_s_under_ingest() {
+    let _one = exclusive();
+    let cluster = TestCluster::start(Options::default());
+    let t = cluster.started;
+    let writers = Writers::start(3, all_targets(&cluster), PAUSE);
+    assert!(
+        firn_cluster_tests::wait_until(Duration::from_secs(30), || cluster
+            .s3
+            .count("cluster/shards")
+            > 0),
+        "blocks reach the object store"
+    );
+    let blocks_before = cluster.s3.count("cluster/shards");
+    narrate(t, "SIGSTOP the S3 server for 60 s");
+    cluster.s3.pause();
+    let before = writers.acknowledged();
+    std::thread::sleep(Duration::from_secs(60));
+    let during = writers.acknowledged() - before;
+    narrate(
+        t,
+        &format!("  {during} writes acknowledged into the Raft logs meanwhile; SIGCONT"),
+    );
+    cluster.s3.resume();
+    assert!(during > 100, "writes kept landing in the logs");
+    assert!(
+        firn_cluster_tests::wait_until(Duration::from_secs(120), || cluster
+            .s3
+            .count("cluster/shards")
+            > blocks_before),
+        "the backlog flushes once the store is back"
+    );
+    let writes = writers.finish();
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    narrate(t, &format!("{verdict:?}: nothing acknowledged was dropped"));
+}
+
+#[test]
+fn stop_the_whole_cluster_and_start_it_again() {
+    let _one = exclusive();
+    let mut cluster = TestCluster::start(Options::default());
+    let t = cluster.started;
+    let writers = Writers::start(3, all_targets(&cluster), PAUSE);
+    assert!(
+        writers.wait_for_acks(0, 100, Duration::from_secs(30)),
+        "writes are acknowledged"
+    );
+    narrate(t, "SIGKILL every node");
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    narrate(t, "start every node again");
+    for node in &mut cluster.nodes {
+        node.start();
+    }
+    for node in &mut cluster.nodes {
+        node.wait_ready(READY);
+    }
+    cluster.wait_settled(READY);
+    let before = writers.acknowledged();
+    assert!(
+        writers.wait_for_acks(before, 50, Duration::from_secs(60)),
+        "writes go on"
+    );
+    let writes = writers.finish();
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    narrate(
+        t,
+        &format!("{verdict:?}: the cluster came back with every acknowledged write"),
+    );
+}
