@@ -109,6 +109,22 @@ impl Writers {
             .count()
     }
 
+    /// Waits for the first write sent after `at` to be acknowledged; returns when it was.
+    pub fn first_ack_after(&self, at: Instant, deadline: Duration) -> Option<Instant> {
+        let mut found = None;
+        crate::wait_until(deadline, || {
+            let log = self.log.lock().expect("log lock");
+            found = log
+                .iter()
+                .flat_map(|w| &w.attempts)
+                .filter(|a| a.status == 200 && a.sent > at)
+                .map(|a| a.answered)
+                .min();
+            found.is_some()
+        });
+        found
+    }
+
     /// Waits until `more` writes beyond `since` are acknowledged; false on timeout.
     pub fn wait_for_acks(&self, since: usize, more: usize, deadline: Duration) -> bool {
         crate::wait_until(deadline, || self.acknowledged() >= since + more)

@@ -154,6 +154,22 @@ impl Node {
     }
 }
 
+/// A metric a node reports now (`name` with its labels, as `/metrics` prints it); 0 when the
+/// node does not answer or has no such series.
+pub fn metric(node: &Node, name: &str) -> u64 {
+    ureq::get(&format!("{}/metrics", node.url()))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(pid) = self.pid() {

@@ -235,6 +235,34 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits until this node's meta state holds everything the meta group committed before
+    /// now (the meta leader's read index, applied here). A node acts on placement only after
+    /// this: a view left stale by a restart must never close a replica or change a shard's
+    /// voters.
+    pub async fn sync_meta(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + META_DEADLINE;
+        loop {
+            let index = if self.meta.is_leader() {
+                self.meta.read_index().await
+            } else {
+                match self.meta.leader().and_then(|l| self.addr_of(l)) {
+                    Some(addr) => self.peers.read_index(&addr, 0, true).await,
+                    None => Err(Error::NotReady("the meta group has no leader".into())),
+                }
+            };
+            match index {
+                Ok(index) => {
+                    return self.meta.wait_applied(index, META_DEADLINE).await;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "meta read index retried");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Commits a meta change through whichever node leads the meta group.
     pub async fn propose_meta(&self, command: MetaCommand) -> Result<()> {
         let deadline = tokio::time::Instant::now() + META_DEADLINE;

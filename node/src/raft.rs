@@ -97,14 +97,17 @@ impl std::fmt::Debug for RaftGroup {
     }
 }
 
-/// Timing shared by every group: a leader's death is noticed within the election timeout,
-/// which stays well above an fsync's latency (openraft's advice: at least ten times).
+/// Timing shared by every group. A follower stands for election once it has heard nothing
+/// for its leader's lease (openraft: the maximum election timeout) plus a random election
+/// timeout: 1.3 to 1.8 s after a leader dies; the half-second spread keeps two followers from
+/// standing at once and splitting the vote. That stays well above an fsync's latency
+/// (openraft's advice: ten times at least) and above the heartbeats' delay on a busy machine.
 fn base_config() -> Config {
     Config {
         cluster_name: "firn".into(),
-        heartbeat_interval: 200,
-        election_timeout_min: 800,
-        election_timeout_max: 1600,
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 900,
         // Snapshots are written as chunks of this size, each within the timeout.
         snapshot_max_chunk_size: 4 << 20,
         install_snapshot_timeout: 10_000,

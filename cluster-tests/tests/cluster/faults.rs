@@ -12,7 +12,12 @@ use crate::{PAUSE, all_targets};
 #[test]
 fn kill_the_leader_under_ingest_five_times() {
     let _one = exclusive();
-    let mut cluster = TestCluster::start(Options::default());
+    // One shard: every write needs the leader that is killed, so a write acknowledged after
+    // the kill is one the new leader committed.
+    let mut cluster = TestCluster::start(Options {
+        shards: 1,
+        ..Default::default()
+    });
     let t = cluster.started;
     let writers = Writers::start(3, all_targets(&cluster), PAUSE);
     assert!(
@@ -24,25 +29,34 @@ fn kill_the_leader_under_ingest_five_times() {
         let i = cluster.index(leader);
         narrate(
             t,
-            &format!("round {round}: SIGKILL node {leader}, the leader of shard 0"),
+            &format!("round {round}: SIGKILL node {leader}, the leader"),
         );
-        let before = writers.acknowledged();
         let killed = Instant::now();
         cluster.nodes[i].kill();
+        let next_ack = writers
+            .first_ack_after(killed, Duration::from_secs(30))
+            .expect("writes go on without the leader");
+        narrate(
+            t,
+            &format!(
+                "  a write sent after the kill acknowledged {:.2} s after it",
+                (next_ack - killed).as_secs_f64()
+            ),
+        );
+        let before = writers.acknowledged();
         assert!(
             writers.wait_for_acks(before, 30, Duration::from_secs(30)),
             "writes go on without the leader"
         );
-        narrate(
-            t,
-            &format!(
-                "  writes acknowledged again {:.1} s after the kill",
-                killed.elapsed().as_secs_f64()
-            ),
-        );
         cluster.nodes[i].start();
         cluster.nodes[i].wait_ready(READY);
-        narrate(t, &format!("  node {leader} back"));
+        cluster.wait_settled(READY);
+        let next = cluster.shard_leader(0);
+        assert!(
+            next.is_some_and(|l| l != leader),
+            "another node leads: {next:?}"
+        );
+        narrate(t, &format!("  node {leader} back; node {next:?} leads"));
     }
     cluster.wait_settled(READY);
     let writes = writers.finish();
@@ -65,6 +79,11 @@ fn rolling_restart_of_every_node_under_ingest() {
     );
     for i in 0..cluster.nodes.len() {
         let id = cluster.nodes[i].spec.id;
+        let before = writers.acknowledged();
+        assert!(
+            writers.wait_for_acks(before, 100, Duration::from_secs(30)),
+            "writes go on"
+        );
         narrate(t, &format!("SIGTERM node {id}, then start it again"));
         cluster.nodes[i].stop(Duration::from_secs(30));
         cluster.nodes[i].start();
@@ -243,7 +262,7 @@ fn stop_the_whole_cluster_and_start_it_again() {
     let t = cluster.started;
     let writers = Writers::start(3, all_targets(&cluster), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 100, Duration::from_secs(30)),
+        writers.wait_for_acks(0, 300, Duration::from_secs(60)),
         "writes are acknowledged"
     );
     narrate(t, "SIGKILL every node");
@@ -269,4 +288,55 @@ fn stop_the_whole_cluster_and_start_it_again() {
         t,
         &format!("{verdict:?}: the cluster came back with every acknowledged write"),
     );
+}
+
+#[test]
+fn queries_reach_every_shard_and_fail_over_to_another_replica() {
+    let _one = exclusive();
+    // Four nodes, three replicas a shard: every node lacks some shard, so its queries fetch
+    // fragments from other nodes over Flight.
+    let mut cluster = TestCluster::start(Options {
+        nodes: 4,
+        max_nodes: 4,
+        shards: 4,
+        replication_factor: 3,
+        extra: Vec::new(),
+    });
+    let t = cluster.started;
+    let writers = Writers::start(4, all_targets(&cluster), PAUSE);
+    assert!(
+        writers.wait_for_acks(0, 200, Duration::from_secs(60)),
+        "writes are acknowledged"
+    );
+    let writes = writers.finish();
+    let verdict = check(&cluster, &writes, &[0, 1, 2, 3]);
+    narrate(t, &format!("{verdict:?} on all four nodes"));
+    for i in 0..4 {
+        let n = sql_count(&cluster.nodes[i].url());
+        assert_eq!(n, Some(verdict.stored), "SQL on node {}", i + 1);
+    }
+    narrate(
+        t,
+        "SIGKILL node 4: fragments it would have answered go to other replicas",
+    );
+    cluster.nodes[3].kill();
+    cluster.wait_settled(READY);
+    let verdict = check(&cluster, &writes, &[0, 1, 2]);
+    for i in 0..3 {
+        let n = sql_count(&cluster.nodes[i].url());
+        assert_eq!(n, Some(verdict.stored), "SQL on node {}", i + 1);
+    }
+    narrate(t, &format!("{verdict:?} on the three left"));
+}
+
+/// `SELECT count(*)` of the test service's samples through a node's SQL endpoint.
+fn sql_count(url: &str) -> Option<usize> {
+    let body = ureq::post(&format!("{url}/api/v1/sql"))
+        .timeout(Duration::from_secs(60))
+        .send_string("SELECT count(*) AS n FROM samples WHERE \"labels.service_name\" = 'chaos'")
+        .ok()?
+        .into_string()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["rows"][0][0].as_str()?.parse().ok()
 }

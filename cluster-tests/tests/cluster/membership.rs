@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use firn_cluster_tests::client::{Writers, check};
 use firn_cluster_tests::cluster::{Options, READY, TestCluster};
+use firn_cluster_tests::node::metric;
 use firn_cluster_tests::{exclusive, narrate, wait_until};
 
 use crate::{PAUSE, all_targets};
@@ -16,8 +17,17 @@ fn add_a_fourth_node_then_remove_one_under_ingest() {
     let targets = all_targets(&cluster);
     let writers = Writers::start(3, targets.clone(), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        writers.wait_for_acks(0, 200, Duration::from_secs(60)),
         "writes are acknowledged"
+    );
+    // History in blocks before node 4 comes: it must get it from a snapshot (manifest +
+    // buffer) and the object store, never by replaying the log.
+    assert!(
+        wait_until(Duration::from_secs(30), || metric(
+            &cluster.nodes[0],
+            "firn_blocks"
+        ) > 0),
+        "blocks flushed before the join"
     );
     narrate(t, "start node 4 with --join");
     let fourth = cluster.add_node();
@@ -47,6 +57,10 @@ fn add_a_fourth_node_then_remove_one_under_ingest() {
     narrate(
         t,
         &format!("node 4 holds replicas: {}", cluster.status()["shards"]),
+    );
+    assert!(
+        metric(&cluster.nodes[fourth], "firn_blocks") > 0,
+        "node 4's replicas know the blocks (their manifests came in snapshots)"
     );
     let before = writers.acknowledged();
     assert!(

@@ -40,6 +40,8 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
 }
 
 async fn step(cluster: &Cluster) -> Result<()> {
+    // A new leader applies what its predecessors committed before it plans anything.
+    cluster.sync_meta().await?;
     let state = cluster.state();
     if state.settings.is_none() {
         return Ok(());

@@ -91,10 +91,14 @@ impl Peers {
         Ok(())
     }
 
-    pub async fn read_index(&self, addr: &str, shard: u32) -> Result<u64> {
+    /// The read index of `shard`'s group, or of the meta group when `meta`.
+    pub async fn read_index(&self, addr: &str, shard: u32, meta: bool) -> Result<u64> {
         let mut client = self.client(addr)?;
         let reply = client
-            .read_index(request(pb::ReadIndexRequest { shard }, READ_INDEX_TIMEOUT))
+            .read_index(request(
+                pb::ReadIndexRequest { shard, meta },
+                READ_INDEX_TIMEOUT,
+            ))
             .await
             .map_err(|s| status_error(addr, s))?;
         Ok(reply.into_inner().index)

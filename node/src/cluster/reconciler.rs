@@ -47,7 +47,16 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
 }
 
 async fn reconcile(cluster: &Arc<Cluster>, changing: &Arc<Changing>) -> Result<()> {
-    let state = cluster.state();
+    let mut state = cluster.state();
+    if state.settings.is_none() {
+        return Ok(());
+    }
+    // Closing a replica or changing a shard's voters waits for a view that holds everything
+    // committed: one left stale by a restart must not undo newer placement.
+    if acts(cluster, &state) {
+        cluster.sync_meta().await?;
+        state = cluster.state();
+    }
     let Some(settings) = &state.settings else {
         return Ok(());
     };
@@ -86,6 +95,25 @@ async fn reconcile(cluster: &Arc<Cluster>, changing: &Arc<Changing>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Whether this round would close a replica or change (or report) a shard's voters.
+fn acts(cluster: &Cluster, state: &MetaState) -> bool {
+    cluster.replicas().iter().any(|r| {
+        let Some(p) = state.shard(r.id) else {
+            return true;
+        };
+        if !p.involved().contains(&cluster.id) {
+            return true;
+        }
+        if !r.raft.is_leader() {
+            return false;
+        }
+        let members = r.raft.members();
+        let desired: BTreeSet<NodeId> = p.desired.iter().copied().collect();
+        let reported: BTreeSet<NodeId> = p.members.iter().copied().collect();
+        members.joint || members.voters != desired || members.voters != reported
+    })
 }
 
 /// Creates a shard's group, once: the node first in its placement claims it in the meta

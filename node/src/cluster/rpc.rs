@@ -143,7 +143,23 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexReply>, Status> {
-        let shard = ShardId(request.into_inner().shard);
+        let r = request.into_inner();
+        if r.meta {
+            let index = self.cluster.meta.read_index().await.map_err(|e| {
+                status(match e {
+                    Error::NotLeader { group, leader } => Error::NotLeader {
+                        group,
+                        leader: leader.or_else(|| {
+                            let l = self.cluster.meta.leader()?;
+                            Some((l, self.cluster.addr_of(l)?))
+                        }),
+                    },
+                    other => other,
+                })
+            })?;
+            return Ok(Response::new(pb::ReadIndexReply { index }));
+        }
+        let shard = ShardId(r.shard);
         let replica = self.cluster.replica(shard).ok_or_else(|| {
             Status::unavailable(format!(
                 "node {} holds no replica of shard {shard}",

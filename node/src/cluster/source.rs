@@ -49,7 +49,7 @@ impl ClusterSource {
                     None => Err(Error::NotReady(format!("no replica of shard {shard} here"))),
                 },
                 Some(t) => match cluster.addr_of(t) {
-                    Some(addr) => cluster.peers.read_index(&addr, shard.0).await,
+                    Some(addr) => cluster.peers.read_index(&addr, shard.0, false).await,
                     None => Err(Error::NotReady(format!("node {t} has no known address"))),
                 },
                 None => Err(Error::NotReady(format!(

@@ -524,6 +524,16 @@ fn range_of(range: &impl RangeBounds<u64>) -> (u64, u64) {
 }
 
 impl LogReader {
+    /// The index the log is purged through (its entries are gone), if any.
+    pub fn purged(&self) -> Option<u64> {
+        self.shared
+            .meta
+            .lock()
+            .expect("meta lock poisoned")
+            .purged
+            .map(|p| p.index)
+    }
+
     /// Hands entries `from..=through` to `f`, oldest first, until it returns `false`.
     pub fn scan(
         &self,

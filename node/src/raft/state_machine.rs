@@ -713,23 +713,82 @@ pub struct SnapshotBuilder {
     manifest: Arc<Manifest>,
 }
 
+impl SnapshotBuilder {
+    /// The entries `from..=applied`, which the buffer holds. The log has those after its
+    /// purge point; those at or before it (purged when this replica installed a snapshot,
+    /// which carried them) come from the current snapshot file.
+    async fn unflushed_entries(
+        &self,
+        from: u64,
+        applied: u64,
+    ) -> StorageResult<Vec<(u64, Vec<u8>)>> {
+        let purged = self.shared.log.purged();
+        let mut out = Vec::new();
+        let log_from = match purged {
+            Some(p) if p >= from => {
+                let through = p.min(applied);
+                let bytes = self
+                    .shared
+                    .read_snapshot_file()
+                    .map_err(|e| snapshot_error(ErrorVerb::Read, e))?
+                    .ok_or_else(|| {
+                        snapshot_error(
+                            ErrorVerb::Read,
+                            format!(
+                                "entries {from}..={through} are purged and no snapshot holds them"
+                            ),
+                        )
+                    })?;
+                let file =
+                    decode_snapshot(&bytes).map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+                out.extend(
+                    file.entries
+                        .into_iter()
+                        .filter(|(i, _)| (from..=through).contains(i)),
+                );
+                if out.len() as u64 != through - from + 1 {
+                    return Err(snapshot_error(
+                        ErrorVerb::Read,
+                        format!(
+                            "the current snapshot holds {} of the purged entries {from}..={through}",
+                            out.len()
+                        ),
+                    ));
+                }
+                p + 1
+            }
+            _ => from,
+        };
+        if log_from <= applied {
+            let mut reader = self.shared.log.clone();
+            let entries = openraft::storage::RaftLogReader::try_get_log_entries(
+                &mut reader,
+                log_from..=applied,
+            )
+            .await?;
+            if entries.len() as u64 != applied - log_from + 1 {
+                return Err(snapshot_error(
+                    ErrorVerb::Read,
+                    format!(
+                        "the log gave {} of the entries {log_from}..={applied}",
+                        entries.len()
+                    ),
+                ));
+            }
+            out.extend(entries.iter().map(|e| (e.log_id.index, entry::encode(e))));
+        }
+        Ok(out)
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let from = first_unflushed(&self.manifest);
+        // Every entry after the flushed write, up to the applied one: a snapshot holds all of
+        // them or refuses to be built.
         let entries: Vec<(u64, Vec<u8>)> = match self.applied {
             Some(applied) if applied.index >= from => {
-                let mut reader = self.shared.log.clone();
-                let entries = openraft::storage::RaftLogReader::try_get_log_entries(
-                    &mut reader,
-                    from..=applied.index,
-                )
-                .await?;
-                // Every entry after the flushed write is in the log (purges stop at the flushed
-                // write), and `read_entries` refuses to return a range with a gap.
-                entries
-                    .iter()
-                    .map(|e| (e.log_id.index, entry::encode(e)))
-                    .collect()
+                self.unflushed_entries(from, applied.index).await?
             }
             _ => Vec::new(),
         };

@@ -12,3 +12,4 @@ mod push;
 mod querier;
 mod query_api;
 mod s3;
+mod sim;
