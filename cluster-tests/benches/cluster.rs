@@ -81,8 +81,9 @@ fn ingest(
     (started.elapsed(), bytes.load(Ordering::Relaxed))
 }
 
-/// Merge latencies over everything ingested, `rounds` times, sorted.
-fn merge_latencies(url: &str, rounds: usize) -> Vec<Duration> {
+/// Merge latencies over everything ingested, `rounds` times, sorted, and the merged total
+/// (the same data must merge to the same total however many shards hold it).
+fn merge_latencies(url: &str, rounds: usize) -> (Vec<Duration>, i64) {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(120))
         .build();
@@ -94,17 +95,26 @@ fn merge_latencies(url: &str, rounds: usize) -> Vec<Duration> {
             .replace('"', "%22")
             .replace('=', "%3D")
     );
+    let mut total = 0;
     let mut times: Vec<Duration> = (0..rounds)
         .map(|_| {
             let t = Instant::now();
             let r = agent.get(&query).call().expect("merge answers");
             assert_eq!(r.status(), 200);
-            let _ = r.into_string();
-            t.elapsed()
+            let body = r.into_string().expect("a body");
+            let elapsed = t.elapsed();
+            let top: serde_json::Value = serde_json::from_str(&body).expect("a top table");
+            total = top
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|row| row["flat"].as_i64().unwrap_or(0))
+                .sum();
+            elapsed
         })
         .collect();
     times.sort();
-    times
+    (times, total)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -115,13 +125,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Ingest then merge on a cluster of `options`; returns (MB/s, samples/s, merge p50, p90).
+/// Ingest then merge on a cluster of `options`; returns (MB/s, samples/s, merge p50, p90,
+/// merged total).
 fn measure(
     options: Options,
     profiles: &[Vec<u8>],
     clients: usize,
     posts: usize,
-) -> (f64, f64, Duration, Duration) {
+) -> (f64, f64, Duration, Duration, i64) {
     let cluster = TestCluster::start(options);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
     // A warm-up, then the measured phase.
@@ -129,12 +140,13 @@ fn measure(
     let (time, bytes) = ingest(&urls, profiles, clients, posts);
     let mbps = bytes as f64 / 1e6 / time.as_secs_f64();
     let samples = (posts * SAMPLES_PER_PROFILE) as f64 / time.as_secs_f64();
-    let merges = merge_latencies(&urls[0], 11);
+    let (merges, total) = merge_latencies(&urls[0], 11);
     (
         mbps,
         samples,
         percentile(&merges, 0.5),
         percentile(&merges, 0.9),
+        total,
     )
 }
 
@@ -162,7 +174,8 @@ fn main() {
             max_nodes: 1,
             shards: 1,
             replication_factor: 1,
-            extra: vec!["--flush-interval-secs".into(), "10".into()],
+            flush_interval_secs: 10,
+            extra: Vec::new(),
         },
         &profiles,
         clients,
@@ -174,7 +187,8 @@ fn main() {
             max_nodes: 3,
             shards: 3,
             replication_factor: 3,
-            extra: vec!["--flush-interval-secs".into(), "10".into()],
+            flush_interval_secs: 10,
+            extra: Vec::new(),
         },
         &profiles,
         clients,
@@ -210,6 +224,11 @@ fn main() {
     drop(writers.finish());
     recoveries.sort();
 
+    assert!(one.4 > 0, "the one-node merge found the samples");
+    assert_eq!(
+        one.4, three.4,
+        "both clusters merge the same data to the same total"
+    );
     eprintln!("| measure | one node | 3 nodes, RF 3 | ratio |");
     eprintln!("|---|---|---|---|");
     eprintln!(

@@ -22,6 +22,8 @@ pub struct Options {
     pub max_nodes: usize,
     pub shards: u32,
     pub replication_factor: u32,
+    /// How often shard leaders flush (short, so blocks, snapshots and purges happen in tests).
+    pub flush_interval_secs: u64,
     /// More `serve` flags for every node.
     pub extra: Vec<String>,
 }
@@ -33,6 +35,7 @@ impl Default for Options {
             max_nodes: 4,
             shards: 3,
             replication_factor: 3,
+            flush_interval_secs: 2,
             extra: Vec::new(),
         }
     }
@@ -105,7 +108,7 @@ impl TestCluster {
             "--s3-endpoint",
             &self.s3.endpoint,
             "--flush-interval-secs",
-            "2",
+            &self.options.flush_interval_secs.to_string(),
             "--shards",
             &self.options.shards.to_string(),
             "--replication-factor",

@@ -33,12 +33,11 @@ use bytes::Bytes;
 use firn_storage::Store;
 use firn_storage::block::BlockMeta;
 use firn_storage::buffer::WriteStats;
-use firn_storage::normalize::Normalized;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
-pub use entry::{Command, MAX_KEY_BYTES, Response};
+pub use entry::{Command, MAX_KEY_BYTES, Prepared, Record, Response};
 use log_store::{LogBytes, LogStore};
 use meta_machine::MetaMachine;
 pub use network::{Transport, TransportError};
@@ -258,18 +257,20 @@ impl RaftGroup {
         Ok(())
     }
 
-    /// Commits a write and returns what applying it added; a write whose idempotency `key`
-    /// was applied recently returns the first answer instead.
+    /// Commits a normalised write (`record`, its encoding; `prepared`, the same in memory)
+    /// and returns what applying it added; a write whose idempotency `key` was applied
+    /// recently returns the first answer instead.
     pub async fn write(
         &self,
         record: Bytes,
-        normalized: Arc<Normalized>,
+        prepared: Arc<Prepared>,
         key: Option<Arc<str>>,
     ) -> Result<WriteStats> {
         let response = self
             .propose(Command::Write {
                 record,
-                normalized: Some(normalized),
+                form: Record::Normalized,
+                normalized: Some(prepared),
                 key,
             })
             .await?;

@@ -1,6 +1,6 @@
 //! A shard leader's write path: a write already admitted and normalised (by the node that
-//! received it, or again by this one for a forwarded write) is checked against the shard's log
-//! and buffer budgets, then committed through the shard's Raft group, which logs it with a
+//! received it; a forwarded one arrives as its normalised record) is checked against the
+//! shard's log and buffer budgets, then committed through the shard's Raft group, which logs it with a
 //! shared fsync on a quorum and applies it to every replica's store before answering. So a
 //! write is acknowledged only once it is committed and visible.
 //!
@@ -11,14 +11,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::raft::{Prepared, RaftGroup};
 use bytes::Bytes;
 use firn_storage::Store;
 use firn_storage::buffer::WriteStats;
-use firn_storage::normalize::Normalized;
-
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::raft::RaftGroup;
 
 /// Commits writes to one shard; cheap to clone.
 #[derive(Clone, Debug)]
@@ -53,7 +51,7 @@ impl Writer {
     pub async fn commit(
         &self,
         record: Bytes,
-        normalized: Arc<Normalized>,
+        prepared: Arc<Prepared>,
         key: Option<Arc<str>>,
     ) -> Result<WriteStats> {
         let bytes = record.len() as u64;
@@ -66,9 +64,12 @@ impl Writer {
             });
         }
         // Only a write the buffer can take is proposed: a committed write always applies.
-        self.store.check_fits(&normalized)?;
+        match prepared.as_ref() {
+            Prepared::Local(n) => self.store.check_fits(n)?,
+            Prepared::Packed(n) => self.store.check_fits(n)?,
+        }
         self.proposing.fetch_add(bytes, Ordering::Relaxed);
-        let stats = self.raft.write(record, normalized, key).await;
+        let stats = self.raft.write(record, prepared, key).await;
         self.proposing.fetch_sub(bytes, Ordering::Relaxed);
         let stats = stats?;
         self.metrics

@@ -21,26 +21,17 @@ use crate::filter::ScanFilter;
 use crate::ids::{Nanos, SeqNo, TenantId};
 use crate::normalize::Normalized;
 use crate::schema;
-use crate::symbols::SymbolTable;
+use crate::symbols::{SymbolSource, SymbolTable};
 
 /// Estimated bytes a write will add, checked against the budget before anything changes.
-fn estimate_bytes(normalized: &Normalized) -> usize {
+fn estimate_bytes<S: SymbolSource>(normalized: &Normalized<S>) -> usize {
     let samples = normalized.sample_count();
     let rows = normalized.profiles.len();
     let labels: usize = normalized.profiles.iter().map(|p| p.labels.len()).sum();
-    let symbols: usize = normalized
-        .symbols
-        .strings
-        .iter()
-        .map(|s| s.len())
-        .sum::<usize>()
-        + normalized.symbols.locations.len() * 64
-        + normalized
-            .symbols
-            .stacks
-            .iter()
-            .map(|s| 64 + 4 * s.locations.len())
-            .sum::<usize>();
+    let symbols: usize = normalized.symbols.string_bytes()
+        + normalized.symbols.location_count() * 64
+        + normalized.symbols.stack_count() * 64
+        + 4 * normalized.symbols.stack_location_count();
     let links: usize = normalized
         .profiles
         .iter()
@@ -118,7 +109,7 @@ impl Buffer {
 
     /// Refuses a write the budget cannot take ([`Error::BufferFull`]); changes nothing. A
     /// server checks before it proposes a write, so a committed write is one the buffer took.
-    pub fn check_fits(&self, normalized: &Normalized) -> Result<()> {
+    pub fn check_fits<S: SymbolSource>(&self, normalized: &Normalized<S>) -> Result<()> {
         let needed = estimate_bytes(normalized);
         let used = self.memory_bytes();
         if used.saturating_add(needed) > self.budget {
@@ -133,14 +124,22 @@ impl Buffer {
 
     /// Appends a write. Refuses, changing nothing, when the sequence number does not increase or
     /// the write would take the buffer past its budget.
-    pub fn apply(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+    pub fn apply<S: SymbolSource>(
+        &mut self,
+        seq: SeqNo,
+        normalized: &Normalized<S>,
+    ) -> Result<WriteStats> {
         self.check_fits(normalized)?;
         self.apply_unbudgeted(seq, normalized)
     }
 
     /// Appends a write without checking the budget: for writes admitted earlier (a Raft
     /// group's committed entries), which must apply wherever they are replayed.
-    pub fn apply_unbudgeted(&mut self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+    pub fn apply_unbudgeted<S: SymbolSource>(
+        &mut self,
+        seq: SeqNo,
+        normalized: &Normalized<S>,
+    ) -> Result<WriteStats> {
         if seq <= self.last_seq {
             return Err(Error::SequenceNotIncreasing {
                 seq,
@@ -151,11 +150,14 @@ impl Buffer {
             self.last_seq = seq;
             return Ok(WriteStats::default());
         }
-        let refs = self
-            .symbols
-            .write()
-            .expect("symbol lock poisoned")
-            .intern(&normalized.symbols);
+        let refs = {
+            let mut symbols = self.symbols.write().expect("symbol lock poisoned");
+            normalized
+                .symbols
+                .prepare(&symbols)
+                .map_err(|reason| Error::CorruptWrite { reason })?;
+            symbols.intern(&normalized.symbols)
+        };
         let chunk = Chunk::build(seq, normalized.tenant.clone(), &normalized.profiles, &refs)?;
         self.last_seq = seq;
         let stats = WriteStats {

@@ -98,6 +98,11 @@ pub enum Error {
     #[error("{key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
 
+    /// A logged or replicated write that does not decode (it passed validation when it was
+    /// admitted, so this is damage, not a client's mistake).
+    #[error("a normalised write is damaged: {reason}")]
+    CorruptWrite { reason: String },
+
     /// A broken invariant inside the store: a bug, reported rather than panicking.
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -86,6 +86,15 @@ impl Labels {
         Ok(labels)
     }
 
+    /// Labels already validated and sorted (read back from a log record): only their order
+    /// and uniqueness are checked.
+    pub(crate) fn from_sorted(pairs: Vec<(String, String)>) -> std::result::Result<Self, String> {
+        if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err("labels are not sorted by unique name".into());
+        }
+        Ok(Labels(pairs))
+    }
+
     pub fn check_count(&self, limits: &LabelLimits) -> Result<()> {
         if self.0.len() > limits.max_labels_per_series {
             return Err(Error::InvalidLabel {

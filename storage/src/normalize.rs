@@ -7,6 +7,7 @@
 //! become per-sample columns; numeric labels are dropped; zero values are dropped; `duration > 0`
 //! marks a delta profile; timestamps are nanoseconds (the profile's own, else the receive time).
 
+mod codec;
 mod folded;
 
 use crate::symbols::HashMap;
@@ -18,6 +19,7 @@ use crate::pprof::{self, DecodeLimits, ValidProfile};
 use crate::profile_type::{ProfileType, clean_part};
 use crate::symbols::{self, FunctionView, LocalSymbols, MappingView, Stack, SymbolRef};
 
+pub use codec::{decode_normalized, encode_normalized};
 pub use folded::parse_folded;
 
 /// What a client sent.
@@ -88,17 +90,19 @@ pub struct ProfileRows {
     pub links: Links,
 }
 
-/// A normalised write, ready to be applied to a buffer.
+/// A normalised write, ready to be applied to a buffer: its symbols as normalisation built
+/// them ([`LocalSymbols`]) or as a replica decoded them from the log
+/// ([`crate::symbols::PackedSymbols`]); both apply alike.
 #[derive(Clone, Debug)]
-pub struct Normalized {
+pub struct Normalized<S = LocalSymbols> {
     pub tenant: TenantId,
-    pub symbols: LocalSymbols,
+    pub symbols: S,
     pub profiles: Vec<ProfileRows>,
     /// Bytes of input, for accounting.
     pub input_bytes: usize,
 }
 
-impl Normalized {
+impl<S> Normalized<S> {
     pub fn sample_count(&self) -> usize {
         self.profiles.iter().map(|p| p.values.len()).sum()
     }

@@ -24,7 +24,7 @@ use crate::ids::{BlockId, Nanos, SeqNo, ShardId, TenantId};
 use crate::manifest::Manifest;
 use crate::normalize::{NormalizeLimits, Normalized, WriteRequest, normalize};
 use crate::paths::Paths;
-use crate::symbols::{SymbolTable, decode_symbols};
+use crate::symbols::{SymbolSource, SymbolTable, decode_symbols};
 
 /// Configuration of one store.
 #[derive(Clone, Copy, Debug)]
@@ -135,7 +135,11 @@ impl Store {
     }
 
     /// Applies an already normalised write.
-    pub fn apply(&self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+    pub fn apply<S: SymbolSource>(
+        &self,
+        seq: SeqNo,
+        normalized: &Normalized<S>,
+    ) -> Result<WriteStats> {
         self.buffer
             .lock()
             .expect("buffer lock poisoned")
@@ -145,7 +149,11 @@ impl Store {
     /// Applies a write a Raft group has committed. The buffer's budget is not checked: it was
     /// checked when the write was admitted, and a committed write must apply the same way on
     /// every replica and every replay.
-    pub fn apply_committed(&self, seq: SeqNo, normalized: &Normalized) -> Result<WriteStats> {
+    pub fn apply_committed<S: SymbolSource>(
+        &self,
+        seq: SeqNo,
+        normalized: &Normalized<S>,
+    ) -> Result<WriteStats> {
         self.buffer
             .lock()
             .expect("buffer lock poisoned")
@@ -189,7 +197,7 @@ impl Store {
 
     /// Refuses a write the buffer's budget cannot take, changing nothing (see
     /// [`Buffer::check_fits`](crate::buffer::Buffer::check_fits)).
-    pub fn check_fits(&self, normalized: &Normalized) -> Result<()> {
+    pub fn check_fits<S: SymbolSource>(&self, normalized: &Normalized<S>) -> Result<()> {
         self.buffer
             .lock()
             .expect("buffer lock poisoned")

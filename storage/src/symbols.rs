@@ -7,6 +7,7 @@
 //! content, which is the same in every table; a table's dense `u32` references are private to it.
 
 mod codec;
+pub(crate) mod packed;
 
 use std::collections::HashMap as StdHashMap;
 
@@ -17,6 +18,7 @@ pub(crate) type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use xxhash_rust::xxh3::Xxh3;
 
 pub use codec::{decode_symbols, encode_symbols};
+pub use packed::{PackedSymbols, SymbolCounts, SymbolSource, encode_columns};
 
 use crate::ids::StackId;
 
@@ -101,6 +103,14 @@ struct MappingKey {
     size: u64,
     file_offset: u64,
     identity: SymbolRef,
+}
+
+/// A write's local references already interned, filled as interning reaches them.
+struct LocalMaps {
+    strings: Vec<Option<SymbolRef>>,
+    functions: Vec<Option<SymbolRef>>,
+    mappings: Vec<Option<SymbolRef>>,
+    locations: Vec<Option<SymbolRef>>,
 }
 
 /// Rough per-entry overhead of the hash maps, for memory accounting.
@@ -204,37 +214,35 @@ impl SymbolTable {
 
     /// Interns a write's symbols and returns, for each local stack, its reference in this table.
     /// Only stacks not seen before cost more than one hash lookup.
-    pub fn intern(&mut self, local: &LocalSymbols) -> Vec<SymbolRef> {
-        let mut string_map: Vec<Option<SymbolRef>> = vec![None; local.strings.len()];
-        let mut function_map: Vec<Option<SymbolRef>> = vec![None; local.functions.len()];
-        let mut mapping_map: Vec<Option<SymbolRef>> = vec![None; local.mappings.len()];
-        let mut location_map: Vec<Option<SymbolRef>> = vec![None; local.locations.len()];
-        let mut out = Vec::with_capacity(local.stacks.len());
-        for stack in &local.stacks {
-            if let Some(&r) = self.stack_refs.get(&stack.id) {
+    pub fn intern(&mut self, local: &impl SymbolSource) -> Vec<SymbolRef> {
+        let mut maps = LocalMaps {
+            strings: Vec::new(),
+            functions: Vec::new(),
+            mappings: Vec::new(),
+            locations: vec![None; local.location_count()],
+        };
+        let mut out = Vec::with_capacity(local.stack_count());
+        for s in 0..local.stack_count() {
+            let id = local.stack_id(s);
+            if let Some(&r) = self.stack_refs.get(&id) {
                 out.push(r);
                 continue;
             }
-            let mut locations = Vec::with_capacity(stack.locations.len());
-            for &l in stack.locations.iter() {
-                let r = match location_map[l as usize] {
+            let stack_locations = local.stack_locations(s);
+            let mut locations = Vec::with_capacity(stack_locations.len());
+            for &l in stack_locations {
+                let r = match maps.locations[l as usize] {
                     Some(r) => r,
                     None => {
-                        let r = self.intern_local_location(
-                            local,
-                            l,
-                            &mut string_map,
-                            &mut function_map,
-                            &mut mapping_map,
-                        );
-                        location_map[l as usize] = Some(r);
+                        let r = self.intern_local_location(local, l as usize, &mut maps);
+                        maps.locations[l as usize] = Some(r);
                         r
                     }
                 };
                 locations.push(r);
             }
             out.push(self.push_stack(Stack {
-                id: stack.id,
+                id,
                 locations: locations.into(),
             }));
         }
@@ -251,54 +259,63 @@ impl SymbolTable {
 
     fn intern_local_location(
         &mut self,
-        local: &LocalSymbols,
-        l: SymbolRef,
-        string_map: &mut [Option<SymbolRef>],
-        function_map: &mut [Option<SymbolRef>],
-        mapping_map: &mut [Option<SymbolRef>],
+        local: &impl SymbolSource,
+        l: usize,
+        maps: &mut LocalMaps,
     ) -> SymbolRef {
-        let (key, location) = &local.locations[l as usize];
-        if let Some(&r) = self.location_refs.get(key) {
+        let key = local.location_fingerprint(l);
+        if let Some(&r) = self.location_refs.get(&key) {
             return r;
         }
-        let mut string = |table: &mut Self, s: SymbolRef| -> SymbolRef {
-            *string_map[s as usize]
-                .get_or_insert_with(|| table.intern_string(&local.strings[s as usize]))
+        let string = |table: &mut Self, strings: &mut Vec<Option<SymbolRef>>, s: SymbolRef| {
+            let s = s as usize;
+            if strings.len() <= s {
+                strings.resize(s + 1, None);
+            }
+            *strings[s].get_or_insert_with(|| table.intern_string(local.string(s)))
         };
-        let mapping = if location.mapping == 0 {
-            0
-        } else {
-            let m = location.mapping as usize - 1;
-            match mapping_map[m] {
-                Some(r) => r + 1,
-                None => {
-                    let lm = &local.mappings[m];
-                    let mapped = Mapping {
-                        filename: string(self, lm.filename),
-                        build_id: string(self, lm.build_id),
-                        ..lm.clone()
-                    };
-                    let r = self.intern_mapping(mapped);
-                    mapping_map[m] = Some(r);
-                    r + 1
+        let mapping = match local.location_mapping(l) {
+            0 => 0,
+            m => {
+                let m = m as usize - 1;
+                if maps.mappings.len() <= m {
+                    maps.mappings.resize(m + 1, None);
+                }
+                match maps.mappings[m] {
+                    Some(r) => r + 1,
+                    None => {
+                        let lm = local.mapping(m);
+                        let mapped = Mapping {
+                            filename: string(self, &mut maps.strings, lm.filename),
+                            build_id: string(self, &mut maps.strings, lm.build_id),
+                            ..lm.clone()
+                        };
+                        let r = self.intern_mapping(mapped);
+                        maps.mappings[m] = Some(r);
+                        r + 1
+                    }
                 }
             }
         };
-        let mut lines = Vec::with_capacity(location.lines.len());
-        for line in location.lines.iter() {
+        let local_lines = local.location_lines(l);
+        let mut lines = Vec::with_capacity(local_lines.len());
+        for line in local_lines {
             let f = line.function as usize;
-            let function = match function_map[f] {
+            if maps.functions.len() <= f {
+                maps.functions.resize(f + 1, None);
+            }
+            let function = match maps.functions[f] {
                 Some(r) => r,
                 None => {
-                    let lf = &local.functions[f];
+                    let lf = local.function(f);
                     let mapped = Function {
-                        name: string(self, lf.name),
-                        system_name: string(self, lf.system_name),
-                        filename: string(self, lf.filename),
+                        name: string(self, &mut maps.strings, lf.name),
+                        system_name: string(self, &mut maps.strings, lf.system_name),
+                        filename: string(self, &mut maps.strings, lf.filename),
                         start_line: lf.start_line,
                     };
                     let r = self.intern_function(mapped);
-                    function_map[f] = Some(r);
+                    maps.functions[f] = Some(r);
                     r
                 }
             };
@@ -311,11 +328,11 @@ impl SymbolTable {
         self.bytes += std::mem::size_of::<Location>() + 16 * lines.len() + ENTRY_OVERHEAD;
         self.locations.push(Location {
             mapping,
-            address: location.address,
+            address: local.location_address(l),
             lines: lines.into(),
-            is_folded: location.is_folded,
+            is_folded: local.location_folded(l),
         });
-        self.location_refs.insert(*key, r);
+        self.location_refs.insert(key, r);
         r
     }
 

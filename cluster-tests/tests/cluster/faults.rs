@@ -300,7 +300,7 @@ fn queries_reach_every_shard_and_fail_over_to_another_replica() {
         max_nodes: 4,
         shards: 4,
         replication_factor: 3,
-        extra: Vec::new(),
+        ..Default::default()
     });
     let t = cluster.started;
     let writers = Writers::start(4, all_targets(&cluster), PAUSE);

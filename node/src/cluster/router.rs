@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use firn_storage::buffer::WriteStats;
-use firn_storage::normalize::Normalized;
 use firn_storage::{ShardId, TenantId, WriteRequest};
 use tokio::time::Instant;
 
@@ -30,7 +29,7 @@ use crate::cluster::Cluster;
 use crate::cluster::rpc::pb;
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
-use crate::record;
+use crate::raft::Prepared;
 
 /// How long a write is retried (leader changes, unreachable leaders) before it fails.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
@@ -53,8 +52,10 @@ pub struct ClientWrite {
 struct Part {
     /// Its position in the caller's list.
     index: usize,
+    /// The normalised write's encoding: what the log holds and the leader is sent.
     record: Bytes,
-    normalized: Option<Arc<Normalized>>,
+    /// The same in memory, where this node normalised it.
+    normalized: Option<Arc<Prepared>>,
     key: Arc<str>,
 }
 
@@ -132,9 +133,12 @@ impl Cluster {
             tokio::task::spawn_blocking(move || {
                 let key = w.key.unwrap_or_else(|| made_key(&w.request.tenant));
                 let shard = shard_of(&w.request.tenant, &w.request.labels, shards);
-                let record = Bytes::from(record::encode(&w.request));
                 firn_storage::normalize::normalize(w.request, &limits)
-                    .map(|normalized| (shard, record, Arc::new(normalized), key))
+                    .map(|normalized| {
+                        let record =
+                            Bytes::from(firn_storage::normalize::encode_normalized(&normalized));
+                        (shard, record, Arc::new(Prepared::Local(normalized)), key)
+                    })
                     .map_err(Error::from)
             })
         }))
@@ -300,7 +304,7 @@ impl Cluster {
         futures::future::join_all(parts.iter().map(|p| async {
             let normalized = match &p.normalized {
                 Some(n) => n.clone(),
-                None => self.normalize_record(&p.record).await?,
+                None => decode_forwarded(&p.record).await?,
             };
             replica
                 .writer
@@ -308,19 +312,6 @@ impl Cluster {
                 .await
         }))
         .await
-    }
-
-    async fn normalize_record(&self, record: &Bytes) -> Result<Arc<Normalized>> {
-        let record = record.clone();
-        let limits = self.shard_settings.store.limits;
-        tokio::task::spawn_blocking(move || {
-            let request = record::decode(record)?;
-            Ok(Arc::new(firn_storage::normalize::normalize(
-                request, &limits,
-            )?))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("normalising task failed: {e}")))?
     }
 
     /// Sends parts to `target` (believed to lead `shard`) in one message.
@@ -406,6 +397,22 @@ impl Cluster {
             .map(encode_result)
             .collect()
     }
+}
+
+/// A write another node normalised, decoded and checked whole before it is proposed: the log
+/// takes only records every replica can apply.
+async fn decode_forwarded(record: &Bytes) -> Result<Arc<Prepared>> {
+    let record = record.clone();
+    tokio::task::spawn_blocking(move || {
+        let n = firn_storage::normalize::decode_normalized(record)
+            .map_err(|reason| Error::BadRequest(format!("a forwarded write: {reason}")))?;
+        n.symbols
+            .validate()
+            .map_err(|reason| Error::BadRequest(format!("a forwarded write: {reason}")))?;
+        Ok(Arc::new(Prepared::Packed(n)))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("decoding task failed: {e}")))?
 }
 
 fn payload_len(request: &WriteRequest) -> usize {

@@ -7,7 +7,11 @@
 //!       4 write with an idempotency key (body = [key length u16 LE][key][record])
 //!       5 flushed through (body = sequence number u64 LE)
 //!       6 meta command (body = JSON)
+//!       7 normalised write (body = [key length u16 LE][key][firn_storage's normalised write])
 //! ```
+//!
+//! Kinds 1 and 4 (the write as the client sent it) are what logs written before normalised
+//! writes hold; they still replay, normalised again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,20 +20,39 @@ use bytes::Bytes;
 use firn_storage::block::BlockMeta;
 use firn_storage::buffer::WriteStats;
 use firn_storage::normalize::Normalized;
+use firn_storage::symbols::PackedSymbols;
 use openraft::{BasicNode, EntryPayload, LogId, Membership};
 use serde::{Deserialize, Serialize};
 
 use super::Entry;
 use crate::cluster::meta::MetaCommand;
 
+/// A normalised write in memory, as the leader holds it: built by normalising (on the node
+/// that admitted it) or decoded from a forwarded record.
+#[derive(Debug)]
+pub enum Prepared {
+    Local(Normalized),
+    Packed(Normalized<PackedSymbols>),
+}
+
+/// What a write's record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The normalised write (`firn_storage::normalize::encode_normalized`).
+    Normalized,
+    /// The write as the client sent it (`crate::record`): logs of earlier versions.
+    Raw,
+}
+
 /// A command the state machine applies.
 #[derive(Clone)]
 pub enum Command {
-    /// A write as it arrived. On the node that admitted it, `normalized` carries the work
-    /// already done so applying it does not decode it again; it is never written to the log.
+    /// A write. On the leader, `normalized` carries it in memory so applying it decodes
+    /// nothing; it is never written to the log.
     Write {
         record: Bytes,
-        normalized: Option<Arc<Normalized>>,
+        form: Record,
+        normalized: Option<Arc<Prepared>>,
         /// The client's idempotency key: a write whose key was applied recently is answered
         /// with the first one's result instead of being applied again.
         key: Option<Arc<str>>,
@@ -65,6 +88,7 @@ const MEMBERSHIP: u8 = 3;
 const KEYED_WRITE: u8 = 4;
 const FLUSHED_THROUGH: u8 = 5;
 const META: u8 = 6;
+const NORMALIZED_WRITE: u8 = 7;
 
 /// The longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;
@@ -81,10 +105,27 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     let (kind, body): (u8, Vec<u8>) = match &entry.payload {
         EntryPayload::Blank => (BLANK, Vec::new()),
         EntryPayload::Normal(Command::Write {
-            record, key: None, ..
+            record,
+            form: Record::Normalized,
+            key,
+            ..
+        }) => {
+            let key = key.as_deref().unwrap_or("");
+            let mut body = Vec::with_capacity(2 + key.len() + record.len());
+            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(record);
+            (NORMALIZED_WRITE, body)
+        }
+        EntryPayload::Normal(Command::Write {
+            record,
+            form: Record::Raw,
+            key: None,
+            ..
         }) => (WRITE, record.to_vec()),
         EntryPayload::Normal(Command::Write {
             record,
+            form: Record::Raw,
             key: Some(key),
             ..
         }) => {
@@ -125,10 +166,11 @@ pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
         BLANK => EntryPayload::Blank,
         WRITE => EntryPayload::Normal(Command::Write {
             record: bytes.slice(HEADER..),
+            form: Record::Raw,
             normalized: None,
             key: None,
         }),
-        KEYED_WRITE => {
+        KEYED_WRITE | NORMALIZED_WRITE => {
             let len = body
                 .get(..2)
                 .map(|l| u16::from_le_bytes([l[0], l[1]]) as usize)
@@ -137,9 +179,15 @@ pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
                 .get(2..2 + len)
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .ok_or_else(|| format!("entry {index}: bad idempotency key"))?;
+            let form = if kind == NORMALIZED_WRITE {
+                Record::Normalized
+            } else {
+                Record::Raw
+            };
             EntryPayload::Normal(Command::Write {
-                key: Some(Arc::from(key)),
+                key: (!key.is_empty() || form == Record::Raw).then(|| Arc::from(key)),
                 record: bytes.slice(HEADER + 2 + len..),
+                form,
                 normalized: None,
             })
         }

@@ -29,7 +29,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::entry::{self, Command, LogIdJson, Response};
+use super::entry::{self, Command, LogIdJson, Prepared, Record, Response};
 use super::log_store::LogReader;
 use super::{Entry, TypeConfig};
 use crate::record;
@@ -393,7 +393,7 @@ fn apply_one(
     shared: &Shared,
     state: &mut State,
     e: Entry,
-    normalized: Option<Result<Arc<Normalized>, String>>,
+    normalized: Option<Result<Arc<Prepared>, String>>,
 ) -> Response {
     let id = e.log_id;
     let response = match e.payload {
@@ -404,6 +404,7 @@ fn apply_one(
         }
         EntryPayload::Normal(Command::Write {
             record,
+            form,
             normalized: cached,
             key,
         }) => match key.as_deref().and_then(|k| state.recent.get(k)) {
@@ -413,13 +414,15 @@ fn apply_one(
                 let normalized = match (cached, normalized) {
                     (Some(n), _) => Ok(n),
                     (None, Some(n)) => n,
-                    (None, None) => normalize(&shared.store, &record),
+                    (None, None) => prepare_write(&shared.store, &record, form),
                 };
+                let seq = SeqNo(id.index);
                 let applied = normalized.and_then(|n| {
-                    shared
-                        .store
-                        .apply_committed(SeqNo(id.index), &n)
-                        .map_err(|e| e.to_string())
+                    match n.as_ref() {
+                        Prepared::Local(n) => shared.store.apply_committed(seq, n),
+                        Prepared::Packed(n) => shared.store.apply_committed(seq, n),
+                    }
+                    .map_err(|e| e.to_string())
                 });
                 if let (Some(key), Ok(stats)) = (key, &applied) {
                     state.recent.remember(key, id.index, *stats);
@@ -447,10 +450,25 @@ fn apply_one(
     response
 }
 
-/// Normalises a committed write again (a replay, or a replica that did not admit it). The
-/// write passed the limits in force when it was admitted; limits lowered since must not drop
-/// it, so this uses limits no admitted write exceeds.
-fn normalize(store: &Store, record: &bytes::Bytes) -> Result<Arc<Normalized>, String> {
+/// A committed write in memory, from its record: a normalised write is decoded (its symbol
+/// columns only when applying needs them); a raw one, from a log of an earlier version, is
+/// normalised again.
+fn prepare_write(
+    store: &Store,
+    record: &bytes::Bytes,
+    form: Record,
+) -> Result<Arc<Prepared>, String> {
+    match form {
+        Record::Normalized => firn_storage::normalize::decode_normalized(record.clone())
+            .map(|n| Arc::new(Prepared::Packed(n))),
+        Record::Raw => normalize(store, record).map(|n| Arc::new(Prepared::Local(n))),
+    }
+}
+
+/// Normalises a raw committed write again. The write passed the limits in force when it was
+/// admitted; limits lowered since must not drop it, so this uses limits no admitted write
+/// exceeds.
+fn normalize(store: &Store, record: &bytes::Bytes) -> Result<Normalized, String> {
     let mut limits = store.config().limits;
     limits.decode.max_decompressed_bytes = limits.decode.max_decompressed_bytes.max(4 << 30);
     limits.decode.max_entries = limits.decode.max_entries.max(1 << 31);
@@ -461,11 +479,10 @@ fn normalize(store: &Store, record: &bytes::Bytes) -> Result<Arc<Normalized>, St
     record::decode(record.clone())
         .map_err(|e| e.to_string())
         .and_then(|r| firn_storage::normalize::normalize(r, &limits).map_err(|e| e.to_string()))
-        .map(Arc::new)
 }
 
-/// Entries and, for writes, their normalised form (or why it failed).
-type Prepared = Vec<(Entry, Option<Result<Arc<Normalized>, String>>)>;
+/// Entries and, for writes, their form in memory (or why it failed).
+type PreparedBatch = Vec<(Entry, Option<Result<Arc<Prepared>, String>>)>;
 
 /// Applies entries in batches through a three-stage pipeline: the caller reads the log, a
 /// preparer thread decodes and normalises a batch's writes on every core, an applier thread
@@ -486,7 +503,7 @@ struct Stages {
 impl Replay {
     fn new(shared: &Arc<Shared>) -> Result<Self, crate::Error> {
         let spawn_error = |source| crate::Error::Spawn { source };
-        let (to_applier, applier_queue) = std::sync::mpsc::sync_channel::<Prepared>(1);
+        let (to_applier, applier_queue) = std::sync::mpsc::sync_channel::<PreparedBatch>(1);
         let applier_shared = shared.clone();
         let applier = std::thread::Builder::new()
             .name("firn-replay-apply".into())
@@ -571,12 +588,12 @@ impl Replay {
 
 /// Normalises a batch's writes on every core: workers take the next entry as they finish
 /// one, so a few large writes do not leave a core idle.
-fn prepare(store: &Store, batch: Vec<Entry>) -> Prepared {
+fn prepare(store: &Store, batch: Vec<Entry>) -> PreparedBatch {
     use std::sync::atomic::AtomicUsize;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = AtomicUsize::new(0);
     let batch_ref = &batch;
-    let mut results: Vec<(usize, Result<Arc<Normalized>, String>)> = std::thread::scope(|scope| {
+    let mut results: Vec<(usize, Result<Arc<Prepared>, String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let next = &next;
@@ -587,8 +604,10 @@ fn prepare(store: &Store, batch: Vec<Entry>) -> Prepared {
                         let Some(e) = batch_ref.get(i) else {
                             return out;
                         };
-                        if let EntryPayload::Normal(Command::Write { record, .. }) = &e.payload {
-                            out.push((i, normalize(store, record)));
+                        if let EntryPayload::Normal(Command::Write { record, form, .. }) =
+                            &e.payload
+                        {
+                            out.push((i, prepare_write(store, record, *form)));
                         }
                     }
                 })
@@ -714,9 +733,10 @@ pub struct SnapshotBuilder {
 }
 
 impl SnapshotBuilder {
-    /// The entries `from..=applied`, which the buffer holds. The log has those after its
+    /// The entries `from..=applied`, which rebuild the buffer. The log has those after its
     /// purge point; those at or before it (purged when this replica installed a snapshot,
-    /// which carried them) come from the current snapshot file.
+    /// which carried them) come from the current snapshot file. Every write whose rows the
+    /// buffer holds must be among them, or there is no snapshot.
     async fn unflushed_entries(
         &self,
         from: u64,
@@ -727,33 +747,18 @@ impl SnapshotBuilder {
         let log_from = match purged {
             Some(p) if p >= from => {
                 let through = p.min(applied);
-                let bytes = self
+                if let Some(bytes) = self
                     .shared
                     .read_snapshot_file()
                     .map_err(|e| snapshot_error(ErrorVerb::Read, e))?
-                    .ok_or_else(|| {
-                        snapshot_error(
-                            ErrorVerb::Read,
-                            format!(
-                                "entries {from}..={through} are purged and no snapshot holds them"
-                            ),
-                        )
-                    })?;
-                let file =
-                    decode_snapshot(&bytes).map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
-                out.extend(
-                    file.entries
-                        .into_iter()
-                        .filter(|(i, _)| (from..=through).contains(i)),
-                );
-                if out.len() as u64 != through - from + 1 {
-                    return Err(snapshot_error(
-                        ErrorVerb::Read,
-                        format!(
-                            "the current snapshot holds {} of the purged entries {from}..={through}",
-                            out.len()
-                        ),
-                    ));
+                {
+                    let file =
+                        decode_snapshot(&bytes).map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+                    out.extend(
+                        file.entries
+                            .into_iter()
+                            .filter(|(i, _)| (from..=through).contains(i)),
+                    );
                 }
                 p + 1
             }
@@ -766,16 +771,24 @@ impl SnapshotBuilder {
                 log_from..=applied,
             )
             .await?;
-            if entries.len() as u64 != applied - log_from + 1 {
-                return Err(snapshot_error(
-                    ErrorVerb::Read,
-                    format!(
-                        "the log gave {} of the entries {log_from}..={applied}",
-                        entries.len()
-                    ),
-                ));
-            }
             out.extend(entries.iter().map(|e| (e.log_id.index, entry::encode(e))));
+        }
+        let held: std::collections::HashSet<u64> = out.iter().map(|(i, _)| *i).collect();
+        let snapshot = self.shared.store.snapshot();
+        if let Some(missing) = snapshot
+            .buffer
+            .chunks
+            .iter()
+            .map(|c| c.seq.0)
+            .find(|seq| (from..=applied).contains(seq) && !held.contains(seq))
+        {
+            return Err(snapshot_error(
+                ErrorVerb::Read,
+                format!(
+                    "the buffer holds the rows of entry {missing}, which neither the log nor \
+                     the current snapshot has"
+                ),
+            ));
         }
         Ok(out)
     }

@@ -110,12 +110,42 @@ async fn start_alone(dir: &std::path::Path, store: Arc<Store>) -> RaftGroup {
 }
 
 async fn write(node: &RaftGroup, store: &Store, text: &str, key: Option<&str>) {
-    let request = write_request(text);
-    let record = crate::record::encode(&request);
-    let normalized = store.normalize(request).expect("normalize");
-    node.write(record.into(), Arc::new(normalized), key.map(Arc::from))
+    let normalized = store.normalize(write_request(text)).expect("normalize");
+    let record = firn_storage::normalize::encode_normalized(&normalized);
+    node.write(
+        record.into(),
+        Arc::new(super::Prepared::Local(normalized)),
+        key.map(Arc::from),
+    )
+    .await
+    .expect("write commits");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_of_raw_writes_from_an_earlier_version_still_replays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = empty_store();
+    let node = start_alone(dir.path(), store.clone()).await;
+    // An entry as the previous version logged a write: the request as the client sent it.
+    let raw = crate::record::encode(&write_request("main;old 4\nmain;older 1\n"));
+    let (_, applied) = node
+        .propose(super::Command::Write {
+            record: raw.into(),
+            form: super::Record::Raw,
+            normalized: None,
+            key: Some(Arc::from("t1/old")),
+        })
         .await
-        .expect("write commits");
+        .expect("commits");
+    assert_eq!(applied.expect("applies").samples, 2);
+    write(&node, &store, "main;new 1\n", None).await;
+    assert_eq!(store.buffer_samples(), 3);
+    node.shutdown().await;
+    drop(node);
+    let store = empty_store();
+    let node = start_alone(dir.path(), store.clone()).await;
+    assert_eq!(store.buffer_samples(), 3, "both kinds replay");
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firn_node::ids::{GroupId, NodeId};
-use firn_node::raft::{RaftGroup, RpcKind, Transport, TransportError};
+use firn_node::raft::{Prepared, RaftGroup, RpcKind, Transport, TransportError};
 use firn_query::{ProfileQuery, QueryConfig, QueryEngine};
 use firn_storage::{
     Nanos, Payload, ProfileType, ShardId, Store, StoreConfig, TenantId, WriteRequest,
@@ -168,6 +168,13 @@ fn write_request(stack: &str) -> WriteRequest {
     }
 }
 
+/// A write of `stack` as a leader commits it: its normalised record and the same in memory.
+fn prepared(store: &Store, stack: &str) -> (bytes::Bytes, Arc<Prepared>) {
+    let normalized = store.normalize(write_request(stack)).expect("normalise");
+    let record = firn_storage::normalize::encode_normalized(&normalized);
+    (record.into(), Arc::new(Prepared::Local(normalized)))
+}
+
 /// What a replica's store holds: stack → summed value.
 async fn stored(store: &Arc<Store>) -> BTreeMap<String, i64> {
     let engine = QueryEngine::new(store.clone(), QueryConfig::default()).expect("engine");
@@ -234,15 +241,10 @@ async fn run(seed: u64) {
                 .find(|r| r.group.as_ref().is_some_and(|g| g.is_leader()));
             if let Some(r) = leader {
                 let group = r.group.clone().expect("alive");
-                let request = write_request(&stack);
-                let record = firn_node::record::encode(&request);
-                let normalized = r.store.normalize(request).expect("normalise");
+                let (record, prepared) = prepared(&r.store, &stack);
                 let key: Arc<str> = Arc::from(format!("sim/{stack}"));
-                let result = tokio::time::timeout(
-                    PATIENCE,
-                    group.write(record.into(), Arc::new(normalized), Some(key)),
-                )
-                .await;
+                let result =
+                    tokio::time::timeout(PATIENCE, group.write(record, prepared, Some(key))).await;
                 if let Ok(Ok(_)) = result {
                     acked.insert(stack);
                 }
@@ -348,13 +350,11 @@ async fn run(seed: u64) {
             continue;
         };
         let group = leader.group.clone().expect("alive");
-        let request = write_request(&format!("main;s{seed};last"));
-        let record = firn_node::record::encode(&request);
-        let normalized = leader.store.normalize(request).expect("normalise");
+        let (record, prepared) = prepared(&leader.store, &format!("main;s{seed};last"));
         let key: Arc<str> = Arc::from(format!("sim/last-{seed}"));
         if tokio::time::timeout(
             Duration::from_secs(3),
-            group.write(record.into(), Arc::new(normalized), Some(key)),
+            group.write(record, prepared, Some(key)),
         )
         .await
         .is_ok_and(|r| r.is_ok())
