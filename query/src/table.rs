@@ -286,7 +286,8 @@ pub fn scan_filter(filters: &[Expr]) -> ScanFilter {
     out
 }
 
-/// Whether the scan applies `filter` exactly (see [`capture`]).
+/// Whether the scan applies `filter` exactly: every conjunct is a time comparison, profile type
+/// or delta equality, or a non-empty label equality.
 pub fn is_exact(filter: &Expr) -> bool {
     capture(filter, &mut ScanFilter::default())
 }

@@ -1,6 +1,6 @@
 //! openraft's messages on the wire between nodes: protobuf (prost) messages converted to and
 //! from openraft's types here and nowhere else. Entries travel in their log encoding
-//! ([`super::entry`]), so a follower stores exactly the bytes its leader logged.
+//! (`raft::entry`), so a follower stores exactly the bytes its leader logged.
 
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{
