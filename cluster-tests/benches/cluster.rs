@@ -5,7 +5,7 @@
 //! one node.
 //!
 //! `cargo bench -p firn-cluster-tests --bench cluster` (env `FIRN_BENCH_POSTS`: profiles sent
-//! per ingest phase, default 3000; `FIRN_BENCH_CLIENTS`: concurrent clients, default 8;
+//! per ingest phase, default 3000; `FIRN_BENCH_CLIENTS`: concurrent clients, default 16;
 //! `FIRN_BENCH_KILLS`: leader kills, default 5). Prints a markdown table on stderr.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +34,7 @@ fn post(agent: &ureq::Agent, url: &str, profiles: &[Vec<u8>], n: usize) -> usize
     for _ in 0..20 {
         let response = agent
             .post(&format!(
-                "{url}/ingest?name=bench.cpu%7Bpod%3D%22pod-{}%22%7D&from={from}&until={}&format=pprof",
+                "{url}/ingest?name=bench%7Bpod%3D%22pod-{}%22%7D&from={from}&until={}&format=pprof",
                 n % 50,
                 from + 10
             ))
@@ -141,6 +141,16 @@ fn measure(
     let mbps = bytes as f64 / 1e6 / time.as_secs_f64();
     let samples = (posts * SAMPLES_PER_PROFILE) as f64 / time.as_secs_f64();
     let (merges, total) = merge_latencies(&urls[0], 11);
+    if total == 0 {
+        let types = ureq::get(&format!(
+            "{}/api/v1/profile-types?from=1699999000&until=1800000000",
+            urls[0]
+        ))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok());
+        eprintln!("the merge found nothing; profile types stored: {types:?}");
+    }
     (
         mbps,
         samples,
@@ -152,7 +162,7 @@ fn measure(
 
 fn main() {
     let posts = env_usize("FIRN_BENCH_POSTS", 3000);
-    let clients = env_usize("FIRN_BENCH_CLIENTS", 8);
+    let clients = env_usize("FIRN_BENCH_CLIENTS", 16);
     let kills = env_usize("FIRN_BENCH_KILLS", 5);
     let mut rng = Rng(7);
     let universe = stack_universe(&mut rng, 4000);
@@ -224,7 +234,12 @@ fn main() {
     drop(writers.finish());
     recoveries.sort();
 
-    assert!(one.4 > 0, "the one-node merge found the samples");
+    assert!(
+        one.4 > 0 && three.4 > 0,
+        "both merges find the samples (totals {} and {})",
+        one.4,
+        three.4
+    );
     assert_eq!(
         one.4, three.4,
         "both clusters merge the same data to the same total"

@@ -21,9 +21,11 @@ pub fn firn() -> &'static PathBuf {
             .and_then(|deps| deps.parent())
             .expect("a test binary lives in target/<profile>/deps");
         let bin = profile_dir.join("firn");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace");
+        // The running package's directory (set by cargo) before the compile-time one, which
+        // can name another clone when a build directory is shared.
+        let package = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let workspace = package.parent().expect("the workspace");
         let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
         let sources = [
             "node/src",

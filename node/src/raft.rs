@@ -97,16 +97,17 @@ impl std::fmt::Debug for RaftGroup {
 }
 
 /// Timing shared by every group. A follower stands for election once it has heard nothing
-/// for its leader's lease (openraft: the maximum election timeout) plus a random election
-/// timeout: 1.3 to 1.8 s after a leader dies; the half-second spread keeps two followers from
-/// standing at once and splitting the vote. That stays well above an fsync's latency
-/// (openraft's advice: ten times at least) and above the heartbeats' delay on a busy machine.
+/// for its leader's lease (openraft: the maximum election timeout) plus its election timeout
+/// (drawn once per process): 1.0 to 1.4 s after a leader's last heartbeat, so writes go on
+/// about a second after a leader dies; the spread keeps two followers from standing at once
+/// and splitting the vote. Ten heartbeats fit in that silence, far above an fsync's latency
+/// (openraft's advice: ten times at least) and the heartbeats' delay on a busy machine.
 fn base_config() -> Config {
     Config {
         cluster_name: "firn".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 900,
+        election_timeout_min: 300,
+        election_timeout_max: 700,
         // Snapshots are written as chunks of this size, each within the timeout.
         snapshot_max_chunk_size: 4 << 20,
         install_snapshot_timeout: 10_000,

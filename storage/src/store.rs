@@ -161,13 +161,15 @@ impl Store {
     }
 
     /// Records a block a server uploaded and its Raft group committed: the block joins the
-    /// manifest (in memory; Raft persists it) and the rows it holds leave the buffer. A block
-    /// already covered by the manifest changes nothing, so replaying the command is harmless.
-    pub fn add_flushed_block(&self, block: BlockMeta) -> Result<()> {
+    /// manifest (in memory; Raft persists it) and the rows it holds leave the buffer; true
+    /// when it joined. A block holding any write the manifest's blocks already hold changes
+    /// nothing: replaying the command is harmless, and of two leaders that each flushed the
+    /// same rows (one deposed mid-flush) only the first block counts.
+    pub fn add_flushed_block(&self, block: BlockMeta) -> Result<bool> {
         let current = self.manifest();
-        if block.last_seq <= current.flushed_seq || current.blocks.iter().any(|b| b.id == block.id)
+        if block.first_seq <= current.flushed_seq || current.blocks.iter().any(|b| b.id == block.id)
         {
-            return Ok(());
+            return Ok(false);
         }
         let through = block.last_seq;
         let mut manifest = Manifest::clone(&current);
@@ -176,7 +178,19 @@ impl Store {
         self.buffer
             .lock()
             .expect("buffer lock poisoned")
-            .drop_through(through)
+            .drop_through(through)?;
+        Ok(true)
+    }
+
+    /// Deletes the objects of an uploaded block the manifest did not take (see
+    /// [`Store::add_flushed_block`]); a block the manifest holds is left alone.
+    pub async fn delete_unused_block(&self, id: &BlockId) -> Result<bool> {
+        if self.manifest().blocks.iter().any(|b| &b.id == id) {
+            return Ok(false);
+        }
+        delete(self.object_store.as_ref(), &self.paths.block_samples(id)).await?;
+        delete(self.object_store.as_ref(), &self.paths.block_symbols(id)).await?;
+        Ok(true)
     }
 
     /// Records that every write up to `seq` is in blocks when the buffer holds none of them

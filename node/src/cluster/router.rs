@@ -39,6 +39,11 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write waits for room among the writes in flight before it is refused.
 const INFLIGHT_WAIT: Duration = Duration::from_secs(10);
+/// Pauses between attempts at a shard whose leader is unknown or unreachable: short, because
+/// a failed attempt at a dead node costs a refused connection, and a write waits for the next
+/// leader no longer than it takes to notice it (an election takes about a second).
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// A write as a client sent it, with its idempotency key (already scoped to the tenant).
 #[derive(Debug)]
@@ -202,7 +207,7 @@ impl Cluster {
     ) -> Vec<(usize, Result<WriteStats>)> {
         let deadline = Instant::now() + WRITE_DEADLINE;
         let mut done = Vec::with_capacity(pending.len());
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = RETRY_FIRST;
         let mut attempt = 0usize;
         loop {
             let candidates = self.candidates(shard);
@@ -263,7 +268,7 @@ impl Cluster {
             pending = retry;
             if !hinted {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff = (backoff * 2).min(RETRY_MAX);
             }
         }
     }

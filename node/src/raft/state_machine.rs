@@ -369,6 +369,12 @@ impl StateMachine {
             }
         }
         let replayed = replay.finish()?;
+        tracing::info!(
+            snapshot = %file.meta.snapshot_id,
+            blocks = self.shared.store.manifest().blocks.len(),
+            entries = replayed.entries,
+            "installed a snapshot"
+        );
         let mut state = self.shared.state.lock().expect("state lock poisoned");
         state.membership = file.meta.last_membership;
         match file.meta.last_log_id {
@@ -440,7 +446,7 @@ fn apply_one(
         EntryPayload::Normal(Command::BlockFlushed(meta)) => shared
             .store
             .add_flushed_block(*meta)
-            .map(|()| Default::default())
+            .map(|_| Default::default())
             .map_err(|e| e.to_string()),
     };
     if let Err(e) = &response {

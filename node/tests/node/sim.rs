@@ -377,13 +377,36 @@ async fn run(seed: u64) {
     acked.insert(format!("main;s{seed};last"));
     let written: BTreeSet<String> = written.into_iter().collect();
     let mut first: Option<BTreeMap<String, i64>> = None;
-    for (i, r) in replicas.iter().enumerate() {
-        let got = stored(&r.store).await;
+    let mut all_stored = Vec::new();
+    for r in &replicas {
+        all_stored.push(stored(&r.store).await);
+    }
+    // Every replica's view, for the message of a failing seed.
+    let views: Vec<String> = replicas
+        .iter()
+        .zip(&all_stored)
+        .enumerate()
+        .map(|(i, (r, got))| {
+            let status = r.group.as_ref().expect("alive").status();
+            let missing: Vec<&String> = acked.iter().filter(|s| got.get(*s) != Some(&1)).collect();
+            format!(
+                "node {}: applied {}, term {}, leader {}, manifest flushed through {} ({} blocks), missing or miscounted {missing:?}",
+                i + 1,
+                status.applied_index,
+                status.term,
+                status.leader,
+                r.store.manifest().flushed_seq.0,
+                r.store.manifest().blocks.len()
+            )
+        })
+        .collect();
+    let views = views.join("\n");
+    for (i, got) in all_stored.into_iter().enumerate() {
         for s in &acked {
             assert_eq!(
                 got.get(s),
                 Some(&1),
-                "seed {seed}: node {}: acknowledged {s} stored {:?} times",
+                "seed {seed}: node {}: acknowledged {s} stored {:?} times\n{views}",
                 i + 1,
                 got.get(s)
             );
@@ -417,6 +440,13 @@ async fn run(seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_group_keeps_its_promises_under_seeded_faults() {
+    // What went wrong inside the replicas is printed with a failing seed.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("FIRN_SIM_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let seeds: Vec<u64> = match std::env::var("FIRN_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("FIRN_SIM_SEED is a number")],
         Err(_) => {

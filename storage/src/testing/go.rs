@@ -9,7 +9,11 @@ use crate::pprof::{DecodeLimits, Profile, decode};
 
 /// The Go program that writes CPU profiles (with pprof labels) and a heap profile.
 pub fn program_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../query/tests/goprof")
+    // Cargo sets the running test's package directory, a sibling of query/; the compile-time one
+    // can name another clone when a build directory is shared.
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    package.join("../query/tests/goprof")
 }
 
 /// Runs the Go program: `cpu` CPU profiles of `seconds` each and one heap profile, gzipped,

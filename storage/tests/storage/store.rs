@@ -3,6 +3,7 @@ use std::sync::Arc;
 use firn_storage::block::BlockOptions;
 use firn_storage::testing::{ProfileBuilder, memory_store, pprof_write};
 use firn_storage::{Error, Nanos, SeqNo, Store, StoreConfig, TenantId};
+use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -115,6 +116,63 @@ async fn a_retried_flush_is_idempotent_and_a_conflict_is_refused() {
     assert_eq!(different.meta.id, block.meta.id);
     let err = store.upload_block(&different).await.expect_err("conflict");
     assert!(matches!(err, Error::BlockConflict { .. }), "{err}");
+}
+
+/// Two leaders that flushed the same rows (one deposed mid-flush): whichever block is recorded
+/// first counts, the other changes nothing and its objects can go, and no row counts twice.
+#[tokio::test]
+async fn a_block_overlapping_flushed_rows_is_not_added() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = Store::open(os.clone(), Path::from("s"), StoreConfig::default())
+        .await
+        .expect("open");
+    fill(&store, 4, 1).await;
+    let deposed = store.encode_buffer().await.expect("encode").expect("block");
+    fill(&store, 2, 5).await;
+    let current = store.encode_buffer().await.expect("encode").expect("block");
+    assert_eq!(
+        (current.meta.first_seq, current.meta.last_seq),
+        (SeqNo(1), SeqNo(6))
+    );
+    let samples = store.buffer_samples() as u64;
+    store.upload_block(&deposed).await.expect("upload");
+    store.upload_block(&current).await.expect("upload");
+
+    assert!(store.add_flushed_block(current.meta.clone()).expect("add"));
+    assert!(!store.add_flushed_block(deposed.meta.clone()).expect("add"));
+    assert!(
+        !store.add_flushed_block(current.meta.clone()).expect("add"),
+        "a replayed command changes nothing"
+    );
+    let manifest = store.manifest();
+    assert_eq!(manifest.blocks, vec![current.meta.clone()]);
+    assert_eq!(manifest.blocks.iter().map(|b| b.rows).sum::<u64>(), samples);
+
+    assert!(
+        !store
+            .delete_unused_block(&current.meta.id)
+            .await
+            .expect("delete"),
+        "a block in the manifest stays"
+    );
+    assert!(
+        store
+            .delete_unused_block(&deposed.meta.id)
+            .await
+            .expect("delete")
+    );
+    let left: Vec<_> = os
+        .list(None)
+        .map(|m| m.expect("listed").location.to_string())
+        .collect::<Vec<_>>()
+        .await;
+    let id = deposed.meta.id.to_string();
+    assert!(!left.iter().any(|k| k.contains(&id)), "{left:?}");
+    assert!(
+        left.iter()
+            .any(|k| k.contains(&current.meta.id.to_string())),
+        "{left:?}"
+    );
 }
 
 #[tokio::test]
