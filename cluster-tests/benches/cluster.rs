@@ -223,9 +223,32 @@ fn main() {
         let i = cluster.index(leader);
         let killed = Instant::now();
         cluster.nodes[i].kill();
+        // When a survivor first names another leader: the election's share of the recovery.
+        let survivors: Vec<String> = (0..cluster.nodes.len())
+            .filter(|&k| k != i)
+            .map(|k| cluster.nodes[k].url())
+            .collect();
+        let elected = firn_cluster_tests::wait_until(Duration::from_secs(30), || {
+            survivors.iter().any(|url| {
+                ureq::get(&format!("{url}/api/v1/cluster"))
+                    .timeout(Duration::from_millis(500))
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_string().ok())
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v["shards"][0]["leader"].as_u64())
+                    .is_some_and(|l| l != leader)
+            })
+        })
+        .then(|| killed.elapsed());
         let ack = writers
             .first_ack_after(killed, Duration::from_secs(60))
             .expect("writes go on");
+        eprintln!(
+            "kill of node {leader}: another leader named after {:.2} s, next write acknowledged after {:.2} s",
+            elected.map_or(f64::NAN, |d| d.as_secs_f64()),
+            (ack - killed).as_secs_f64()
+        );
         recoveries.push(ack - killed);
         cluster.nodes[i].start();
         cluster.nodes[i].wait_ready(READY);
@@ -233,6 +256,12 @@ fn main() {
     }
     drop(writers.finish());
     recoveries.sort();
+    // FIRN_BENCH_LOGS=<dir> keeps the nodes' logs of the kills.
+    if let Ok(dir) = std::env::var("FIRN_BENCH_LOGS") {
+        for (k, node) in cluster.nodes.iter().enumerate() {
+            let _ = std::fs::copy(node.log_path(), format!("{dir}/node-{}.log", k + 1));
+        }
+    }
 
     assert!(
         one.4 > 0 && three.4 > 0,

@@ -82,7 +82,10 @@ impl Node {
             .arg(&self.spec.data_dir)
             .args(&self.spec.args)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
-            .env("FIRN_LOG", "info,openraft=warn")
+            .env(
+                "FIRN_LOG",
+                std::env::var("FIRN_TEST_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(command.spawn().expect("firn starts"));
@@ -144,6 +147,11 @@ impl Node {
     pub fn resume(&self) {
         let pid = self.pid().expect("running");
         assert!(crate::signal(pid, "CONT"), "node {} resumed", self.spec.id);
+    }
+
+    /// Where the node's log is (kept across restarts, removed with the cluster).
+    pub fn log_path(&self) -> PathBuf {
+        self.spec.data_dir.join("firn.log")
     }
 
     /// The last lines of the node's log, for failure messages.

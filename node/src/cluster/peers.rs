@@ -85,7 +85,12 @@ impl Peers {
         let mut client = self.client(addr)?;
         let command = serde_json::to_vec(command).expect("meta commands serialise");
         client
-            .propose_meta(request(pb::ProposeMetaRequest { command }, CONTROL_TIMEOUT))
+            .propose_meta(request(
+                pb::ProposeMetaRequest {
+                    command: command.into(),
+                },
+                CONTROL_TIMEOUT,
+            ))
             .await
             .map_err(|s| status_error(addr, s))?;
         Ok(())
@@ -192,7 +197,7 @@ impl Transport for Peers {
                 pb::RaftRequest {
                     group: group.to_wire(),
                     kind: kind as u32,
-                    body,
+                    body: body.into(),
                 },
                 timeout,
             ))
@@ -203,7 +208,7 @@ impl Transport for Peers {
                 }
                 _ => TransportError::Unreachable(format!("{addr}: {}", s.message())),
             })?;
-        Ok(reply.into_inner().body)
+        Ok(reply.into_inner().body.into())
     }
 }
 

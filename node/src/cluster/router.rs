@@ -341,7 +341,7 @@ impl Cluster {
             parts: parts
                 .iter()
                 .map(|p| pb::WritePart {
-                    record: p.record.to_vec(),
+                    record: p.record.clone(),
                     key: p.key.to_string(),
                 })
                 .collect(),
@@ -391,7 +391,7 @@ impl Cluster {
             .enumerate()
             .map(|(index, p)| Part {
                 index,
-                record: Bytes::from(p.record),
+                record: p.record,
                 normalized: None,
                 key: Arc::from(p.key),
             })

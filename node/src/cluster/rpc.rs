@@ -64,9 +64,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         let kind = RpcKind::from_wire(r.kind)
             .ok_or_else(|| Status::invalid_argument(format!("no raft message kind {}", r.kind)))?;
         let body = match group {
-            GroupId::Meta => self.cluster.meta.handle(kind, &r.body).await,
+            GroupId::Meta => self.cluster.meta.handle(kind, r.body).await,
             GroupId::Shard(shard) => match self.cluster.replica(shard) {
-                Some(replica) => replica.raft.handle(kind, &r.body).await,
+                Some(replica) => replica.raft.handle(kind, r.body).await,
                 // Not (yet) a replica here: the leader backs off and tries again.
                 None => {
                     return Err(Status::unavailable(format!(
@@ -76,7 +76,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 }
             },
         };
-        Ok(Response::new(pb::RaftReply { body }))
+        Ok(Response::new(pb::RaftReply { body: body.into() }))
     }
 
     async fn forward(

@@ -100,67 +100,78 @@ struct MembershipJson {
     nodes: BTreeMap<u64, String>,
 }
 
-/// An entry as bytes.
+/// An entry as bytes, written in one buffer (a write's record is copied once).
 pub fn encode(entry: &Entry) -> Vec<u8> {
-    let (kind, body): (u8, Vec<u8>) = match &entry.payload {
-        EntryPayload::Blank => (BLANK, Vec::new()),
+    let body_hint = match &entry.payload {
+        EntryPayload::Normal(Command::Write { record, key, .. }) => {
+            2 + key.as_deref().map_or(0, str::len) + record.len()
+        }
+        _ => 64,
+    };
+    let mut out = Vec::with_capacity(HEADER + body_hint);
+    // The kind byte is set once the body says what it is.
+    out.push(0);
+    out.extend_from_slice(&entry.log_id.leader_id.term.to_le_bytes());
+    out.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
+    let keyed = |out: &mut Vec<u8>, key: &str, record: &[u8]| {
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(record);
+    };
+    out[0] = match &entry.payload {
+        EntryPayload::Blank => BLANK,
         EntryPayload::Normal(Command::Write {
             record,
             form: Record::Normalized,
             key,
             ..
         }) => {
-            let key = key.as_deref().unwrap_or("");
-            let mut body = Vec::with_capacity(2 + key.len() + record.len());
-            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            body.extend_from_slice(key.as_bytes());
-            body.extend_from_slice(record);
-            (NORMALIZED_WRITE, body)
+            keyed(&mut out, key.as_deref().unwrap_or(""), record);
+            NORMALIZED_WRITE
         }
         EntryPayload::Normal(Command::Write {
             record,
             form: Record::Raw,
             key: None,
             ..
-        }) => (WRITE, record.to_vec()),
+        }) => {
+            out.extend_from_slice(record);
+            WRITE
+        }
         EntryPayload::Normal(Command::Write {
             record,
             form: Record::Raw,
             key: Some(key),
             ..
         }) => {
-            let mut body = Vec::with_capacity(2 + key.len() + record.len());
-            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            body.extend_from_slice(key.as_bytes());
-            body.extend_from_slice(record);
-            (KEYED_WRITE, body)
+            keyed(&mut out, key, record);
+            KEYED_WRITE
         }
-        EntryPayload::Normal(Command::BlockFlushed(meta)) => (
-            BLOCK,
-            serde_json::to_vec(meta).expect("block metadata serialises"),
-        ),
+        EntryPayload::Normal(Command::BlockFlushed(meta)) => {
+            serde_json::to_writer(&mut out, meta).expect("block metadata serialises");
+            BLOCK
+        }
         EntryPayload::Normal(Command::FlushedThrough(seq)) => {
-            (FLUSHED_THROUGH, seq.to_le_bytes().to_vec())
+            out.extend_from_slice(&seq.to_le_bytes());
+            FLUSHED_THROUGH
         }
-        EntryPayload::Normal(Command::Meta(command)) => (
-            META,
-            serde_json::to_vec(command).expect("meta commands serialise"),
-        ),
-        EntryPayload::Membership(m) => (MEMBERSHIP, encode_membership(m)),
+        EntryPayload::Normal(Command::Meta(command)) => {
+            serde_json::to_writer(&mut out, command).expect("meta commands serialise");
+            META
+        }
+        EntryPayload::Membership(m) => {
+            out.extend_from_slice(&encode_membership(m));
+            MEMBERSHIP
+        }
     };
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.push(kind);
-    out.extend_from_slice(&entry.log_id.leader_id.term.to_le_bytes());
-    out.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
-    out.extend_from_slice(&body);
     out
 }
 
 /// The entry at `index` from its bytes (a write's record keeps sharing them).
-pub fn decode(index: u64, bytes: Vec<u8>) -> Result<Entry, String> {
+pub fn decode(index: u64, bytes: impl Into<Bytes>) -> Result<Entry, String> {
+    let bytes: Bytes = bytes.into();
     let log_id = log_id(index, &bytes)?;
     let kind = bytes[0];
-    let bytes = Bytes::from(bytes);
     let body = &bytes[HEADER..];
     let payload = match kind {
         BLANK => EntryPayload::Blank,

@@ -237,6 +237,9 @@ struct Shared {
     state: Mutex<State>,
     /// The last applied index for the log store (`u64::MAX` = none).
     applied_index: Arc<AtomicU64>,
+    /// The last entry the snapshot file holds. A snapshot being built and one being installed
+    /// can finish in either order; the file only moves forward, one writer at a time.
+    snapshot_last: Mutex<Option<LogId<u64>>>,
 }
 
 impl Shared {
@@ -245,14 +248,22 @@ impl Shared {
         self.applied_index.store(id.index, Ordering::Release);
     }
 
-    fn write_snapshot(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Makes `bytes` (a snapshot through `last`) the snapshot file, unless the file already
+    /// holds a later one; true when written.
+    fn write_snapshot(&self, last: Option<LogId<u64>>, bytes: &[u8]) -> std::io::Result<bool> {
         use std::io::Write;
+        let mut current = self.snapshot_last.lock().expect("snapshot lock poisoned");
+        if *current > last {
+            return Ok(false);
+        }
         let tmp = self.dir.join("snapshot.tmp");
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        *current = last;
+        Ok(true)
     }
 
     fn read_snapshot_file(&self) -> Result<Option<Vec<u8>>, String> {
@@ -297,11 +308,16 @@ impl StateMachine {
                 recent: Recent::default(),
             }),
             applied_index,
+            snapshot_last: Mutex::new(None),
         });
         let sm = Self { shared };
         let mut replayed = Replayed::default();
         if let Some(bytes) = sm.shared.read_snapshot_file().map_err(crate::Error::Log)? {
             let file = decode_snapshot(&bytes).map_err(crate::Error::Log)?;
+            *sm.shared
+                .snapshot_last
+                .lock()
+                .expect("snapshot lock poisoned") = file.meta.last_log_id;
             replayed = sm.install(file)?;
         }
         let Some(committed) = committed else {
@@ -370,6 +386,7 @@ impl StateMachine {
         }
         let replayed = replay.finish()?;
         tracing::info!(
+            dir = %self.shared.dir.display(),
             snapshot = %file.meta.snapshot_id,
             blocks = self.shared.store.manifest().blocks.len(),
             entries = replayed.entries,
@@ -415,7 +432,10 @@ fn apply_one(
             key,
         }) => match key.as_deref().and_then(|k| state.recent.get(k)) {
             // A retry of a write already applied: the first answer, nothing added.
-            Some(first) => Ok(first),
+            Some(first) => {
+                tracing::debug!(dir = %shared.dir.display(), index = id.index, key = key.as_deref().unwrap_or(""), "a retried write adds nothing");
+                Ok(first)
+            }
             None => {
                 let normalized = match (cached, normalized) {
                     (Some(n), _) => Ok(n),
@@ -430,6 +450,7 @@ fn apply_one(
                     }
                     .map_err(|e| e.to_string())
                 });
+                tracing::debug!(dir = %shared.dir.display(), index = id.index, key = key.as_deref().unwrap_or(""), samples = applied.as_ref().map_or(0, |s| s.samples), "applied a write");
                 if let (Some(key), Ok(stats)) = (key, &applied) {
                     state.recent.remember(key, id.index, *stats);
                 }
@@ -702,9 +723,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let this = Self {
             shared: self.shared.clone(),
         };
+        let last = meta.last_log_id;
         tokio::task::spawn_blocking(move || -> Result<(), String> {
             this.shared
-                .write_snapshot(&bytes)
+                .write_snapshot(last, &bytes)
                 .map_err(|e| e.to_string())?;
             this.install(file).map(|_| ()).map_err(|e| e.to_string())
         })
@@ -824,7 +846,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let bytes = encode_snapshot(&meta, &self.manifest, self.recent.clone(), &entries);
         let shared = self.shared.clone();
         let written = bytes.clone();
-        tokio::task::spawn_blocking(move || shared.write_snapshot(&written))
+        let last = meta.last_log_id;
+        tokio::task::spawn_blocking(move || shared.write_snapshot(last, &written))
             .await
             .map_err(|e| snapshot_error(ErrorVerb::Write, e))?
             .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;

@@ -55,8 +55,9 @@ pub struct VotePb {
 struct EntryPb {
     #[prost(uint64, tag = "1")]
     index: u64,
-    #[prost(bytes = "vec", tag = "2")]
-    bytes: Vec<u8>,
+    /// Decoded as a slice of the message's buffer: an entry's record is not copied again.
+    #[prost(bytes = "bytes", tag = "2")]
+    bytes: bytes::Bytes,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -188,15 +189,16 @@ pub fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> Vec<u8> {
             .iter()
             .map(|e| EntryPb {
                 index: e.log_id.index,
-                bytes: entry::encode(e),
+                bytes: entry::encode(e).into(),
             })
             .collect(),
     }
     .encode_to_vec()
 }
 
-pub fn decode_append(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, String> {
-    let pb: AppendEntriesPb = decode(bytes, "AppendEntries")?;
+pub fn decode_append(bytes: bytes::Bytes) -> Result<AppendEntriesRequest<TypeConfig>, String> {
+    let pb = AppendEntriesPb::decode(bytes)
+        .map_err(|e| format!("AppendEntries is not a valid message: {e}"))?;
     Ok(AppendEntriesRequest {
         vote: vote(pb.vote)?,
         prev_log_id: pb.prev_log_id.map(log_id),
@@ -403,7 +405,7 @@ mod tests {
                 payload: EntryPayload::Normal(super::super::Command::FlushedThrough(7)),
             }],
         };
-        let back = decode_append(&encode_append(&append)).expect("decode");
+        let back = decode_append(encode_append(&append).into()).expect("decode");
         assert_eq!(back.vote, append.vote);
         assert_eq!(back.prev_log_id, append.prev_log_id);
         assert_eq!(back.leader_commit, append.leader_commit);
@@ -432,7 +434,7 @@ mod tests {
             decode_vote_reply(&encode_vote_reply(&reply)).expect("decode"),
             reply
         );
-        assert!(decode_append(b"\xff\xff\xff").is_err());
+        assert!(decode_append(bytes::Bytes::from_static(b"\xff\xff\xff")).is_err());
         assert!(matches!(
             decode_reply(&ok(vec![1, 2])).expect("reply"),
             Reply::Ok(b) if b == [1, 2]
