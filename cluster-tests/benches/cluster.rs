@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use firn_cluster_tests::client::Writers;
+use firn_cluster_tests::client::{Writers, encode};
 use firn_cluster_tests::cluster::{Options, READY, TestCluster};
 use firn_storage::testing::workload::{Rng, cpu_profile, stack_universe};
 
@@ -89,11 +89,7 @@ fn merge_latencies(url: &str, rounds: usize) -> (Vec<Duration>, i64) {
         .build();
     let query = format!(
         "{url}/api/v1/merge?query={}&from=1699999000&until=1800000000&format=top",
-        MERGE
-            .replace('{', "%7B")
-            .replace('}', "%7D")
-            .replace('"', "%22")
-            .replace('=', "%3D")
+        encode(MERGE)
     );
     let mut total = 0;
     let mut times: Vec<Duration> = (0..rounds)
@@ -216,7 +212,7 @@ fn main() {
         cluster.nodes.iter().map(|n| n.url()).collect::<Vec<_>>(),
     ));
     let writers = Writers::start(3, targets, Duration::from_millis(10));
-    assert!(writers.wait_for_acks(0, 50, Duration::from_secs(30)));
+    assert!(writers.wait_for_more(50, Duration::from_secs(30)));
     let mut recoveries = Vec::new();
     for _ in 0..kills {
         let leader = cluster.shard_leader(0).expect("a leader");

@@ -125,8 +125,10 @@ impl Writers {
         found
     }
 
-    /// Waits until `more` writes beyond `since` are acknowledged; false on timeout.
-    pub fn wait_for_acks(&self, since: usize, more: usize, deadline: Duration) -> bool {
+    /// Waits until `more` writes beyond those acknowledged now are acknowledged; false on
+    /// timeout.
+    pub fn wait_for_more(&self, more: usize, deadline: Duration) -> bool {
+        let since = self.acknowledged();
         crate::wait_until(deadline, || self.acknowledged() >= since + more)
     }
 }
@@ -224,7 +226,8 @@ pub fn stored(node_url: &str) -> Result<BTreeMap<String, i64>, String> {
     Ok(out)
 }
 
-fn encode(text: &str) -> String {
+/// Percent-encodes everything but URL-safe characters (for query values).
+pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -168,18 +168,7 @@ impl Net {
         {
             let ns = self.hosts[from].ns.clone().expect("a namespace");
             let dest = self.hosts[to].ip.clone();
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "route",
-                "add",
-                "blackhole",
-                &format!("{dest}/32"),
-            ])
-            .expect("a blackhole route");
+            blackhole(&ns, &dest, "add").expect("a blackhole route");
             cuts.push((ns, dest));
         }
     }
@@ -188,19 +177,24 @@ impl Net {
     pub fn heal(&self) {
         let mut cuts = self.cuts.lock().expect("cut lock");
         for (ns, dest) in cuts.drain(..) {
-            let _ = run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "route",
-                "del",
-                "blackhole",
-                &format!("{dest}/32"),
-            ]);
+            let _ = blackhole(&ns, &dest, "del");
         }
     }
+}
+
+/// Adds or deletes (`verb`) the route in namespace `ns` that drops everything sent to `dest`.
+fn blackhole(ns: &str, dest: &str, verb: &str) -> Result<(), String> {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ip",
+        "route",
+        verb,
+        "blackhole",
+        &format!("{dest}/32"),
+    ])
 }
 
 impl Drop for Net {

@@ -182,6 +182,25 @@ impl Cluster {
             .insert(shard, leader);
     }
 
+    /// Drops a peer's hint that `leader` leads `shard` (it did not answer as the leader).
+    pub fn forget_leader(&self, shard: ShardId, leader: Option<NodeId>) {
+        if let Some(l) = leader {
+            let mut leaders = self.leaders.write().expect("leader lock poisoned");
+            if leaders.get(&shard) == Some(&l) {
+                leaders.remove(&shard);
+            }
+        }
+    }
+
+    /// The node to try for `shard` on the `attempt`th try: the known leader, else the shard's
+    /// replicas in turn.
+    pub fn target(&self, shard: ShardId, attempt: usize) -> Option<NodeId> {
+        self.leader_hint(shard).or_else(|| {
+            let candidates = self.candidates(shard);
+            candidates.get(attempt % candidates.len().max(1)).copied()
+        })
+    }
+
     /// The address of a node, from the meta state.
     pub fn addr_of(&self, node: NodeId) -> Option<String> {
         if node == self.id {

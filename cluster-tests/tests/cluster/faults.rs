@@ -21,7 +21,7 @@ fn kill_the_leader_under_ingest_five_times() {
     let t = cluster.started;
     let writers = Writers::start(3, all_targets(&cluster), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        writers.wait_for_more(50, Duration::from_secs(30)),
         "writes are acknowledged"
     );
     for round in 1..=5 {
@@ -43,9 +43,8 @@ fn kill_the_leader_under_ingest_five_times() {
                 (next_ack - killed).as_secs_f64()
             ),
         );
-        let before = writers.acknowledged();
         assert!(
-            writers.wait_for_acks(before, 30, Duration::from_secs(30)),
+            writers.wait_for_more(30, Duration::from_secs(30)),
             "writes go on without the leader"
         );
         cluster.nodes[i].start();
@@ -74,23 +73,21 @@ fn rolling_restart_of_every_node_under_ingest() {
     let t = cluster.started;
     let writers = Writers::start(3, all_targets(&cluster), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        writers.wait_for_more(50, Duration::from_secs(30)),
         "writes are acknowledged"
     );
     for i in 0..cluster.nodes.len() {
         let id = cluster.nodes[i].spec.id;
-        let before = writers.acknowledged();
         assert!(
-            writers.wait_for_acks(before, 100, Duration::from_secs(30)),
+            writers.wait_for_more(100, Duration::from_secs(30)),
             "writes go on"
         );
         narrate(t, &format!("SIGTERM node {id}, then start it again"));
         cluster.nodes[i].stop(Duration::from_secs(30));
         cluster.nodes[i].start();
         cluster.nodes[i].wait_ready(READY);
-        let before = writers.acknowledged();
         assert!(
-            writers.wait_for_acks(before, 30, Duration::from_secs(30)),
+            writers.wait_for_more(30, Duration::from_secs(30)),
             "writes go on after node {id} restarted"
         );
     }
@@ -128,7 +125,7 @@ fn partition_the_leader_away_from_the_majority_for_20_s() {
     let writers = Writers::start(2, majority_targets, PAUSE);
     let lonely = Writers::start_named(1, minority_targets, PAUSE, "m");
     assert!(
-        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        writers.wait_for_more(50, Duration::from_secs(30)),
         "writes are acknowledged"
     );
     narrate(
@@ -184,7 +181,7 @@ fn pause_a_follower_for_30_s() {
         .expect("a follower");
     let writers = Writers::start(3, all_targets(&cluster), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 50, Duration::from_secs(30)),
+        writers.wait_for_more(50, Duration::from_secs(30)),
         "writes are acknowledged"
     );
     narrate(
@@ -205,9 +202,8 @@ fn pause_a_follower_for_30_s() {
     );
     assert!(during > 50, "the others kept acknowledging writes");
     cluster.wait_settled(READY);
-    let before = writers.acknowledged();
     assert!(
-        writers.wait_for_acks(before, 30, Duration::from_secs(30)),
+        writers.wait_for_more(30, Duration::from_secs(30)),
         "writes go on"
     );
     let writes = writers.finish();
@@ -262,7 +258,7 @@ fn stop_the_whole_cluster_and_start_it_again() {
     let t = cluster.started;
     let writers = Writers::start(3, all_targets(&cluster), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 300, Duration::from_secs(60)),
+        writers.wait_for_more(300, Duration::from_secs(60)),
         "writes are acknowledged"
     );
     narrate(t, "SIGKILL every node");
@@ -277,9 +273,8 @@ fn stop_the_whole_cluster_and_start_it_again() {
         node.wait_ready(READY);
     }
     cluster.wait_settled(READY);
-    let before = writers.acknowledged();
     assert!(
-        writers.wait_for_acks(before, 50, Duration::from_secs(60)),
+        writers.wait_for_more(50, Duration::from_secs(60)),
         "writes go on"
     );
     let writes = writers.finish();
@@ -305,7 +300,7 @@ fn queries_reach_every_shard_and_fail_over_to_another_replica() {
     let t = cluster.started;
     let writers = Writers::start(4, all_targets(&cluster), PAUSE);
     assert!(
-        writers.wait_for_acks(0, 200, Duration::from_secs(60)),
+        writers.wait_for_more(200, Duration::from_secs(60)),
         "writes are acknowledged"
     );
     let writes = writers.finish();

@@ -208,10 +208,8 @@ async fn flush(store: &Store, raft: &RaftGroup) -> Result<Option<firn_storage::b
     raft.block_flushed(meta.clone()).await?;
     // Applied here before the commit returns: a block the manifest did not take (another
     // leader flushed some of its rows first) is garbage.
-    if !store.manifest().blocks.iter().any(|b| b.id == meta.id) {
-        if store.delete_unused_block(&meta.id).await? {
-            tracing::info!(block = %meta.id, "a block overlapping flushed rows was discarded");
-        }
+    if store.delete_unused_block(&meta.id).await? {
+        tracing::info!(block = %meta.id, "a block overlapping flushed rows was discarded");
         return Ok(None);
     }
     Ok(Some(meta))

@@ -210,10 +210,7 @@ impl Cluster {
         let mut backoff = RETRY_FIRST;
         let mut attempt = 0usize;
         loop {
-            let candidates = self.candidates(shard);
-            let target = self
-                .leader_hint(shard)
-                .or_else(|| candidates.get(attempt % candidates.len().max(1)).copied());
+            let target = self.target(shard, attempt);
             attempt += 1;
             let answers = match target {
                 Some(t) if t == self.id => self.commit_local(shard, &pending).await,
@@ -269,15 +266,6 @@ impl Cluster {
             if !hinted {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
-            }
-        }
-    }
-
-    fn forget_leader(&self, shard: ShardId, leader: Option<NodeId>) {
-        if let Some(l) = leader {
-            let mut leaders = self.leaders.write().expect("leader lock poisoned");
-            if leaders.get(&shard) == Some(&l) {
-                leaders.remove(&shard);
             }
         }
     }

@@ -38,10 +38,7 @@ impl ClusterSource {
         let deadline = Instant::now() + READ_INDEX_DEADLINE;
         let mut attempt = 0usize;
         loop {
-            let candidates = cluster.candidates(shard);
-            let target = cluster
-                .leader_hint(shard)
-                .or_else(|| candidates.get(attempt % candidates.len().max(1)).copied());
+            let target = cluster.target(shard, attempt);
             attempt += 1;
             let answer = match target {
                 Some(t) if t == cluster.id => match cluster.replica(shard) {
@@ -72,22 +69,13 @@ impl ClusterSource {
                 }
                 Err(e) => e,
             };
-            self.forget(shard, target);
+            cluster.forget_leader(shard, target);
             if Instant::now() >= deadline {
                 return Err(Error::NotReady(format!(
                     "shard {shard} has no leader that confirms itself: {e}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn forget(&self, shard: ShardId, leader: Option<NodeId>) {
-        if let Some(l) = leader {
-            let mut leaders = self.cluster.leaders.write().expect("leader lock poisoned");
-            if leaders.get(&shard) == Some(&l) {
-                leaders.remove(&shard);
-            }
         }
     }
 }
