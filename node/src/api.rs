@@ -15,14 +15,20 @@
 //!  POST /api/v1/sql                             Firn: read-only SQL over one tenant's samples
 //!  GET  /api/v1/cluster                         Firn: nodes, shards, replicas and leaders
 //!  DELETE /api/v1/cluster/nodes/{id}            Firn: remove a node (its replicas move first)
+//!  /api/v1/admin/...                            Firn: tenants, tokens, limits, usage (admin.rs)
 //!  GET  /metrics                                 Prometheus
 //!  GET  /ready, /healthz                        probes
 //! ```
+//!
+//! [`authorize`] runs before every route (node-to-node gRPC included): it finds the caller
+//! from the request's credentials and binds `X-Scope-OrgID` to the caller's tenant
+//! (`crate::tenancy::auth`).
 //!
 //! Wire types are converted to the engine's at the edge: `types.rs` (`types.v1`), `google.rs`
 //! (`google.v1`), `querier/convert.rs`; `selection.rs` checks selectors and time ranges for
 //! both query APIs.
 
+pub mod admin;
 pub mod cluster;
 pub mod error;
 pub mod google;
@@ -112,6 +118,31 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/cluster/nodes/{id}",
             axum::routing::delete(cluster::remove_node),
         )
+        .route(
+            "/api/v1/admin/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/api/v1/admin/tenants/{id}",
+            get(admin::get_tenant).delete(admin::revoke_tenant),
+        )
+        .route(
+            "/api/v1/admin/tenants/{id}/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route(
+            "/api/v1/admin/tokens/{token}",
+            axum::routing::delete(admin::revoke_token),
+        )
+        .route(
+            "/api/v1/admin/limits",
+            get(admin::get_defaults).put(admin::put_defaults),
+        )
+        .route(
+            "/api/v1/admin/tenants/{id}/limits",
+            get(admin::get_limits).put(admin::put_limits),
+        )
+        .route("/api/v1/admin/usage", get(admin::usage))
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -141,6 +172,37 @@ async fn track(
         .metrics
         .record_request(&route, status.as_u16(), started.elapsed());
     response
+}
+
+/// Finds the caller of every request and admits it to what it asks for (see
+/// [`crate::tenancy::auth`]); a refusal takes the shape of the request's protocol.
+pub async fn authorize(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use crate::tenancy::auth::{Surface, admit};
+    use axum::response::IntoResponse;
+    let path = request.uri().path().to_owned();
+    let surface = Surface::of(&path);
+    let meta = state.cluster.state();
+    let admitted = state
+        .cluster
+        .tenancy
+        .auth
+        .caller(surface, request.headers(), &meta)
+        .and_then(|caller| {
+            admit(&caller, surface, request.headers_mut())?;
+            Ok(caller)
+        });
+    match admitted {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) if Surface::is_rpc(&path) => rpc::error_for(request.headers(), e),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /ready`: 200 once the node is in a formed cluster and every shard it holds has a
@@ -174,7 +236,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             replica.raft.status(),
         ));
     }
-    state.metrics.render(&gauges)
+    let mut out = state.metrics.render(&gauges);
+    cluster
+        .tenancy
+        .observe(&crate::tenancy::metering::gauges(cluster));
+    crate::tenancy::metering::render(&cluster.tenancy.usage.totals(), &mut out);
+    out
 }
 
 /// A request body with `Content-Encoding: gzip` honoured, bounded by `max_bytes` decompressed.

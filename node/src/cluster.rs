@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::raft::RaftGroup;
+use crate::tenancy::Tenancy;
 use meta::{MetaCommand, MetaState};
 use peers::Peers;
 use replica::ShardReplica;
@@ -82,6 +83,8 @@ pub struct Cluster {
     leaders: RwLock<BTreeMap<ShardId, NodeId>>,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Auth, limits, usage.
+    pub tenancy: Arc<Tenancy>,
 }
 
 impl Cluster {
@@ -94,6 +97,7 @@ impl Cluster {
         shard_settings: ShardSettings,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        tenancy: Arc<Tenancy>,
     ) -> Self {
         let inflight_kib = u32::try_from(settings.max_inflight_write_bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
@@ -113,6 +117,7 @@ impl Cluster {
             leaders: RwLock::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
             shutdown,
+            tenancy,
         }
     }
 

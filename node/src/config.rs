@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+
+pub use crate::tenancy::auth::AuthMode;
 use serde::Deserialize;
 
 /// Options of `firn serve`.
@@ -69,6 +71,24 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_MAX_INFLIGHT_WRITE_BYTES")]
     pub max_inflight_write_bytes: Option<usize>,
 
+    /// How requests are authenticated: `none` trusts `X-Scope-OrgID` (tenant `anonymous`
+    /// without it); `token` needs a token on every request. [default: none]
+    #[arg(long, env = "FIRN_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// A file holding the bootstrap admin token (the operator's: any tenant, the admin API);
+    /// `FIRN_ADMIN_TOKEN` may hold the token itself. Every node of a cluster needs the same.
+    #[arg(long, env = "FIRN_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Seconds between checks for blocks past their tenants' retention. [default: 300]
+    #[arg(long, env = "FIRN_RETENTION_CHECK_SECS")]
+    pub retention_check_secs: Option<u64>,
+
+    /// Seconds between writes of this node's usage records to the object store. [default: 60]
+    #[arg(long, env = "FIRN_USAGE_FLUSH_SECS")]
+    pub usage_flush_secs: Option<u64>,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
@@ -125,6 +145,10 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     max_profile_bytes: Option<usize>,
     max_inflight_write_bytes: Option<usize>,
+    auth: Option<AuthMode>,
+    admin_token_file: Option<PathBuf>,
+    retention_check_secs: Option<u64>,
+    usage_flush_secs: Option<u64>,
     node_id: Option<u64>,
     advertise: Option<String>,
     join: Option<Vec<String>>,
@@ -177,8 +201,25 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub max_profile_bytes: usize,
     pub max_inflight_write_bytes: usize,
+    pub auth: AuthMode,
+    pub admin_token: Option<Secret>,
+    pub retention_check: Duration,
+    pub usage_flush: Duration,
     pub cluster: ClusterSettings,
 }
+
+/// A credential: shown as `<redacted>` when the settings are printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -235,7 +276,33 @@ impl ServeArgs {
                 reason: "use an http:// or https:// URL".into(),
             });
         }
+        let auth = pick(self.auth, file.auth, AuthMode::None);
+        let admin_token = admin_token(
+            self.admin_token_file.clone().or(file.admin_token_file),
+            std::env::var("FIRN_ADMIN_TOKEN").ok(),
+        )?;
+        if auth == AuthMode::Token && admin_token.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "auth",
+                value: "token".into(),
+                reason:
+                    "--auth=token needs the admin token: --admin-token-file or FIRN_ADMIN_TOKEN"
+                        .into(),
+            });
+        }
         let settings = Settings {
+            auth,
+            admin_token,
+            retention_check: Duration::from_secs(pick(
+                self.retention_check_secs,
+                file.retention_check_secs,
+                300,
+            )),
+            usage_flush: Duration::from_secs(pick(
+                self.usage_flush_secs,
+                file.usage_flush_secs,
+                60,
+            )),
             cluster,
             data_dir,
             listen,
@@ -277,6 +344,8 @@ impl Settings {
             }
         };
         positive("buffer-bytes", self.buffer_bytes as u64)?;
+        positive("retention-check-secs", self.retention_check.as_secs())?;
+        positive("usage-flush-secs", self.usage_flush.as_secs())?;
         positive("flush-bytes", self.flush_bytes as u64)?;
         positive("flush-interval-secs", self.flush_interval.as_secs())?;
         positive("log-budget-bytes", self.log_budget_bytes)?;
@@ -376,6 +445,34 @@ impl ClusterArgs {
             replication_factor,
         })
     }
+}
+
+/// The admin token, from its file or from `FIRN_ADMIN_TOKEN` (the file wins).
+fn admin_token(file: Option<PathBuf>, env: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    let (key, text) = match (file, env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            ("admin-token-file", text)
+        }
+        (None, Some(text)) => ("FIRN_ADMIN_TOKEN", text),
+        (None, None) => return Ok(None),
+    };
+    let token = text.trim();
+    if token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ConfigError::Invalid {
+            key,
+            value: "<redacted>".into(),
+            reason: format!(
+                "the admin token must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII \
+                 characters without spaces (it is {} long)",
+                token.len()
+            ),
+        });
+    }
+    Ok(Some(Secret(token.to_owned())))
 }
 
 fn non_empty(list: Option<Vec<String>>) -> Option<Vec<String>> {

@@ -42,6 +42,21 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
+    /// No credentials, or ones this cluster does not accept.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// Valid credentials that do not reach this (a role, another tenant).
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// Past one of the tenant's limits; the message names it and its value.
+    #[error("{0}")]
+    Limit(String),
+
+    #[error("{0}")]
+    NotFound(String),
+
     #[error("{what} is {bytes} bytes, the limit is {limit} bytes")]
     TooLarge {
         what: &'static str,

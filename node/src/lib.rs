@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod record;
+pub mod tenancy;
 pub mod time;
 pub mod wal;
 pub mod writer;

@@ -31,6 +31,10 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::raft::RaftGroup;
+use crate::tenancy::auth::Authenticator;
+use crate::tenancy::usage::Usage;
+use crate::tenancy::{Tenancy, metering};
+use firn_storage::clock::{Clock, SystemClock};
 
 /// `<data>/node.json`: whose data directory this is.
 #[derive(Serialize, Deserialize)]
@@ -48,7 +52,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     })?;
     claim_data_dir(&data_dir, settings.cluster.node_id)?;
     let (object_store, prefix) = open_object_store(&settings)?;
-    let peers = Arc::new(Peers::default());
+    let auth = Authenticator::new(
+        settings.auth,
+        settings.admin_token.as_ref().map(|t| t.0.as_str()),
+    )?;
+    let peers = Arc::new(Peers::new(
+        auth.internal_credential()
+            .as_ref()
+            .and_then(|c| c.to_str().ok()),
+    ));
     let (meta, meta_state) = RaftGroup::open_meta(
         &data_dir.join("raft").join("meta"),
         settings.cluster.node_id,
@@ -56,6 +68,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     )
     .await?;
     let metrics = Arc::new(Metrics::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let usage = Usage::new(settings.cluster.node_id);
+    if let Err(e) = usage
+        .load(object_store.as_ref(), &prefix, clock.now())
+        .await
+    {
+        tracing::warn!(error = %e, "this node's usage records could not be read; counting afresh");
+    }
+    let tenancy = Arc::new(Tenancy::new(auth, usage, clock, meta_state.clone()));
     let shard_settings = ShardSettings {
         object_store,
         prefix,
@@ -73,6 +94,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         shard_settings,
         metrics.clone(),
         shutdown.clone(),
+        tenancy.clone(),
     ));
     // A restart replays each shard replica's log before the port opens.
     if let Some(s) = cluster.state().settings.clone() {
@@ -83,20 +105,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             cluster.insert_replica(replica);
         }
     }
-    let query = Arc::new(Coordinator::new(
-        Arc::new(ClusterSource::new(cluster.clone())),
-        QueryConfig::default(),
-    )?);
+    let query = Arc::new(
+        Coordinator::new(
+            Arc::new(ClusterSource::new(cluster.clone())),
+            QueryConfig::default(),
+        )?
+        .with_policy(tenancy.clone()),
+    );
     let internal = tonic::service::Routes::new(ClusterService::server(cluster.clone()))
         .add_service(FlightShards::server(cluster.clone()))
         .into_axum_router();
-    let app = api::router(AppState {
+    let state = AppState {
         cluster: cluster.clone(),
         query,
         metrics,
         max_request_bytes: settings.max_request_bytes,
-    })
-    .merge(internal);
+    };
+    let app = api::router(state.clone())
+        .merge(internal)
+        .layer(axum::middleware::from_fn_with_state(state, api::authorize));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -114,6 +141,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         Ok(()) => {
             loops.spawn(cluster::reconciler::run(cluster.clone(), shutdown.clone()));
             loops.spawn(cluster::controller::run(cluster.clone(), shutdown.clone()));
+            loops.spawn(metering::run(cluster.clone(), shutdown.clone()));
         }
         Err(Error::ShuttingDown) => {}
         Err(e) => {

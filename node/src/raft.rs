@@ -291,6 +291,13 @@ impl RaftGroup {
         Ok(index)
     }
 
+    /// Commits that blocks leave the manifest (retention); returns the entry's index.
+    pub async fn blocks_dropped(&self, ids: Vec<firn_storage::BlockId>) -> Result<u64> {
+        let (index, response) = self.propose(Command::BlocksDropped(ids)).await?;
+        response.map_err(|e| Error::Internal(format!("dropping blocks failed: {e}")))?;
+        Ok(index)
+    }
+
     /// Commits that writes up to `seq` need no block (they added no rows); returns the
     /// entry's index.
     pub async fn flushed_through(&self, seq: u64) -> Result<u64> {

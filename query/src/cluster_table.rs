@@ -12,7 +12,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
-use firn_storage::{TenantId, schema};
+use firn_storage::{Nanos, TenantId, schema};
 
 use crate::exchange::{ReadPoint, ShardExchangeExec, ShardSource};
 use crate::fragment::{Fragment, ScanSpec};
@@ -26,6 +26,8 @@ pub struct ClusterTable {
     points: Vec<ReadPoint>,
     labels: Vec<String>,
     schema: SchemaRef,
+    /// Rows older than this are never read (the tenant's retention).
+    not_before: Option<Nanos>,
 }
 
 impl ClusterTable {
@@ -43,7 +45,14 @@ impl ClusterTable {
             points,
             labels,
             schema,
+            not_before: None,
         }
+    }
+
+    /// Reads no row older than `floor`, whatever the query says.
+    pub fn not_before(mut self, floor: Option<Nanos>) -> Self {
+        self.not_before = floor;
+        self
     }
 }
 
@@ -94,10 +103,15 @@ impl TableProvider for ClusterTable {
             .iter()
             .map(|&i| self.schema.field(i).name().clone())
             .collect();
+        let mut filter = ScanSpec::from(&scan_filter(filters));
+        if let Some(floor) = self.not_before {
+            filter.start = filter.start.max(floor);
+            filter.end = filter.end.max(filter.start);
+        }
         let fragment = Fragment::Scan {
             columns,
             labels: self.labels.clone(),
-            filter: ScanSpec::from(&scan_filter(filters)),
+            filter,
         };
         let exchange: Arc<dyn ExecutionPlan> = Arc::new(ShardExchangeExec::new(
             self.source.clone(),

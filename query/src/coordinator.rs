@@ -17,7 +17,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -36,6 +36,7 @@ use crate::fragment::{
 use crate::hash::BuildIdHasher;
 use crate::merged::MergedProfile;
 use crate::series::{SeriesCombiner, check_steps};
+use crate::tenant::{CappedPool, TenantLimits, TenantPolicy};
 
 /// Answers queries over every shard a [`ShardSource`] reaches.
 #[derive(Debug)]
@@ -43,6 +44,7 @@ pub struct Coordinator {
     source: Arc<dyn ShardSource>,
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
+    policy: Option<Arc<dyn TenantPolicy>>,
 }
 
 impl Coordinator {
@@ -58,7 +60,45 @@ impl Coordinator {
             source,
             config,
             runtime,
+            policy: None,
         })
+    }
+
+    /// Applies each tenant's limits (retention, range, memory) to its queries.
+    pub fn with_policy(mut self, policy: Arc<dyn TenantPolicy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The tenant's limits, counting one query.
+    fn begin(&self, tenant: &TenantId) -> TenantLimits {
+        match &self.policy {
+            Some(p) => {
+                p.queried(tenant);
+                p.limits(tenant)
+            }
+            None => TenantLimits::default(),
+        }
+    }
+
+    /// The query as the tenant may run it (see [`TenantLimits::scope`]).
+    fn scoped(limits: &TenantLimits, query: &ProfileQuery) -> Result<ProfileQuery> {
+        let (start, end) = limits.scope(query.start, query.end)?;
+        Ok(ProfileQuery {
+            start,
+            end,
+            ..query.clone()
+        })
+    }
+
+    /// The memory pool of one query of a tenant: its share of the coordinator's.
+    fn pool(&self, limits: &TenantLimits) -> Arc<dyn MemoryPool> {
+        match limits.memory_bytes {
+            Some(cap) if cap < self.config.memory_limit => {
+                Arc::new(CappedPool::new(self.runtime.memory_pool.clone(), cap))
+            }
+            _ => self.runtime.memory_pool.clone(),
+        }
     }
 
     fn context(&self) -> SessionContext {
@@ -66,6 +106,24 @@ impl Coordinator {
             .with_batch_size(8192)
             .with_information_schema(false);
         SessionContext::new_with_config_rt(config, self.runtime.clone())
+    }
+
+    /// A context for one SQL query, its memory drawn from `pool`.
+    fn sql_context(&self, pool: Arc<dyn MemoryPool>) -> Result<SessionContext> {
+        if Arc::ptr_eq(&pool, &self.runtime.memory_pool) {
+            return Ok(self.context());
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|source| Error::Execution { source })?;
+        let config = SessionConfig::new()
+            .with_batch_size(8192)
+            .with_information_schema(false);
+        Ok(SessionContext::new_with_config_rt(config, runtime))
     }
 
     fn map_err(&self, e: datafusion::error::DataFusionError) -> Error {
@@ -149,13 +207,26 @@ impl Coordinator {
     /// Sums values by stack over the selection on every shard, then resolves the symbols of
     /// the stacks that remain.
     pub async fn merge(&self, tenant: &TenantId, query: &ProfileQuery) -> Result<MergedProfile> {
-        self.timed(self.merge_untimed(tenant, query)).await
+        let limits = self.begin(tenant);
+        self.merge_limited(tenant, query, &limits).await
+    }
+
+    async fn merge_limited(
+        &self,
+        tenant: &TenantId,
+        query: &ProfileQuery,
+        limits: &TenantLimits,
+    ) -> Result<MergedProfile> {
+        let query = Self::scoped(limits, query)?;
+        self.timed(self.merge_untimed(tenant, &query, &self.pool(limits)))
+            .await
     }
 
     async fn merge_untimed(
         &self,
         tenant: &TenantId,
         query: &ProfileQuery,
+        pool: &Arc<dyn MemoryPool>,
     ) -> Result<MergedProfile> {
         let mut merged = MergedProfile::empty(query.selector.profile_type.clone());
         merged.duration_nanos = query.end.0.saturating_sub(query.start.0);
@@ -169,8 +240,7 @@ impl Coordinator {
             .await?;
         // The final aggregate: sums by stack id, each stack remembering the first shard
         // that has it (to resolve its symbols there).
-        let reservation =
-            MemoryConsumer::new("firn coordinator merge").register(&self.runtime.memory_pool);
+        let reservation = MemoryConsumer::new("firn coordinator merge").register(pool);
         let mut sums: HashMap<u128, (i64, ShardId), BuildIdHasher> = HashMap::default();
         for (shard, batches) in &answers {
             for batch in batches {
@@ -270,7 +340,11 @@ impl Coordinator {
         right: &ProfileQuery,
         max_nodes: usize,
     ) -> Result<FlameGraph> {
-        let (l, r) = futures::try_join!(self.merge(tenant, left), self.merge(tenant, right))?;
+        let limits = self.begin(tenant);
+        let (l, r) = futures::try_join!(
+            self.merge_limited(tenant, left, &limits),
+            self.merge_limited(tenant, right, &limits)
+        )?;
         Ok(FlameGraph::diff(&l, &r, max_nodes))
     }
 
@@ -281,6 +355,8 @@ impl Coordinator {
         query: &ProfileQuery,
         options: &SeriesOptions,
     ) -> Result<Vec<Series>> {
+        let limits = self.begin(tenant);
+        let query = &Self::scoped(&limits, query)?;
         check_steps(query, options.step)?;
         self.timed(async {
             let points = self.source.read_points().await?;
@@ -309,10 +385,11 @@ impl Coordinator {
         tenant: &TenantId,
         query: &ProfileQuery,
     ) -> Result<Vec<String>> {
+        let query = Self::scoped(&self.begin(tenant), query)?;
         self.timed(self.strings(
             tenant,
             Fragment::LabelNames {
-                query: QuerySpec::from(query),
+                query: QuerySpec::from(&query),
             },
         ))
         .await
@@ -325,10 +402,11 @@ impl Coordinator {
         query: &ProfileQuery,
         name: &str,
     ) -> Result<Vec<String>> {
+        let query = Self::scoped(&self.begin(tenant), query)?;
         self.timed(self.strings(
             tenant,
             Fragment::LabelValues {
-                query: QuerySpec::from(query),
+                query: QuerySpec::from(&query),
                 name: name.to_owned(),
             },
         ))
@@ -342,6 +420,7 @@ impl Coordinator {
         start: Nanos,
         end: Nanos,
     ) -> Result<Vec<ProfileType>> {
+        let (start, end) = self.begin(tenant).scope(start, end)?;
         let ids = self
             .timed(self.strings(tenant, Fragment::ProfileTypes { start, end }))
             .await?;
@@ -357,26 +436,27 @@ impl Coordinator {
     /// from the shards with the filters the scan understands applied there; DataFusion does
     /// the rest here.
     pub async fn sql(&self, tenant: &TenantId, sql: &str) -> Result<Vec<RecordBatch>> {
+        let limits = self.begin(tenant);
+        let pool = self.pool(&limits);
         self.timed(async {
             let points = self.source.read_points().await?;
             let labels = self.strings_at(tenant, Fragment::Columns, &points).await?;
-            let ctx = self.context();
-            let table = ClusterTable::new(self.source.clone(), tenant.clone(), points, labels);
+            let ctx = self.sql_context(pool.clone())?;
+            let table = ClusterTable::new(self.source.clone(), tenant.clone(), points, labels)
+                .not_before(limits.not_before);
             ctx.register_table("samples", Arc::new(table))
                 .map_err(|e| self.map_err(e))?;
             let mut _stacks_memory = None;
             if crate::sql::mentions_stacks(sql) {
                 let everything = ProfileQuery {
                     selector: Default::default(),
-                    start: Nanos::MIN,
+                    start: limits.not_before.unwrap_or(Nanos::MIN),
                     end: Nanos::MAX,
                     stack_filter: None,
                 };
-                let merged = self.merge_untimed(tenant, &everything).await?;
+                let merged = self.merge_untimed(tenant, &everything, &pool).await?;
                 let (stacks, reservation) =
-                    crate::sql::stacks_table(&merged, &self.runtime.memory_pool, |e| {
-                        self.map_err(e)
-                    })?;
+                    crate::sql::stacks_table(&merged, &pool, |e| self.map_err(e))?;
                 _stacks_memory = Some(reservation);
                 ctx.register_batch("stacks", stacks)
                     .map_err(|e| self.map_err(e))?;

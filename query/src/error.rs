@@ -18,6 +18,10 @@ pub enum Error {
     #[error("query needs more than its memory limit of {limit} bytes: {message}")]
     MemoryLimit { limit: usize, message: String },
 
+    /// A tenant's limit (its name in the message).
+    #[error("{0}")]
+    Limit(String),
+
     #[error("query returned more than {limit} rows; add a LIMIT or narrow the query")]
     TooManyRows { limit: usize },
 
@@ -50,6 +54,7 @@ impl Error {
                 | Error::TooManyRows { .. }
                 | Error::Timeout { .. }
                 | Error::ReadOnly(_)
+                | Error::Limit(_)
         )
     }
 }

@@ -35,6 +35,7 @@ mod sql;
 pub mod stack_sum;
 pub mod symbol_cache;
 pub mod table;
+pub mod tenant;
 
 pub use coordinator::Coordinator;
 pub use engine::{Aggregation, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions};
@@ -44,3 +45,4 @@ pub use flamegraph::{FlameGraph, FlameNode};
 pub use fragment::{Fragment, FragmentOutput};
 pub use merged::{MergedProfile, StackFilter, TopEntry};
 pub use selector::Selector;
+pub use tenant::{TenantLimits, TenantPolicy};

@@ -19,7 +19,10 @@ pub enum Error {
     #[error("gzip stream is corrupt or truncated")]
     Decompress { source: std::io::Error },
 
-    #[error("profile is larger than {limit} bytes decompressed, the limit is {limit} bytes")]
+    #[error(
+        "profile is larger than {limit} bytes decompressed, the limit is {limit} bytes \
+         (max_profile_decompressed_bytes)"
+    )]
     DecompressedTooLarge { limit: usize },
 
     #[error("profile is not a valid pprof protobuf")]
@@ -33,6 +36,10 @@ pub enum Error {
 
     #[error("{reason}")]
     InvalidLabel { reason: String },
+
+    /// A label past a length or count limit (the message names the limit).
+    #[error("{reason}")]
+    LabelLimit { reason: String },
 
     #[error("profile type {id:?} is not valid: {reason}")]
     InvalidProfileType { id: String, reason: String },
@@ -126,7 +133,17 @@ impl Error {
                 | Error::InvalidProfile { .. }
                 | Error::InvalidFolded { .. }
                 | Error::InvalidLabel { .. }
+                | Error::LabelLimit { .. }
                 | Error::InvalidProfileType { .. }
+        )
+    }
+
+    /// True for input past a size or count limit (a tenant's limit, which an operator may
+    /// raise): a server answers 429 with the limit named.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            Error::LabelLimit { .. } | Error::DecompressedTooLarge { .. }
         )
     }
 

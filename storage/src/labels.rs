@@ -167,9 +167,9 @@ pub fn validate_pair(name: &str, value: &str, limits: &LabelLimits) -> Result<()
         });
     }
     if name.len() > limits.max_name_len {
-        return Err(Error::InvalidLabel {
+        return Err(Error::LabelLimit {
             reason: format!(
-                "label name {:?}... is {} bytes long, the limit is {} bytes",
+                "label name {:?}... is {} bytes long, the limit is {} bytes (max_label_name_length)",
                 truncate(name),
                 name.len(),
                 limits.max_name_len
@@ -177,9 +177,10 @@ pub fn validate_pair(name: &str, value: &str, limits: &LabelLimits) -> Result<()
         });
     }
     if value.len() > limits.max_value_len {
-        return Err(Error::InvalidLabel {
+        return Err(Error::LabelLimit {
             reason: format!(
-                "value of label {name:?} is {} bytes long, the limit is {} bytes",
+                "value of label {name:?} is {} bytes long, the limit is {} bytes \
+                 (max_label_value_length)",
                 value.len(),
                 limits.max_value_len
             ),

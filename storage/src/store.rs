@@ -362,16 +362,7 @@ impl Store {
     ) -> Result<Vec<BlockId>> {
         let _guard = self.flush_lock.lock().await;
         let current = self.manifest();
-        let expired: Vec<BlockId> = current
-            .blocks
-            .iter()
-            .filter(|b| {
-                b.tenants.iter().all(|(tenant, t)| {
-                    retention(tenant).is_some_and(|keep| t.max_time < now.saturating_sub(keep))
-                })
-            })
-            .map(|b| b.id.clone())
-            .collect();
+        let expired = self.expired_blocks(retention, now);
         if expired.is_empty() {
             return Ok(expired);
         }
@@ -384,6 +375,38 @@ impl Store {
             info!(block = %id, "block deleted by retention");
         }
         Ok(expired)
+    }
+
+    /// The blocks whose every tenant's rows are older than that tenant's retention
+    /// (`retention(tenant)`, `None` = keep forever) at `now`.
+    pub fn expired_blocks(
+        &self,
+        retention: &(dyn Fn(&TenantId) -> Option<Nanos> + Send + Sync),
+        now: Nanos,
+    ) -> Vec<BlockId> {
+        self.manifest()
+            .blocks
+            .iter()
+            .filter(|b| {
+                b.tenants.iter().all(|(tenant, t)| {
+                    retention(tenant).is_some_and(|keep| t.max_time < now.saturating_sub(keep))
+                })
+            })
+            .map(|b| b.id.clone())
+            .collect()
+    }
+
+    /// Takes blocks out of the manifest (in memory; a Raft group persists the change): they
+    /// are no longer read. True when any was there.
+    pub fn drop_blocks(&self, ids: &[BlockId]) -> bool {
+        let current = self.manifest();
+        if !current.blocks.iter().any(|b| ids.contains(&b.id)) {
+            return false;
+        }
+        let mut manifest = Manifest::clone(&current);
+        manifest.remove_blocks(ids);
+        *self.manifest.write().expect("manifest lock poisoned") = Arc::new(manifest);
+        true
     }
 
     /// Reads a block's symbol table.

@@ -107,6 +107,9 @@ impl Error {
     /// The code and HTTP status of this error.
     pub fn code(&self) -> (Code, StatusCode) {
         match self {
+            Error::Storage(e) if e.is_limit() => {
+                (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS)
+            }
             Error::Storage(e) if e.is_client_error() => {
                 (Code::InvalidArgument, StatusCode::BAD_REQUEST)
             }
@@ -127,6 +130,10 @@ impl Error {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             ),
             Error::BadRequest(_) => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+            Error::Unauthenticated(_) => (Code::Unauthenticated, StatusCode::UNAUTHORIZED),
+            Error::PermissionDenied(_) => (Code::PermissionDenied, StatusCode::FORBIDDEN),
+            Error::Limit(_) => (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+            Error::NotFound(_) => (Code::NotFound, StatusCode::NOT_FOUND),
             Error::TooLarge { .. } => (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
             Error::UnsupportedMediaType(_) => {
                 (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE)
@@ -143,7 +150,7 @@ impl Error {
                 | firn_query::Error::TooManyRows { .. } => {
                     (Code::InvalidArgument, StatusCode::BAD_REQUEST)
                 }
-                firn_query::Error::MemoryLimit { .. } => {
+                firn_query::Error::MemoryLimit { .. } | firn_query::Error::Limit(_) => {
                     (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS)
                 }
                 firn_query::Error::Timeout { .. } => {
@@ -175,10 +182,16 @@ impl IntoResponse for Error {
         self.log_if_internal(&message);
         let body = serde_json::json!({ "code": code.as_str(), "message": message });
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"firn\""),
             );
         }
         response

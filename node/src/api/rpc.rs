@@ -248,6 +248,16 @@ fn ok_response(wire: Wire, message: Bytes, gzipped: bool) -> Response {
     }
 }
 
+/// An error answered in the shape of the protocol the request's `Content-Type` names
+/// (Connect's when it names none served here).
+pub fn error_for(headers: &HeaderMap, error: Error) -> Response {
+    let wire = Wire::from_headers(headers).unwrap_or(Wire {
+        protocol: Protocol::Connect,
+        codec: Codec::Json,
+    });
+    error_response(wire, error)
+}
+
 fn error_response(wire: Wire, error: Error) -> Response {
     match wire.protocol {
         Protocol::Connect => error.into_response(),

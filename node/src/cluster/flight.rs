@@ -190,6 +190,14 @@ pub async fn run_local(
         .wait_applied(applied, CATCH_UP)
         .await
         .map_err(|e| Status::unavailable(format!("node {} is behind: {e}", cluster.id)))?;
+    let scanned = crate::tenancy::metering::scanned_bytes(&replica.store, tenant, fragment);
+    if scanned > 0 {
+        let now = cluster.tenancy.now();
+        cluster
+            .tenancy
+            .usage
+            .record(tenant, now, |c| c.scanned_bytes += scanned);
+    }
     replica
         .engine
         .run_fragment(tenant, fragment)
@@ -212,12 +220,14 @@ pub async fn fetch(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let body = serde_json::to_vec(ticket).expect("tickets serialise");
-    let mut request = Request::new(Ticket {
-        ticket: body.into(),
-    });
     // A replica that stopped answering is replaced this soon (the coordinator's own
     // timeout bounds the whole query).
-    request.set_timeout(FETCH_TIMEOUT);
+    let request = cluster.peers.request(
+        Ticket {
+            ticket: body.into(),
+        },
+        FETCH_TIMEOUT,
+    );
     let stream = client.do_get(request).await?.into_inner();
     let mut decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),

@@ -8,6 +8,7 @@
 //!  Place ─► a shard's desired replicas (the placement controller's plan)
 //!  ClaimInit ─► the one node that creates a shard's group
 //!  ReportMembers ─► a shard's voters as its leader last changed them
+//!  Tenancy ─► tenants, tokens, limits (crate::tenancy::registry)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::placement;
 use crate::ids::NodeId;
+use crate::tenancy::registry::{Registry, TenancyCommand};
 
 /// Settings fixed when the cluster is created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +83,9 @@ pub struct MetaState {
     /// Removed nodes: their ids are never accepted again.
     pub retired: BTreeSet<NodeId>,
     pub shards: Vec<ShardPlacement>,
+    /// Tenants, tokens and limits.
+    #[serde(default)]
+    pub tenancy: Registry,
     /// Bumped by every change, so watchers can tell states apart.
     pub version: u64,
 }
@@ -111,6 +116,8 @@ pub enum MetaCommand {
         shard: ShardId,
         members: Vec<NodeId>,
     },
+    /// Tenants, tokens, limits.
+    Tenancy(TenancyCommand),
 }
 
 impl MetaState {
@@ -240,6 +247,7 @@ impl MetaState {
                 }
                 placement.members = members.clone();
             }
+            MetaCommand::Tenancy(command) => self.tenancy.apply(command)?,
         }
         self.version += 1;
         Ok(())

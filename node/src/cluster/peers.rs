@@ -28,9 +28,29 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
+    /// `authorization` sent with every call (`--auth=token`: the nodes' credential).
+    credential: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl Peers {
+    /// Peers that present `credential` (an `authorization` value) with every call.
+    pub fn new(credential: Option<&str>) -> Self {
+        Self {
+            channels: Mutex::default(),
+            credential: credential.and_then(|c| c.parse().ok()),
+        }
+    }
+
+    /// A call's request: its deadline and this node's credential.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(timeout);
+        if let Some(c) = &self.credential {
+            r.metadata_mut().insert("authorization", c.clone());
+        }
+        r
+    }
+
     /// The channel to `addr` (`HOST:PORT`), connected on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel> {
         let mut channels = self.channels.lock().expect("peer lock poisoned");
@@ -60,7 +80,7 @@ impl Peers {
     pub async fn hello(&self, addr: &str) -> Result<pb::HelloReply> {
         let mut client = self.client(addr)?;
         let reply = client
-            .hello(request(pb::HelloRequest {}, CONTROL_TIMEOUT))
+            .hello(self.request(pb::HelloRequest {}, CONTROL_TIMEOUT))
             .await
             .map_err(|s| status_error(addr, s))?;
         Ok(reply.into_inner())
@@ -69,7 +89,7 @@ impl Peers {
     pub async fn join(&self, addr: &str, node: u64, advertise: &str) -> Result<()> {
         let mut client = self.client(addr)?;
         client
-            .join(request(
+            .join(self.request(
                 pb::JoinRequest {
                     node,
                     addr: advertise.to_owned(),
@@ -85,7 +105,7 @@ impl Peers {
         let mut client = self.client(addr)?;
         let command = serde_json::to_vec(command).expect("meta commands serialise");
         client
-            .propose_meta(request(
+            .propose_meta(self.request(
                 pb::ProposeMetaRequest {
                     command: command.into(),
                 },
@@ -100,10 +120,7 @@ impl Peers {
     pub async fn read_index(&self, addr: &str, shard: u32, meta: bool) -> Result<u64> {
         let mut client = self.client(addr)?;
         let reply = client
-            .read_index(request(
-                pb::ReadIndexRequest { shard, meta },
-                READ_INDEX_TIMEOUT,
-            ))
+            .read_index(self.request(pb::ReadIndexRequest { shard, meta }, READ_INDEX_TIMEOUT))
             .await
             .map_err(|s| status_error(addr, s))?;
         Ok(reply.into_inner().index)
@@ -117,17 +134,11 @@ impl Peers {
     ) -> Result<pb::ForwardReply> {
         let mut client = self.client(addr)?;
         let reply = client
-            .forward(request(forward, timeout))
+            .forward(self.request(forward, timeout))
             .await
             .map_err(|s| status_error(addr, s))?;
         Ok(reply.into_inner())
     }
-}
-
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.set_timeout(timeout);
-    r
 }
 
 /// A failed call as the node's error: refusals the peer decided keep their meaning, the rest
@@ -193,7 +204,7 @@ impl Transport for Peers {
             .client(addr)
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
         let reply = client
-            .raft(request(
+            .raft(self.request(
                 pb::RaftRequest {
                     group: group.to_wire(),
                     kind: kind as u32,

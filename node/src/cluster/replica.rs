@@ -5,6 +5,8 @@
 //! ```text
 //!  flusher (leader): buffer past the flush size or age ─► encode ─► upload (create-only,
 //!                    retried with backoff) ─► commit BlockFlushed (every replica drops the rows)
+//!  retention (leader): blocks wholly past their tenants' retention ─► commit BlocksDropped ─►
+//!                    delete their objects
 //!  compactor (all):  manifest's flushed point moved ─► snapshot (manifest + buffer) ─► purge the
 //!                    log through it, so no replica keeps history that is in blocks
 //! ```
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use firn_query::QueryEngine;
 use firn_storage::paths::Paths;
-use firn_storage::{ShardId, Store, StoreConfig};
+use firn_storage::{BlockId, ShardId, Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +26,8 @@ use crate::error::Result;
 use crate::ids::GroupId;
 use crate::metrics::Metrics;
 use crate::raft::{RaftGroup, Transport};
+use crate::tenancy::Tenancy;
+use crate::tenancy::series::ActiveSeries;
 use crate::writer::Writer;
 
 const TICK: Duration = Duration::from_millis(200);
@@ -36,6 +40,8 @@ pub struct ShardReplica {
     pub store: Arc<Store>,
     pub engine: Arc<QueryEngine>,
     pub writer: Writer,
+    /// Active series per tenant, as this replica admitted writes while leading.
+    pub series: ActiveSeries,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -106,6 +112,7 @@ impl ShardReplica {
             store,
             engine,
             writer,
+            series: ActiveSeries::default(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -116,6 +123,11 @@ impl ShardReplica {
             settings.flush_interval,
         ));
         replica.tasks.spawn(compact_loop(replica.clone()));
+        replica.tasks.spawn(retention_loop(
+            replica.clone(),
+            cluster.tenancy.clone(),
+            cluster.settings.retention_check,
+        ));
         Ok(replica)
     }
 
@@ -213,6 +225,41 @@ async fn flush(store: &Store, raft: &RaftGroup) -> Result<Option<firn_storage::b
         return Ok(None);
     }
     Ok(Some(meta))
+}
+
+/// On the shard's leader, every `every`: drops the blocks past their tenants' retention.
+async fn retention_loop(replica: Arc<ShardReplica>, tenancy: Arc<Tenancy>, every: Duration) {
+    loop {
+        tokio::select! {
+            () = replica.stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if !replica.raft.is_leader() {
+            continue;
+        }
+        if let Err(e) = replica.expire(&tenancy).await {
+            tracing::warn!(shard = %replica.id, error = %e, "retention failed; retried at the next check");
+        }
+    }
+}
+
+impl ShardReplica {
+    /// Drops the blocks every tenant of which is past its retention: out of the manifest
+    /// through Raft (so no replica reads them), then their objects deleted. Returns them.
+    pub async fn expire(&self, tenancy: &Tenancy) -> Result<Vec<BlockId>> {
+        let expired = self
+            .store
+            .expired_blocks(&tenancy.retentions(), tenancy.now());
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        self.raft.blocks_dropped(expired.clone()).await?;
+        for id in &expired {
+            self.store.delete_unused_block(id).await?;
+            tracing::info!(shard = %self.id, block = %id, "block deleted by retention");
+        }
+        Ok(expired)
+    }
 }
 
 /// On every replica: once the manifest's flushed point moves (a `BlockFlushed` or

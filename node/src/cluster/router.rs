@@ -26,10 +26,15 @@ use tokio::time::Instant;
 
 use crate::api::error::{Code, error_chain};
 use crate::cluster::Cluster;
+use crate::cluster::meta::MetaState;
+use crate::cluster::replica::ShardReplica;
 use crate::cluster::rpc::pb;
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::raft::Prepared;
+use crate::tenancy::rate::Rate;
+use firn_storage::labels::LabelLimits;
+use firn_storage::normalize::NormalizeLimits;
 
 /// How long a write is retried (leader changes, unreachable leaders) before it fails.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(15);
@@ -108,7 +113,21 @@ impl Cluster {
         if let Err(e) = self.check_member() {
             return (0..n).map(|_| Err(e.clone_for_retry())).collect();
         }
-        let size: usize = writes.iter().map(|w| payload_len(&w.request)).sum();
+        let mut results: Vec<Option<Result<WriteStats>>> = (0..n).map(|_| None).collect();
+        // The tenants' limits, before anything is decoded: a refused write costs this check.
+        let state = self.state();
+        let now = self.tenancy.now();
+        let mut admitted = Vec::with_capacity(n);
+        for (index, w) in writes.into_iter().enumerate() {
+            match self.admit(&state, &w.request, now) {
+                Ok(limits) => admitted.push((index, w, limits)),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        let size: usize = admitted
+            .iter()
+            .map(|(_, w, _)| payload_len(&w.request))
+            .sum();
         let kib = u32::try_from(size.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.inflight_kib);
@@ -127,14 +146,18 @@ impl Cluster {
                 return (0..n).map(|_| Err(Error::Overloaded { bytes })).collect();
             }
         };
-        let Some(shards) = self.state().settings.as_ref().map(|s| s.shards) else {
+        let Some(shards) = state.settings.as_ref().map(|s| s.shards) else {
             return (0..n)
                 .map(|_| Err(Error::NotReady("the cluster is not formed yet".into())))
                 .collect();
         };
-        let limits = self.shard_settings.store.limits;
+        let metered: Vec<(usize, TenantId, usize)> = admitted
+            .iter()
+            .map(|(i, w, _)| (*i, w.request.tenant.clone(), payload_len(&w.request)))
+            .collect();
+        let indices: Vec<usize> = admitted.iter().map(|(i, _, _)| *i).collect();
         // Decoding and normalising are CPU work: off the I/O runtime, every write in parallel.
-        let prepared = futures::future::join_all(writes.into_iter().map(|w| {
+        let prepared = futures::future::join_all(admitted.into_iter().map(|(_, w, limits)| {
             tokio::task::spawn_blocking(move || {
                 let key = w.key.unwrap_or_else(|| made_key(&w.request.tenant));
                 let shard = shard_of(&w.request.tenant, &w.request.labels, shards);
@@ -148,9 +171,8 @@ impl Cluster {
             })
         }))
         .await;
-        let mut results: Vec<Option<Result<WriteStats>>> = (0..n).map(|_| None).collect();
         let mut by_shard: BTreeMap<ShardId, Vec<Part>> = BTreeMap::new();
-        for (index, p) in prepared.into_iter().enumerate() {
+        for (index, p) in indices.into_iter().zip(prepared) {
             match p {
                 Ok(Ok((shard, record, normalized, key))) => {
                     by_shard.entry(shard).or_default().push(Part {
@@ -177,6 +199,15 @@ impl Cluster {
         for (index, result) in routed.into_iter().flatten() {
             results[index] = Some(result);
         }
+        for (index, tenant, bytes) in metered {
+            if let Some(Ok(stats)) = &results[index] {
+                self.tenancy.usage.record(&tenant, now, |c| {
+                    c.ingested_bytes += bytes as u64;
+                    c.ingested_samples += stats.samples as u64;
+                    c.ingested_profiles += stats.profiles as u64;
+                });
+            }
+        }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a write got no answer".into()))))
@@ -193,6 +224,73 @@ impl Cluster {
             .await
             .pop()
             .unwrap_or_else(|| Err(Error::Internal("a write got no answer".into())))
+    }
+
+    /// Checks a write against its tenant's size and rate limits; gives the limits its
+    /// normalisation keeps to (the tenant's, within the node's own).
+    fn admit(
+        &self,
+        state: &MetaState,
+        request: &WriteRequest,
+        now: firn_storage::Nanos,
+    ) -> Result<NormalizeLimits> {
+        let tenant = &request.tenant;
+        let limits = state.tenancy.limits(tenant.as_str());
+        let bytes = payload_len(request) as u64;
+        if bytes > limits.max_profile_bytes {
+            return Err(Error::Limit(format!(
+                "the profile is {bytes} bytes, tenant {:?}'s limit is max_profile_bytes = {}",
+                tenant.as_str(),
+                limits.max_profile_bytes
+            )));
+        }
+        self.tenancy.rates.take(
+            tenant,
+            bytes,
+            Rate {
+                bytes_per_sec: limits.ingestion_rate_bytes,
+                burst: limits.ingestion_burst_bytes,
+                nodes: state.active_nodes().len(),
+            },
+            now,
+        )?;
+        let mut normalize = self.shard_settings.store.limits;
+        let cap = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        normalize.decode.max_decompressed_bytes = normalize
+            .decode
+            .max_decompressed_bytes
+            .min(cap(limits.max_profile_decompressed_bytes));
+        normalize.labels = LabelLimits {
+            max_name_len: cap(limits.max_label_name_length),
+            max_value_len: cap(limits.max_label_value_length),
+            max_labels_per_series: cap(limits.max_label_names_per_series),
+        };
+        Ok(normalize)
+    }
+
+    /// On a shard's leader: refuses a write that would take its tenant past its share of
+    /// active series on this shard.
+    fn admit_series(&self, replica: &ShardReplica, prepared: &Prepared) -> Result<()> {
+        let (tenant, profiles) = match prepared {
+            Prepared::Local(n) => (&n.tenant, &n.profiles),
+            Prepared::Packed(n) => (&n.tenant, &n.profiles),
+        };
+        let state = self.state();
+        let limit = state.tenancy.limits(tenant.as_str()).max_active_series;
+        let shards = state.settings.as_ref().map_or(1, |s| s.shards.max(1));
+        let share = limit.div_ceil(u64::from(shards));
+        let series: Vec<u64> = profiles
+            .iter()
+            .map(|p| {
+                xxhash_rust::xxh3::xxh3_64_with_seed(
+                    p.profile_type.id().as_bytes(),
+                    p.labels.fingerprint(),
+                )
+            })
+            .collect();
+        replica
+            .series
+            .admit(tenant, &series, share, self.tenancy.now())
     }
 
     fn inflight_bytes(&self) -> u64 {
@@ -299,6 +397,7 @@ impl Cluster {
                 Some(n) => n.clone(),
                 None => decode_forwarded(&p.record).await?,
             };
+            self.admit_series(&replica, &normalized)?;
             replica
                 .writer
                 .commit(p.record.clone(), normalized, Some(p.key.clone()))

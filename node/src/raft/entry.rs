@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use firn_storage::BlockId;
 use firn_storage::block::BlockMeta;
 use firn_storage::buffer::WriteStats;
 use firn_storage::normalize::Normalized;
@@ -64,6 +65,9 @@ pub enum Command {
     FlushedThrough(u64),
     /// A change to the meta group's state (membership, placement, settings).
     Meta(MetaCommand),
+    /// Blocks leave the manifest (past their tenants' retention); the leader then deletes
+    /// their objects.
+    BlocksDropped(Vec<BlockId>),
 }
 
 impl std::fmt::Debug for Command {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for Command {
             Command::BlockFlushed(meta) => write!(f, "BlockFlushed({})", meta.id),
             Command::FlushedThrough(seq) => write!(f, "FlushedThrough({seq})"),
             Command::Meta(command) => write!(f, "Meta({command:?})"),
+            Command::BlocksDropped(ids) => write!(f, "BlocksDropped({})", ids.len()),
         }
     }
 }
@@ -89,6 +94,7 @@ const KEYED_WRITE: u8 = 4;
 const FLUSHED_THROUGH: u8 = 5;
 const META: u8 = 6;
 const NORMALIZED_WRITE: u8 = 7;
+const BLOCKS_DROPPED: u8 = 8;
 
 /// The longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;
@@ -159,6 +165,10 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             serde_json::to_writer(&mut out, command).expect("meta commands serialise");
             META
         }
+        EntryPayload::Normal(Command::BlocksDropped(ids)) => {
+            serde_json::to_writer(&mut out, ids).expect("block ids serialise");
+            BLOCKS_DROPPED
+        }
         EntryPayload::Membership(m) => {
             out.extend_from_slice(&encode_membership(m));
             MEMBERSHIP
@@ -216,6 +226,10 @@ pub fn decode(index: u64, bytes: impl Into<Bytes>) -> Result<Entry, String> {
         META => EntryPayload::Normal(Command::Meta(
             serde_json::from_slice(body)
                 .map_err(|e| format!("entry {index}: bad meta command: {e}"))?,
+        )),
+        BLOCKS_DROPPED => EntryPayload::Normal(Command::BlocksDropped(
+            serde_json::from_slice(body)
+                .map_err(|e| format!("entry {index}: bad dropped block ids: {e}"))?,
         )),
         other => return Err(format!("entry {index}: unknown kind {other}")),
     };

@@ -464,6 +464,10 @@ fn apply_one(
         EntryPayload::Normal(Command::Meta(_)) => {
             Err("a meta command is not a command of a shard group".into())
         }
+        EntryPayload::Normal(Command::BlocksDropped(ids)) => {
+            shared.store.drop_blocks(&ids);
+            Ok(Default::default())
+        }
         EntryPayload::Normal(Command::BlockFlushed(meta)) => shared
             .store
             .add_flushed_block(*meta)

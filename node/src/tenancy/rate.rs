@@ -1,0 +1,142 @@
+//! Ingestion rate limits: a token bucket per tenant on each node, refilled at the node's share
+//! of the tenant's rate (the rate divided by the cluster's active nodes: clients spread over
+//! the nodes, as Pyroscope's and Mimir's global strategy assumes) and holding up to the burst.
+//! A refused write costs nothing but this check: it is refused before it is decoded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use firn_storage::{Nanos, TenantId};
+
+use crate::error::{Error, Result};
+
+/// Buckets kept at most; past it, full buckets (tenants that are not spending) are dropped,
+/// which forgets nothing: a new bucket starts full too.
+const MAX_BUCKETS: usize = 100_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Nanos,
+}
+
+/// One node's buckets.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<TenantId, Bucket>>,
+}
+
+/// A tenant's rate as this node applies it.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    /// The tenant's cluster-wide bytes per second (0 = no limit).
+    pub bytes_per_sec: u64,
+    pub burst: u64,
+    /// Active nodes sharing the rate.
+    pub nodes: usize,
+}
+
+impl RateLimiter {
+    /// Takes `bytes` from the tenant's bucket, or says how it is over its rate.
+    pub fn take(&self, tenant: &TenantId, bytes: u64, rate: Rate, now: Nanos) -> Result<()> {
+        if rate.bytes_per_sec == 0 {
+            return Ok(());
+        }
+        let share = rate.bytes_per_sec as f64 / rate.nodes.max(1) as f64;
+        let burst = rate.burst as f64;
+        if bytes > rate.burst {
+            return Err(Error::Limit(format!(
+                "a write of {bytes} bytes is larger than tenant {:?}'s burst, \
+                 ingestion_burst_bytes = {}",
+                tenant.as_str(),
+                rate.burst
+            )));
+        }
+        let mut buckets = self.buckets.lock().expect("rate lock poisoned");
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(tenant) {
+            buckets.retain(|_, b| refilled(b, share, burst, now) < burst);
+            if buckets.len() >= MAX_BUCKETS {
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(tenant.clone()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        bucket.tokens = refilled(bucket, share, burst, now);
+        bucket.last = Nanos(bucket.last.0.max(now.0));
+        if bucket.tokens < bytes as f64 {
+            return Err(Error::Limit(format!(
+                "tenant {:?} is over its ingestion rate: ingestion_rate_bytes = {} bytes/s \
+                 ({:.0} bytes/s on each of {} nodes), ingestion_burst_bytes = {}; retry later",
+                tenant.as_str(),
+                rate.bytes_per_sec,
+                share,
+                rate.nodes.max(1),
+                rate.burst
+            )));
+        }
+        bucket.tokens -= bytes as f64;
+        Ok(())
+    }
+}
+
+fn refilled(bucket: &Bucket, share: f64, burst: f64, now: Nanos) -> f64 {
+    let elapsed = (now.0 - bucket.last.0).max(0) as f64 / 1e9;
+    (bucket.tokens + elapsed * share).min(burst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_bucket_refills_at_the_nodes_share() {
+        let limiter = RateLimiter::default();
+        let tenant = TenantId::new("noisy".to_owned()).expect("id");
+        let rate = Rate {
+            bytes_per_sec: 2000,
+            burst: 1000,
+            nodes: 2,
+        };
+        limiter
+            .take(&tenant, 1000, rate, Nanos(0))
+            .expect("the burst");
+        let err = limiter.take(&tenant, 1, rate, Nanos(0)).expect_err("empty");
+        assert!(
+            err.to_string().contains("ingestion_rate_bytes = 2000"),
+            "{err}"
+        );
+        // 1000 bytes/s on this node: half a second refills 500.
+        limiter
+            .take(&tenant, 500, rate, Nanos(SEC / 2))
+            .expect("refilled");
+        assert!(limiter.take(&tenant, 10, rate, Nanos(SEC / 2)).is_err());
+        // Never more than the burst, however long it waits.
+        limiter
+            .take(&tenant, 1000, rate, Nanos(100 * SEC))
+            .expect("full");
+        assert!(limiter.take(&tenant, 1, rate, Nanos(100 * SEC)).is_err());
+        let err = limiter
+            .take(&tenant, 5000, rate, Nanos(200 * SEC))
+            .expect_err("past the burst");
+        assert!(
+            err.to_string().contains("ingestion_burst_bytes = 1000"),
+            "{err}"
+        );
+        // Another tenant is untouched; no limit means no bucket.
+        let quiet = TenantId::new("quiet".to_owned()).expect("id");
+        limiter
+            .take(&quiet, 1000, rate, Nanos(0))
+            .expect("own bucket");
+        let unlimited = Rate {
+            bytes_per_sec: 0,
+            ..rate
+        };
+        limiter
+            .take(&tenant, 1 << 40, unlimited, Nanos(0))
+            .expect("no limit");
+    }
+}
