@@ -34,7 +34,6 @@ use crate::raft::RaftGroup;
 use crate::tenancy::auth::Authenticator;
 use crate::tenancy::usage::Usage;
 use crate::tenancy::{Tenancy, metering};
-use firn_storage::clock::{Clock, SystemClock};
 
 /// `<data>/node.json`: whose data directory this is.
 #[derive(Serialize, Deserialize)]
@@ -68,7 +67,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     )
     .await?;
     let metrics = Arc::new(Metrics::default());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = crate::tenancy::clock();
     let usage = Usage::new(settings.cluster.node_id);
     if let Err(e) = usage
         .load(object_store.as_ref(), &prefix, clock.now())

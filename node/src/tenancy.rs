@@ -86,6 +86,30 @@ impl Tenancy {
     }
 }
 
+/// A clock read from a file holding unix seconds, for tests that move a live node's time
+/// (`FIRN_TEST_CLOCK_FILE`): retention, rate limits and usage hours follow it. The system's
+/// time when the file cannot be read.
+#[derive(Debug)]
+pub struct FileClock(pub std::path::PathBuf);
+
+impl Clock for FileClock {
+    fn now(&self) -> Nanos {
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .map(|secs| Nanos(secs.saturating_mul(1_000_000_000)))
+            .unwrap_or_else(|| firn_storage::clock::SystemClock.now())
+    }
+}
+
+/// The clock of tenancy: the system's, or a test's file clock.
+pub fn clock() -> Arc<dyn Clock> {
+    match std::env::var_os("FIRN_TEST_CLOCK_FILE") {
+        Some(path) => Arc::new(FileClock(path.into())),
+        None => Arc::new(firn_storage::clock::SystemClock),
+    }
+}
+
 impl TenantPolicy for Tenancy {
     fn limits(&self, tenant: &TenantId) -> TenantLimits {
         let limits = Tenancy::limits(self, tenant);

@@ -95,8 +95,8 @@ fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
             format!("{url}/ingest?name=x&format=pprof"),
             "binary/octet-stream",
             bomb,
-            400,
-            "limit",
+            429,
+            "max_profile_decompressed_bytes",
         ),
         (
             format!("{url}/ingest?name=x&format=jfr"),

@@ -13,3 +13,4 @@ mod querier;
 mod query_api;
 mod s3;
 mod sim;
+mod tenancy;

@@ -1,0 +1,863 @@
+//! Multi-tenancy against a live `firn serve --auth=token`: the isolation matrix (tenant beta
+//! tries every surface on alpha's data with its own token, a forged header, no token and a
+//! revoked token), the admin API, Basic auth as the SDKs send it, revocation, and metering.
+
+use std::time::Duration;
+
+use base64::Engine;
+use firn_storage::Nanos;
+use firn_storage::testing::ProfileBuilder;
+use serde_json::{Value, json};
+
+use crate::harness::{CPU, Server, now_nanos, urlencode, wait_until};
+
+pub const ADMIN: &str = "operator-token-0123456789abcdef";
+
+/// An HTTP answer: status, body, and the gRPC status of a gRPC-Web answer's trailers.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{} {:?} is not JSON: {e}", self.status, self.body))
+    }
+}
+
+/// One request with `headers`.
+pub fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+    let mut request = ureq::request(method, url);
+    for (k, v) in headers {
+        request = request.set(k, v);
+    }
+    let response = match body {
+        Some(b) => request.send_bytes(b),
+        None => request.call(),
+    };
+    match response {
+        Ok(r) => Answer {
+            status: r.status(),
+            body: r.into_string().unwrap_or_default(),
+        },
+        Err(ureq::Error::Status(status, r)) => Answer {
+            status,
+            body: r.into_string().unwrap_or_default(),
+        },
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Starts a node with `--auth=token` and the operator's token.
+pub fn start_token_node(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut args = vec!["--auth", "token"];
+    args.extend_from_slice(extra);
+    Server::start_with_env(dir, &args, &[("FIRN_ADMIN_TOKEN", ADMIN)])
+}
+
+/// The operator creates `tenant` (if new) and a token of `role` for it.
+pub fn token(server: &Server, tenant: &str, role: &str) -> (String, String) {
+    let admin = bearer(ADMIN);
+    let created = call(
+        "POST",
+        &format!("{}/api/v1/admin/tenants", server.url),
+        &[
+            ("Authorization", &admin),
+            ("Content-Type", "application/json"),
+        ],
+        Some(json!({"id": tenant, "name": tenant}).to_string().as_bytes()),
+    );
+    assert!(
+        created.status == 201 || created.status == 409,
+        "{} {}",
+        created.status,
+        created.body
+    );
+    let t = call(
+        "POST",
+        &format!("{}/api/v1/admin/tenants/{tenant}/tokens", server.url),
+        &[
+            ("Authorization", &admin),
+            ("Content-Type", "application/json"),
+        ],
+        Some(json!({"role": role, "name": "test"}).to_string().as_bytes()),
+    );
+    assert_eq!(t.status, 201, "{}", t.body);
+    let j = t.json();
+    assert_eq!(j["tenant"], tenant);
+    (
+        j["id"].as_str().expect("id").to_owned(),
+        j["token"].as_str().expect("token").to_owned(),
+    )
+}
+
+fn ingest(
+    server: &Server,
+    auth: Option<&str>,
+    org: Option<&str>,
+    name: &str,
+    folded: &str,
+) -> Answer {
+    let mut headers = vec![("Content-Type", "text/plain")];
+    let auth_value;
+    if let Some(a) = auth {
+        auth_value = bearer(a);
+        headers.push(("Authorization", &auth_value));
+    }
+    if let Some(o) = org {
+        headers.push(("X-Scope-OrgID", o));
+    }
+    call(
+        "POST",
+        &format!(
+            "{}/ingest?name={}&format=folded",
+            server.url,
+            urlencode(name)
+        ),
+        &headers,
+        Some(folded.as_bytes()),
+    )
+}
+
+/// Every read surface of the node, as (what, method, path, content type, body).
+fn read_surfaces() -> Vec<(&'static str, &'static str, String, &'static str, Vec<u8>)> {
+    let selector = urlencode(&format!("{CPU}{{}}"));
+    let range = "from=now-1h&until=now%2B1h";
+    let now_ms = now_nanos() / 1_000_000;
+    let querier_range = json!({"start": now_ms - 3_600_000, "end": now_ms + 3_600_000});
+    let mut merge = querier_range.clone();
+    merge["profile_typeID"] = json!(CPU);
+    merge["labelSelector"] = json!("{}");
+    let mut values = querier_range.clone();
+    values["name"] = json!("service_name");
+    vec![
+        (
+            "merge",
+            "GET",
+            format!("/api/v1/merge?query={selector}&{range}&format=folded"),
+            "",
+            vec![],
+        ),
+        (
+            "series",
+            "GET",
+            format!("/api/v1/series?query={selector}&{range}&step=60"),
+            "",
+            vec![],
+        ),
+        (
+            "labels",
+            "GET",
+            format!("/api/v1/labels?{range}"),
+            "",
+            vec![],
+        ),
+        (
+            "values",
+            "GET",
+            format!("/api/v1/labels/service_name/values?{range}"),
+            "",
+            vec![],
+        ),
+        (
+            "types",
+            "GET",
+            format!("/api/v1/profile-types?{range}"),
+            "",
+            vec![],
+        ),
+        (
+            "diff",
+            "GET",
+            format!("/api/v1/diff?query={selector}&{range}&format=folded"),
+            "",
+            vec![],
+        ),
+        (
+            "sql",
+            "POST",
+            "/api/v1/sql".into(),
+            "text/plain",
+            br#"SELECT "labels.service_name", sum(value) AS v FROM samples GROUP BY 1"#.to_vec(),
+        ),
+        (
+            "querier ProfileTypes",
+            "POST",
+            "/querier.v1.QuerierService/ProfileTypes".into(),
+            "application/json",
+            querier_range.to_string().into_bytes(),
+        ),
+        (
+            "querier LabelValues",
+            "POST",
+            "/querier.v1.QuerierService/LabelValues".into(),
+            "application/json",
+            values.to_string().into_bytes(),
+        ),
+        (
+            "querier SelectMergeStacktraces",
+            "POST",
+            "/querier.v1.QuerierService/SelectMergeStacktraces".into(),
+            "application/json",
+            merge.to_string().into_bytes(),
+        ),
+    ]
+}
+
+fn read(
+    server: &Server,
+    surface: &(&str, &str, String, &str, Vec<u8>),
+    headers: &[(&str, &str)],
+) -> Answer {
+    let (_, method, path, content_type, body) = surface;
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if !content_type.is_empty() {
+        all.push(("Content-Type", content_type));
+    }
+    let body = (*method == "POST").then_some(body.as_slice());
+    call(method, &format!("{}{path}", server.url), &all, body)
+}
+
+#[test]
+fn no_tenant_reaches_another_on_any_surface() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_token_node(dir.path(), &[]);
+    let (_, alpha_writer) = token(&server, "alpha", "write");
+    let (_, alpha_reader) = token(&server, "alpha", "read");
+    let (_, beta) = token(&server, "beta", "admin");
+    let (revoked_id, revoked) = token(&server, "beta", "read");
+    let answer = call(
+        "DELETE",
+        &format!("{}/api/v1/admin/tokens/{revoked_id}", server.url),
+        &[("Authorization", &bearer(ADMIN))],
+        None,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.json()["revoked_at"].is_i64());
+
+    let written = ingest(
+        &server,
+        Some(&alpha_writer),
+        None,
+        "alpha-svc.cpu",
+        "main;alpha_secret 100\n",
+    );
+    assert_eq!(written.status, 200, "{}", written.body);
+    let written = ingest(
+        &server,
+        Some(&beta),
+        Some("beta"),
+        "beta-svc.cpu",
+        "main;beta_own 5\n",
+    );
+    assert_eq!(written.status, 200, "{}", written.body);
+
+    let (beta_auth, revoked_auth) = (bearer(&beta), bearer(&revoked));
+    // (what the attacker sends, the status it must get)
+    let attempts: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+        (
+            "beta's token, alpha's header",
+            vec![("Authorization", &beta_auth), ("X-Scope-OrgID", "alpha")],
+            403,
+        ),
+        ("a forged header", vec![("X-Scope-OrgID", "alpha")], 401),
+        ("no token", vec![], 401),
+        (
+            "a revoked token",
+            vec![("Authorization", &revoked_auth), ("X-Scope-OrgID", "alpha")],
+            401,
+        ),
+        (
+            "a revoked token alone",
+            vec![("Authorization", &revoked_auth)],
+            401,
+        ),
+        (
+            "a made-up token",
+            vec![("Authorization", "Bearer firn_guess")],
+            401,
+        ),
+        (
+            "alpha|beta",
+            vec![
+                ("Authorization", &beta_auth),
+                ("X-Scope-OrgID", "alpha|beta"),
+            ],
+            403,
+        ),
+    ];
+    for surface in read_surfaces() {
+        for (who, headers, status) in &attempts {
+            let a = read(&server, &surface, headers);
+            assert_eq!(a.status, *status, "{} with {who}: {}", surface.0, a.body);
+            assert!(
+                !leaks(&a.body),
+                "{} with {who} leaked: {}",
+                surface.0,
+                a.body
+            );
+        }
+        // Beta's own token reads beta's data and nothing of alpha's.
+        let own = read(&server, &surface, &[("Authorization", &beta_auth)]);
+        assert_eq!(own.status, 200, "{}: {}", surface.0, own.body);
+        assert!(!leaks(&own.body), "{} leaked: {}", surface.0, own.body);
+        // Alpha's reader sees alpha's.
+        let alpha = read(
+            &server,
+            &surface,
+            &[("Authorization", &bearer(&alpha_reader))],
+        );
+        assert_eq!(alpha.status, 200, "{}: {}", surface.0, alpha.body);
+        assert!(
+            !alpha.body.contains("beta"),
+            "{} leaked: {}",
+            surface.0,
+            alpha.body
+        );
+    }
+    let merged = read(
+        &server,
+        &read_surfaces()[0],
+        &[("Authorization", &bearer(&alpha_reader))],
+    );
+    assert!(merged.body.contains("alpha_secret 100"), "{}", merged.body);
+
+    // Writes: none of the attempts lands anywhere; beta's own token writes to beta.
+    for (who, headers, status) in &attempts {
+        let mut all = headers.clone();
+        all.push(("Content-Type", "text/plain"));
+        let a = call(
+            "POST",
+            &format!("{}/ingest?name=evil.cpu&format=folded", server.url),
+            &all,
+            Some(b"main;injected 1\n"),
+        );
+        assert_eq!(a.status, *status, "ingest with {who}: {}", a.body);
+        let push = push_json(&server, &all);
+        assert_eq!(push.status, *status, "push with {who}: {}", push.body);
+        assert!(push.body.contains(if *status == 401 {
+            "unauthenticated"
+        } else {
+            "permission_denied"
+        }));
+    }
+    // A read token cannot write, a write token cannot read.
+    assert_eq!(
+        ingest(&server, Some(&alpha_reader), None, "x.cpu", "a 1\n").status,
+        403
+    );
+    let writer_reads = read(
+        &server,
+        &read_surfaces()[0],
+        &[("Authorization", &bearer(&alpha_writer))],
+    );
+    assert_eq!(writer_reads.status, 403, "{}", writer_reads.body);
+    let merged = read(
+        &server,
+        &read_surfaces()[0],
+        &[("Authorization", &bearer(&alpha_reader))],
+    );
+    assert!(!merged.body.contains("injected"), "{}", merged.body);
+
+    // SQL cannot reach another tenant through predicates, unions, joins, catalogs, functions.
+    for sql in [
+        r#"SELECT * FROM samples WHERE "labels.service_name" = 'alpha-svc'"#,
+        r#"SELECT "labels.service_name" FROM samples UNION ALL SELECT "labels.service_name" FROM samples"#,
+        r#"SELECT a."labels.service_name" FROM samples a JOIN samples b ON a.stack_id = b.stack_id"#,
+        "SELECT * FROM information_schema.tables",
+        "SELECT * FROM alpha.samples",
+        "SELECT * FROM read_parquet('objects')",
+        "SELECT function FROM stacks",
+        &format!("SELECT * FROM '{}'", dir.path().join("objects").display()),
+    ] {
+        let a = call(
+            "POST",
+            &format!("{}/api/v1/sql", server.url),
+            &[
+                ("Authorization", &beta_auth),
+                ("Content-Type", "text/plain"),
+            ],
+            Some(sql.as_bytes()),
+        );
+        assert!(!leaks(&a.body), "{sql}: {}", a.body);
+        assert!(
+            a.status == 200 || a.status == 400,
+            "{sql}: {} {}",
+            a.status,
+            a.body
+        );
+    }
+
+    // gRPC-Web: the refusal is in the trailers, as gRPC's status.
+    let grpc_web = call(
+        "POST",
+        &format!("{}/querier.v1.QuerierService/ProfileTypes", server.url),
+        &[
+            ("Content-Type", "application/grpc-web+proto"),
+            ("X-Scope-OrgID", "alpha"),
+        ],
+        Some(&[0, 0, 0, 0, 0]),
+    );
+    assert_eq!(grpc_web.status, 200);
+    assert!(
+        grpc_web.body.contains("grpc-status: 16"),
+        "{:?}",
+        grpc_web.body
+    );
+
+    // Operator surfaces: metrics, cluster status, the admin API.
+    for path in [
+        "/metrics",
+        "/api/v1/cluster",
+        "/api/v1/admin/tenants",
+        "/api/v1/admin/limits",
+    ] {
+        let url = format!("{}{path}", server.url);
+        assert_eq!(call("GET", &url, &[], None).status, 401, "{path}");
+        assert_eq!(
+            call("GET", &url, &[("Authorization", &beta_auth)], None).status,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            call("GET", &url, &[("Authorization", &revoked_auth)], None).status,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            call("GET", &url, &[("Authorization", &bearer(ADMIN))], None).status,
+            200,
+            "{path}"
+        );
+    }
+    // Beta's admin manages beta only.
+    let beta_admin = [
+        ("Authorization", beta_auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    for (method, path, body) in [
+        ("GET", "/api/v1/admin/tenants/alpha", None),
+        ("GET", "/api/v1/admin/tenants/alpha/tokens", None),
+        (
+            "POST",
+            "/api/v1/admin/tenants/alpha/tokens",
+            Some(r#"{"role":"read"}"#),
+        ),
+        ("GET", "/api/v1/admin/tenants/alpha/limits", None),
+        (
+            "PUT",
+            "/api/v1/admin/tenants/beta/limits",
+            Some(r#"{"ingestion_rate_bytes":0}"#),
+        ),
+        ("GET", "/api/v1/admin/usage?tenant=alpha", None),
+        ("DELETE", "/api/v1/admin/tenants/beta", None),
+    ] {
+        let a = call(
+            method,
+            &format!("{}{path}", server.url),
+            &beta_admin,
+            body.map(str::as_bytes),
+        );
+        assert_eq!(a.status, 403, "{method} {path}: {}", a.body);
+        assert!(!a.body.contains("alpha_secret"));
+    }
+    let own = call(
+        "GET",
+        &format!("{}/api/v1/admin/tenants/beta/tokens", server.url),
+        &beta_admin,
+        None,
+    );
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(
+        !own.body.contains("firn_"),
+        "token secrets are never listed: {}",
+        own.body
+    );
+    let own_usage = call(
+        "GET",
+        &format!("{}/api/v1/admin/usage", server.url),
+        &beta_admin,
+        None,
+    );
+    assert_eq!(own_usage.status, 200, "{}", own_usage.body);
+    let tenants = own_usage.json()["tenants"]
+        .as_object()
+        .expect("tenants")
+        .clone();
+    assert!(tenants.keys().all(|t| t == "beta"), "{tenants:?}");
+
+    // Node-to-node gRPC and Flight take the nodes' credential, not a tenant's token.
+    internal_surfaces_refuse(&server, &[None, Some(beta.as_str()), Some(ADMIN)]);
+}
+
+/// True when an answer shows any of alpha's data.
+fn leaks(body: &str) -> bool {
+    body.contains("alpha_secret") || body.contains("alpha-svc")
+}
+
+fn push_json(server: &Server, headers: &[(&str, &str)]) -> Answer {
+    let profile = ProfileBuilder::cpu().time(Nanos(now_nanos()));
+    let mut profile = profile;
+    profile.sample(&["main", "pushed"], &[1, 10_000_000], &[]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(profile.gzip());
+    let body = format!(
+        r#"{{"series":[{{"labels":[{{"name":"__name__","value":"process_cpu"}},{{"name":"service_name","value":"pusher"}}],"samples":[{{"rawProfile":"{b64}","ID":"x"}}]}}]}}"#
+    );
+    let mut all: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| *k != "Content-Type")
+        .copied()
+        .collect();
+    all.push(("Content-Type", "application/json"));
+    call(
+        "POST",
+        &format!("{}/push.v1.PusherService/Push", server.url),
+        &all,
+        Some(body.as_bytes()),
+    )
+}
+
+fn with_token<T>(token: Option<&str>, mut r: tonic::Request<T>) -> tonic::Request<T> {
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", bearer(t).parse().expect("ascii"));
+    }
+    r
+}
+
+/// Flight `DoGet` for alpha's rows and a cluster RPC, each with the given credentials: all
+/// refused as unauthenticated.
+fn internal_surfaces_refuse(server: &Server, tokens: &[Option<&str>]) {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use firn_node::cluster::rpc::pb;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for token in tokens {
+            let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+            let ticket = json!({
+                "shard": 0, "applied": 0, "tenant": "alpha",
+                "fragment": {"Columns": null}
+            });
+            let mut flight = FlightServiceClient::new(channel.clone());
+            // A streaming call's refusal arrives with the stream's first message.
+            let status = match flight
+                .do_get(with_token(
+                    *token,
+                    tonic::Request::new(arrow_flight::Ticket {
+                        ticket: ticket.to_string().into_bytes().into(),
+                    }),
+                ))
+                .await
+            {
+                Err(status) => status,
+                Ok(stream) => stream.into_inner().message().await.expect_err("refused"),
+            };
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{token:?}: {status}"
+            );
+            let mut cluster = pb::cluster_client::ClusterClient::new(channel);
+            let status = cluster
+                .read_index(with_token(
+                    *token,
+                    tonic::Request::new(pb::ReadIndexRequest {
+                        shard: 0,
+                        meta: true,
+                    }),
+                ))
+                .await
+                .expect_err("refused");
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{token:?}: {status}"
+            );
+        }
+    });
+}
+
+#[test]
+fn sdk_basic_auth_revocation_and_tenant_revocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_token_node(dir.path(), &[]);
+    let (id, secret) = token(&server, "acme", "admin");
+    // Pyroscope SDKs and Grafana: Basic auth, the user anything, the token as the password.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("123456:{secret}"))
+    );
+    let a = call(
+        "POST",
+        &format!("{}/ingest?name=sdk.cpu&format=folded", server.url),
+        &[("Authorization", &basic), ("Content-Type", "text/plain")],
+        Some(b"main;work 3\n"),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = call(
+        "GET",
+        &format!(
+            "{}/api/v1/labels/service_name/values?from=now-1h&until=now%2B1h",
+            server.url
+        ),
+        &[("Authorization", &basic)],
+        None,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("sdk"), "{}", a.body);
+    // The tenant's admin makes a second token and revokes the first.
+    let (_, second) = {
+        let t = call(
+            "POST",
+            &format!("{}/api/v1/admin/tenants/acme/tokens", server.url),
+            &[
+                ("Authorization", &bearer(&secret)),
+                ("Content-Type", "application/json"),
+            ],
+            Some(br#"{"role":"write","name":"ci"}"#),
+        );
+        assert_eq!(t.status, 201, "{}", t.body);
+        let j = t.json();
+        (
+            j["id"].as_str().expect("id").to_owned(),
+            j["token"].as_str().expect("token").to_owned(),
+        )
+    };
+    let revoked = call(
+        "DELETE",
+        &format!("{}/api/v1/admin/tokens/{id}", server.url),
+        &[("Authorization", &bearer(&secret))],
+        None,
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    let after = ingest(&server, Some(&secret), None, "sdk.cpu", "main;work 1\n");
+    assert_eq!(
+        after.status, 401,
+        "a revoked token stops at once: {}",
+        after.body
+    );
+    assert!(after.body.contains("revoked"), "{}", after.body);
+    assert_eq!(
+        ingest(&server, Some(&second), None, "sdk.cpu", "main;work 1\n").status,
+        200
+    );
+    // Revoking the tenant stops all its tokens.
+    let gone = call(
+        "DELETE",
+        &format!("{}/api/v1/admin/tenants/acme", server.url),
+        &[("Authorization", &bearer(ADMIN))],
+        None,
+    );
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    assert_eq!(
+        ingest(&server, Some(&second), None, "sdk.cpu", "main;work 1\n").status,
+        401
+    );
+    // Bad admin requests name their field.
+    let bad = call(
+        "POST",
+        &format!("{}/api/v1/admin/tenants", server.url),
+        &[
+            ("Authorization", &bearer(ADMIN)),
+            ("Content-Type", "application/json"),
+        ],
+        Some(br#"{"id":"a/b"}"#),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("tenant id"), "{}", bad.body);
+    let bad = call(
+        "POST",
+        &format!("{}/api/v1/admin/tenants/beta-none/tokens", server.url),
+        &[
+            ("Authorization", &bearer(ADMIN)),
+            ("Content-Type", "application/json"),
+        ],
+        Some(br#"{"role":"root"}"#),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("role"), "{}", bad.body);
+    // A restart keeps tenants and tokens (the meta group's log and snapshot).
+    let mut server = server;
+    server.kill_and_restart();
+    assert_eq!(
+        ingest(&server, Some(&second), None, "sdk.cpu", "main;work 1\n").status,
+        401
+    );
+    let listed = call(
+        "GET",
+        &format!("{}/api/v1/admin/tenants", server.url),
+        &[("Authorization", &bearer(ADMIN))],
+        None,
+    );
+    assert!(listed.body.contains("\"acme\""), "{}", listed.body);
+}
+
+#[test]
+fn auth_token_needs_an_admin_token() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_firn"))
+        .args(["serve", "--auth", "token", "--check-config"])
+        .env_remove("FIRN_ADMIN_TOKEN")
+        .output()
+        .expect("run firn");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("auth") && err.contains("admin token"), "{err}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_firn"))
+        .args(["serve", "--auth", "token", "--check-config"])
+        .env("FIRN_ADMIN_TOKEN", "tiny-sekrit")
+        .output()
+        .expect("run firn");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("at least 16"), "{err}");
+    assert!(
+        !err.contains("tiny-sekrit"),
+        "the token is never printed: {err}"
+    );
+}
+
+/// The node's clock follows a file, so usage hours and retention move without waiting.
+pub struct TestClock {
+    path: std::path::PathBuf,
+}
+
+impl TestClock {
+    pub fn new(dir: &std::path::Path, secs: i64) -> Self {
+        let clock = Self {
+            path: dir.join("clock"),
+        };
+        clock.set(secs);
+        clock
+    }
+
+    pub fn set(&self, secs: i64) {
+        std::fs::write(&self.path, secs.to_string()).expect("write the clock");
+    }
+
+    pub fn env(&self) -> (&'static str, String) {
+        ("FIRN_TEST_CLOCK_FILE", self.path.display().to_string())
+    }
+}
+
+#[test]
+fn usage_is_metered_per_tenant_over_time_ranges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hour = 3600;
+    let t0 = now_nanos() / 1_000_000_000 / hour * hour; // the start of this hour
+    let clock = TestClock::new(dir.path(), t0 + 60);
+    let (key, value) = clock.env();
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--flush-interval-secs", "1"],
+        &[(key, &value)],
+    );
+    let mut profile = ProfileBuilder::cpu().time(Nanos(now_nanos()));
+    profile.sample(&["main", "work"], &[10, 100_000_000], &[]);
+    let body = profile.gzip();
+    let post = |tenant: &'static str| {
+        let a = call(
+            "POST",
+            &format!("{}/ingest?name=meter&format=pprof", server.url),
+            &[
+                ("X-Scope-OrgID", tenant),
+                ("Content-Type", "application/octet-stream"),
+            ],
+            Some(&body),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+    };
+    post("paying");
+    post("paying");
+    post("other");
+    // Two hours later by the node's clock.
+    clock.set(t0 + 2 * hour + 60);
+    post("paying");
+    let merge = format!(
+        "{}/api/v1/merge?query={}&from=now-3h&until=now%2B1h&format=folded",
+        server.url,
+        urlencode(&format!("{CPU}{{}}"))
+    );
+    // Queries count once the rows are in blocks (scanned bytes are block bytes).
+    let flushed = wait_until(Duration::from_secs(20), || {
+        crate::harness::metric(&server, "firn_blocks") > 0
+    });
+    assert!(flushed);
+    let q = call("GET", &merge, &[("X-Scope-OrgID", "paying")], None);
+    assert_eq!(q.status, 200, "{}", q.body);
+
+    let usage = |from: i64, to: i64| {
+        let a = call(
+            "GET",
+            &format!("{}/api/v1/admin/usage?from={from}&to={to}", server.url),
+            &[],
+            None,
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.json()["tenants"].clone()
+    };
+    let first_hour = usage(t0, t0 + hour);
+    let bytes = body.len() as u64;
+    assert_eq!(first_hour["paying"]["ingested_bytes"], 2 * bytes);
+    // One sample, in each of the profile's two sample types.
+    assert_eq!(first_hour["paying"]["ingested_samples"], 4);
+    assert_eq!(first_hour["paying"]["ingested_profiles"], 4);
+    assert_eq!(first_hour["other"]["ingested_bytes"], bytes);
+    assert_eq!(first_hour["paying"]["queries"], 0);
+    let later = usage(t0 + 2 * hour, t0 + 3 * hour);
+    assert_eq!(later["paying"]["ingested_bytes"], bytes);
+    assert_eq!(later["paying"]["queries"], 1);
+    assert!(
+        later["paying"]["scanned_bytes"].as_u64().expect("scanned") > 0,
+        "{later}"
+    );
+    // Other wrote nothing then; its rows are still stored.
+    assert_eq!(later["other"]["ingested_bytes"], 0, "{later}");
+    assert!(
+        later["other"]["stored_bytes"].as_u64().expect("stored") > 0,
+        "{later}"
+    );
+    let all = usage(t0, t0 + 3 * hour);
+    assert_eq!(all["paying"]["ingested_bytes"], 3 * bytes);
+    assert_eq!(
+        all["paying"]["active_series"], 2,
+        "one series per sample type: {all}"
+    );
+    assert!(
+        all["paying"]["stored_bytes"].as_u64().expect("stored") > 0,
+        "{all}"
+    );
+    // /metrics: the same per tenant.
+    let metrics = call("GET", &format!("{}/metrics", server.url), &[], None).body;
+    assert!(
+        metrics.contains(&format!(
+            "firn_tenant_ingested_bytes_total{{tenant=\"paying\"}} {}",
+            3 * bytes
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("firn_tenant_queries_total{tenant=\"paying\"} 1"),
+        "{metrics}"
+    );
+    // Bad ranges are refused with the field named.
+    let bad = call(
+        "GET",
+        &format!("{}/api/v1/admin/usage?from=yesterday", server.url),
+        &[],
+        None,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("from"), "{}", bad.body);
+}
