@@ -220,6 +220,25 @@ impl Coordinator {
         let query = Self::scoped(limits, query)?;
         self.timed(self.merge_untimed(tenant, &query, &self.pool(limits)))
             .await
+            .map_err(|e| self.name_tenant_memory(e, limits))
+    }
+
+    /// A memory error under a tenant's cap names the cap.
+    fn name_tenant_memory(&self, e: Error, limits: &TenantLimits) -> Error {
+        let cap = limits
+            .memory_bytes
+            .filter(|c| *c < self.config.memory_limit);
+        match (e, cap) {
+            (Error::MemoryLimit { message, .. }, Some(cap))
+                if !message.contains("max_query_memory_bytes") =>
+            {
+                Error::MemoryLimit {
+                    limit: cap,
+                    message: format!("{message} (the tenant's max_query_memory_bytes = {cap})"),
+                }
+            }
+            (e, _) => e,
+        }
     }
 
     async fn merge_untimed(
@@ -469,6 +488,7 @@ impl Coordinator {
             Ok(batches)
         })
         .await
+        .map_err(|e| self.name_tenant_memory(e, &limits))
     }
 
     /// [`Self::strings`] at given read points.

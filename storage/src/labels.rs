@@ -97,9 +97,10 @@ impl Labels {
 
     pub fn check_count(&self, limits: &LabelLimits) -> Result<()> {
         if self.0.len() > limits.max_labels_per_series {
-            return Err(Error::InvalidLabel {
+            return Err(Error::LabelLimit {
                 reason: format!(
-                    "series has {} labels, the limit is {} label names per series",
+                    "series has {} labels, the limit is {} label names per series \
+                     (max_label_names_per_series)",
                     self.0.len(),
                     limits.max_labels_per_series
                 ),

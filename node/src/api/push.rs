@@ -87,6 +87,7 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
     let mut rejected = 0usize;
     let mut stored = 0usize;
     let mut failure = None;
+    let mut limited = false;
     for ((s, i), result) in names
         .into_iter()
         .zip(call.state.cluster.write(writes).await)
@@ -95,6 +96,7 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
             Ok(_) => stored += 1,
             Err(e) if e.code().1.is_client_error() => {
                 rejected += 1;
+                limited |= e.code().1 == axum::http::StatusCode::TOO_MANY_REQUESTS;
                 if errors.len() < MAX_REPORTED {
                     errors.push(format!("series[{s}].samples[{i}]: {}", error_chain(&e)));
                 }
@@ -113,7 +115,13 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
             message.push_str(&format!("; and {} more", rejected - errors.len()));
         }
         if stored == 0 {
-            return Err(Error::BadRequest(message));
+            // Past a tenant's limit, the client is told to back off (429), not that its
+            // profiles are malformed.
+            return Err(if limited {
+                Error::Limit(message)
+            } else {
+                Error::BadRequest(message)
+            });
         }
         tracing::warn!(stored, rejected, first = %message, "push partly rejected");
     }

@@ -259,7 +259,7 @@ fn no_tenant_reaches_another_on_any_surface() {
 
     let (beta_auth, revoked_auth) = (bearer(&beta), bearer(&revoked));
     // (what the attacker sends, the status it must get)
-    let attempts: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    let attempts: Vec<Attempt<'_>> = vec![
         (
             "beta's token, alpha's header",
             vec![("Authorization", &beta_auth), ("X-Scope-OrgID", "alpha")],
@@ -494,6 +494,9 @@ fn no_tenant_reaches_another_on_any_surface() {
     // Node-to-node gRPC and Flight take the nodes' credential, not a tenant's token.
     internal_surfaces_refuse(&server, &[None, Some(beta.as_str()), Some(ADMIN)]);
 }
+
+/// What an attacker sends (described, as headers) and the status it must get.
+type Attempt<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
 
 /// True when an answer shows any of alpha's data.
 fn leaks(body: &str) -> bool {
