@@ -181,7 +181,7 @@ fn main() {
             shards: 1,
             replication_factor: 1,
             flush_interval_secs: 10,
-            extra: Vec::new(),
+            ..Default::default()
         },
         &profiles,
         clients,
@@ -194,7 +194,7 @@ fn main() {
             shards: 3,
             replication_factor: 3,
             flush_interval_secs: 10,
-            extra: Vec::new(),
+            ..Default::default()
         },
         &profiles,
         clients,

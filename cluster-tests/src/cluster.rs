@@ -26,6 +26,9 @@ pub struct Options {
     pub flush_interval_secs: u64,
     /// More `serve` flags for every node.
     pub extra: Vec<String>,
+    /// Runs every node with `--auth=token` and this bootstrap admin token; the harness's own
+    /// calls (cluster status, removals) present it.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             replication_factor: 3,
             flush_interval_secs: 2,
             extra: Vec::new(),
+            admin_token: None,
         }
     }
 }
@@ -118,16 +122,21 @@ impl TestCluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(self.options.extra.iter().cloned());
+        let mut env: Vec<(String, String)> = vec![
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ];
+        if let Some(token) = &self.options.admin_token {
+            args.extend(["--auth".into(), "token".into()]);
+            env.push(("FIRN_ADMIN_TOKEN".into(), token.clone()));
+        }
         NodeSpec {
             id: i as u64 + 1,
             host: i,
             port,
             data_dir: self.dir.path().join(format!("node-{}", i + 1)),
             args,
-            env: vec![
-                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
-            ],
+            env,
         }
     }
 
@@ -155,10 +164,19 @@ impl TestCluster {
         self.nodes.iter().find(|n| n.ready()).expect("a ready node")
     }
 
+    /// `request` with the operator's token, when the cluster has one.
+    pub fn as_operator(&self, request: ureq::Request) -> ureq::Request {
+        match &self.options.admin_token {
+            Some(t) => request.set("Authorization", &format!("Bearer {t}")),
+            None => request,
+        }
+    }
+
     /// The cluster as a ready node describes it.
     pub fn status(&self) -> Value {
         for node in &self.nodes {
-            if let Ok(r) = ureq::get(&format!("{}/api/v1/cluster", node.url()))
+            if let Ok(r) = self
+                .as_operator(ureq::get(&format!("{}/api/v1/cluster", node.url())))
                 .timeout(Duration::from_secs(2))
                 .call()
                 && let Ok(v) = serde_json::from_str::<Value>(&r.into_string().unwrap_or_default())
@@ -174,7 +192,8 @@ impl TestCluster {
     pub fn shard_leader(&self, shard: usize) -> Option<u64> {
         let mut votes = std::collections::BTreeMap::<u64, usize>::new();
         for node in &self.nodes {
-            let Ok(r) = ureq::get(&format!("{}/api/v1/cluster", node.url()))
+            let Ok(r) = self
+                .as_operator(ureq::get(&format!("{}/api/v1/cluster", node.url())))
                 .timeout(Duration::from_secs(2))
                 .call()
             else {
@@ -214,7 +233,12 @@ impl TestCluster {
             .iter()
             .find(|n| n.spec.id != id && n.ready())
             .expect("another ready node");
-        let response = ureq::delete(&format!("{}/api/v1/cluster/nodes/{id}", via.url())).call();
+        let response = self
+            .as_operator(ureq::delete(&format!(
+                "{}/api/v1/cluster/nodes/{id}",
+                via.url()
+            )))
+            .call();
         assert!(response.is_ok(), "removing node {id}: {response:?}");
         let retired = wait_until(deadline, || {
             self.status()["retired"]

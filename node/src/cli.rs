@@ -33,6 +33,10 @@ pub struct Remote {
     #[arg(long, env = "FIRN_TENANT", global = true)]
     pub tenant: Option<String>,
 
+    /// API token (sent as `Authorization: Bearer`), for a node started with `--auth=token`.
+    #[arg(long, env = "FIRN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+
     /// Seconds to wait for each request.
     #[arg(long, default_value_t = 60, global = true)]
     pub timeout_secs: u64,
@@ -50,6 +54,10 @@ impl Remote {
     }
 
     fn with_tenant(&self, request: ureq::Request) -> ureq::Request {
+        let request = match &self.token {
+            Some(t) => request.set("Authorization", &format!("Bearer {t}")),
+            None => request,
+        };
         match &self.tenant {
             Some(t) => request.set("X-Scope-OrgID", t),
             None => request,

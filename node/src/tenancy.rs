@@ -8,7 +8,7 @@
 //!             the tenant's label and size limits ─► shard leader: active series ─► commit
 //!                                       ─► query: range, retention floor, memory share
 //!  retention loop (shard leaders): blocks wholly past their tenants' retention ─► dropped
-//!  usage: counted per node per hour ─► usage/<day>/node-<id>.json every minute
+//!  usage: counted per node per hour ─► usage/<day>/node-<id>.json every --usage-flush-secs
 //! ```
 
 pub mod auth;

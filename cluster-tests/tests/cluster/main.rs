@@ -4,6 +4,7 @@
 
 mod faults;
 mod membership;
+mod tenancy;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

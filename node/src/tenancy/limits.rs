@@ -43,12 +43,13 @@ pub struct LimitOverrides {
 /// The limits in force for one tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Bytes per second of request bodies (as received), cluster-wide; each node takes an
+    /// Bytes per second of profiles as received (a pprof as sent, after the request's own
+    /// gzip or multipart framing; folded text after scaling), cluster-wide; each node takes an
     /// equal share. 0 = no limit.
     pub ingestion_rate_bytes: u64,
     /// Bytes a node admits at once above the rate.
     pub ingestion_burst_bytes: u64,
-    /// Largest request body, compressed.
+    /// Largest profile as received (a pprof is usually gzipped), before decompression.
     pub max_profile_bytes: u64,
     /// Largest profile after decompression.
     pub max_profile_decompressed_bytes: u64,
@@ -59,7 +60,8 @@ pub struct Limits {
     pub max_active_series: u64,
     /// Longest time range of a profile query; 0 = no limit.
     pub max_query_range_secs: u64,
-    /// Memory one query may hold at its coordinator.
+    /// Memory one query may hold at its coordinator; the coordinator's own pool (1 GiB by
+    /// default) bounds all queries together, so only a value below it caps each query.
     pub max_query_memory_bytes: u64,
     /// Rows older than this are not returned and their blocks are deleted; 0 = forever.
     pub retention_secs: u64,

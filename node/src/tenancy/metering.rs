@@ -129,7 +129,7 @@ pub fn render(totals: &BTreeMap<String, Counters>, out: &mut String) {
         (
             "firn_tenant_ingested_bytes_total",
             "counter",
-            "Request bytes of admitted writes, by tenant.",
+            "Profile bytes of admitted writes as received, by tenant.",
             |c| c.ingested_bytes,
         ),
         (

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::tenancy::limits::{LimitOverrides, Limits};
 
-/// Tokens a tenant may have at once (revoked ones count until they are removed).
+/// Tokens a tenant may hold; past it, a new token replaces the oldest revoked one (live
+/// tokens are never dropped).
 pub const MAX_TOKENS_PER_TENANT: usize = 100;
 /// Tenants a cluster records at most.
 pub const MAX_TENANTS: usize = 100_000;
@@ -152,17 +153,30 @@ impl Registry {
                 if self.tokens.contains_key(id) {
                     return Err(format!("token id {id} is taken"));
                 }
-                let held = self
+                let held: Vec<(&String, &TokenInfo)> = self
                     .tokens
-                    .values()
-                    .filter(|t| t.tenant == token.tenant)
-                    .count();
-                if held >= MAX_TOKENS_PER_TENANT {
-                    return Err(format!(
-                        "tenant {:?} has {held} tokens, the limit is {MAX_TOKENS_PER_TENANT}; \
-                         revoke one first",
-                        token.tenant
-                    ));
+                    .iter()
+                    .filter(|(_, t)| t.tenant == token.tenant)
+                    .collect();
+                if held.len() >= MAX_TOKENS_PER_TENANT {
+                    let oldest_revoked = held
+                        .iter()
+                        .filter(|(_, t)| t.revoked_at.is_some())
+                        .min_by_key(|(id, t)| (t.created_at, (*id).clone()))
+                        .map(|(id, _)| (*id).clone());
+                    match oldest_revoked {
+                        Some(old) => {
+                            self.tokens.remove(&old);
+                        }
+                        None => {
+                            return Err(format!(
+                                "tenant {:?} has {} live tokens, the limit is \
+                                 {MAX_TOKENS_PER_TENANT}; revoke one first",
+                                token.tenant,
+                                held.len()
+                            ));
+                        }
+                    }
                 }
                 self.tokens.insert(id.clone(), token.clone());
             }
@@ -255,6 +269,43 @@ mod tests {
         })
         .expect("revoke token");
         assert_eq!(r.tokens["t1"].revoked_at, Some(7));
+    }
+
+    #[test]
+    fn a_full_tenant_replaces_its_oldest_revoked_token() {
+        let mut r = Registry::default();
+        r.apply(&TenancyCommand::CreateTenant {
+            id: "acme".into(),
+            name: String::new(),
+            at: 1,
+        })
+        .expect("tenant");
+        for i in 0..MAX_TOKENS_PER_TENANT {
+            let mut t = token("acme", &format!("h{i}"));
+            t.created_at = i as i64;
+            r.apply(&TenancyCommand::CreateToken {
+                id: format!("t{i}"),
+                token: t,
+            })
+            .expect("token");
+        }
+        let one_more = |id: &str| TenancyCommand::CreateToken {
+            id: id.into(),
+            token: token("acme", id),
+        };
+        let err = r.apply(&one_more("x")).expect_err("full of live tokens");
+        assert!(err.contains("revoke one first"), "{err}");
+        for id in ["t7", "t3"] {
+            r.apply(&TenancyCommand::RevokeToken {
+                id: id.into(),
+                at: 9,
+            })
+            .expect("revoke");
+        }
+        r.apply(&one_more("x"))
+            .expect("replaces the oldest revoked");
+        assert!(!r.tokens.contains_key("t3") && r.tokens.contains_key("t7"));
+        assert_eq!(r.tokens.len(), MAX_TOKENS_PER_TENANT);
     }
 
     #[test]

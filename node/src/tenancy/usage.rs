@@ -1,7 +1,7 @@
 //! Usage metering for billing: what each tenant ingested, stored and queried, per hour. Each
 //! node counts what it did (the writes it admitted, the fragments it scanned, the shards it
-//! leads) into a ledger of hourly buckets and writes it to the object store every minute, one
-//! object per node per day; totals over a time range sum every node's objects. `/metrics`
+//! leads) into a ledger of hourly buckets and writes it to the object store every
+//! `--usage-flush-secs` (60 s), one object per node per day; totals over a time range sum every node's objects. `/metrics`
 //! shows the same counters since the process started.
 //!
 //! ```text
@@ -38,7 +38,7 @@ const DAY: i64 = 24 * HOUR;
 /// One tenant's usage in one hour (or a range).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Request bodies of admitted writes, as received.
+    /// Profile bytes of admitted writes as received (see `Limits::ingestion_rate_bytes`).
     #[serde(default)]
     pub ingested_bytes: u64,
     #[serde(default)]
@@ -47,7 +47,8 @@ pub struct Counters {
     pub ingested_profiles: u64,
     #[serde(default)]
     pub queries: u64,
-    /// Bytes of the tenant's blocks and buffered rows the queries' time ranges covered.
+    /// Bytes of the tenant's blocks (its share of each) the queries' time ranges covered;
+    /// buffered rows are not counted.
     #[serde(default)]
     pub scanned_bytes: u64,
     /// Gauge: series written to in the last ten minutes.
