@@ -1,6 +1,7 @@
 """Profiles a busy loop with the real Pyroscope Python SDK against the server at argv[1] for
-argv[2] seconds, as application argv[3]. pyroscope-io >= 1.0 uses push.v1.PusherService/Push
-(and takes upload_interval); 0.8.x uses /ingest every 10 s."""
+argv[2] seconds, as application argv[3], authenticating with the token argv[4] (as the Basic
+auth password) when given. pyroscope-io >= 1.0 uses push.v1.PusherService/Push (and takes
+upload_interval); 0.8.x uses /ingest every 10 s."""
 import inspect
 import sys
 import time
@@ -14,6 +15,9 @@ options = dict(
     tags={"region": "eu-north"},
     tenant_id="py-tenant",
 )
+if len(sys.argv) > 4:
+    options["basic_auth_username"] = "123456"
+    options["basic_auth_password"] = sys.argv[4]
 if "upload_interval" in inspect.signature(pyroscope.configure).parameters:
     options["upload_interval"] = 1
 pyroscope.configure(**options)

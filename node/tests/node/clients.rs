@@ -19,7 +19,15 @@ fn has_module(python: &str, module: &str) -> bool {
 #[test]
 fn pyroscope_io_push_sdk() {
     let python = std::env::var("FIRN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    python_sdk(&python, "pyapp", 6);
+    python_sdk(&python, "pyapp", 6, false);
+}
+
+/// The same SDK against `--auth=token`: Basic auth with the tenant's write token as the
+/// password, as Grafana Cloud's instructions configure it.
+#[test]
+fn pyroscope_io_push_sdk_with_a_token() {
+    let python = std::env::var("FIRN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    python_sdk(&python, "pyapp-auth", 6, true);
 }
 
 /// pyroscope-io 0.8.16 (`/ingest` with `from`/`until` in seconds, every 10 s), from
@@ -27,26 +35,35 @@ fn pyroscope_io_push_sdk() {
 #[test]
 fn pyroscope_io_ingest_sdk() {
     let python = std::env::var("FIRN_TEST_PYTHON_OLD").unwrap_or_else(|_| "python3".into());
-    python_sdk(&python, "pyapp-old", 12);
+    python_sdk(&python, "pyapp-old", 12, false);
 }
 
 /// Profiles a Python busy loop with the SDK: the hot function dominates the merged profile and
 /// the SDK's tags are label values.
-fn python_sdk(python: &str, app: &str, seconds: u32) {
+fn python_sdk(python: &str, app: &str, seconds: u32, with_token: bool) {
     if !has_module(python, "pyroscope") {
         eprintln!("skipped: {python} has no pyroscope-io (bash .ci/test installs it)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
+    let (server, tokens) = if with_token {
+        let server = crate::tenancy::start_token_node(dir.path(), &[]);
+        let (_, write) = crate::tenancy::token(&server, "py-tenant", "write");
+        let (_, read) = crate::tenancy::token(&server, "py-tenant", "read");
+        (server, Some((write, read)))
+    } else {
+        (Server::start(dir.path(), &[]), None)
+    };
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/pyroscope_sdk.py"
     );
-    let status = Command::new(python)
-        .args([script, &server.url, &seconds.to_string(), app])
-        .status()
-        .expect("run the SDK program");
+    let mut sdk = Command::new(python);
+    sdk.args([script, &server.url, &seconds.to_string(), app]);
+    if let Some((write, _)) = &tokens {
+        sdk.arg(write);
+    }
+    let status = sdk.status().expect("run the SDK program");
     assert!(status.success(), "the SDK program failed: {status}");
 
     let top_url = format!(
@@ -55,9 +72,12 @@ fn python_sdk(python: &str, app: &str, seconds: u32) {
         urlencode(&format!("{CPU}{{service_name=\"{app}\"}}"))
     );
     let tenant_get = |url: &str| {
-        ureq::get(url)
-            .set("X-Scope-OrgID", "py-tenant")
-            .call()
+        let request = ureq::get(url).set("X-Scope-OrgID", "py-tenant");
+        match &tokens {
+            Some((_, read)) => request.set("Authorization", &format!("Bearer {read}")),
+            None => request,
+        }
+        .call()
             .map(|r| r.into_string().unwrap_or_default())
             .unwrap_or_default()
     };
@@ -78,6 +98,9 @@ fn python_sdk(python: &str, app: &str, seconds: u32) {
         urlencode(&format!("{CPU}{{region=\"eu-north\",phase=\"busy\"}}"))
     ));
     assert!(regions.contains("hot_python_function"), "{regions}");
+    if tokens.is_some() {
+        return;
+    }
     let (_, other) = get(&format!(
         "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format=folded",
         server.url,
