@@ -49,6 +49,9 @@ pub struct WriteStats {
     pub profiles: usize,
     pub samples: usize,
     pub bytes: usize,
+    /// The answer to a retry of a write already applied (its idempotency key was seen): the
+    /// first write's stats, nothing added this time.
+    pub repeated: bool,
 }
 
 /// The unflushed rows of a store.
@@ -164,6 +167,7 @@ impl Buffer {
             profiles: chunk.rows(),
             samples: chunk.samples,
             bytes: chunk.bytes,
+            repeated: false,
         };
         self.label_names.extend(chunk.labels.keys().cloned());
         self.chunk_bytes += chunk.bytes;

@@ -200,7 +200,10 @@ impl Cluster {
             results[index] = Some(result);
         }
         for (index, tenant, bytes) in metered {
-            if let Some(Ok(stats)) = &results[index] {
+            if let Some(Ok(stats)) = results[index]
+                .as_ref()
+                .filter(|r| !matches!(r, Ok(s) if s.repeated))
+            {
                 self.tenancy.usage.record(&tenant, now, |c| {
                     c.ingested_bytes += bytes as u64;
                     c.ingested_samples += stats.samples as u64;
@@ -522,6 +525,7 @@ fn encode_result(result: Result<WriteStats>) -> pb::PartResult {
             profiles: stats.profiles as u64,
             samples: stats.samples as u64,
             bytes: stats.bytes as u64,
+            repeated: stats.repeated,
             ..Default::default()
         },
         Err(e) => {
@@ -554,6 +558,7 @@ fn part_result(r: pb::PartResult) -> Result<WriteStats> {
             profiles: r.profiles as usize,
             samples: r.samples as usize,
             bytes: r.bytes as usize,
+            repeated: r.repeated,
         });
     }
     match r.code.as_str() {
@@ -621,9 +626,13 @@ mod tests {
             profiles: 1,
             samples: 2,
             bytes: 3,
+            repeated: true,
         })))
         .expect("ok");
-        assert_eq!((ok.profiles, ok.samples, ok.bytes), (1, 2, 3));
+        assert_eq!(
+            (ok.profiles, ok.samples, ok.bytes, ok.repeated),
+            (1, 2, 3, true)
+        );
         let bad =
             part_result(encode_result(Err(Error::BadRequest("label x".into())))).expect_err("bad");
         assert_eq!(bad.code().1.as_u16(), 400);

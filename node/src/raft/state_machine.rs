@@ -141,6 +141,7 @@ impl Recent {
                 profiles: k.profiles,
                 samples: k.samples,
                 bytes: k.bytes,
+                repeated: false,
             };
             recent.remember(Arc::from(k.key), k.index, stats);
         }
@@ -434,7 +435,10 @@ fn apply_one(
             // A retry of a write already applied: the first answer, nothing added.
             Some(first) => {
                 tracing::debug!(dir = %shared.dir.display(), index = id.index, key = key.as_deref().unwrap_or(""), "a retried write adds nothing");
-                Ok(first)
+                Ok(WriteStats {
+                    repeated: true,
+                    ..first
+                })
             }
             None => {
                 let normalized = match (cached, normalized) {

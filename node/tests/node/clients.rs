@@ -78,8 +78,8 @@ fn python_sdk(python: &str, app: &str, seconds: u32, with_token: bool) {
             None => request,
         }
         .call()
-            .map(|r| r.into_string().unwrap_or_default())
-            .unwrap_or_default()
+        .map(|r| r.into_string().unwrap_or_default())
+        .unwrap_or_default()
     };
     let arrived = wait_until(Duration::from_secs(20), || {
         tenant_get(&top_url).contains("hot_python_function")

@@ -784,6 +784,20 @@ fn usage_is_metered_per_tenant_over_time_ranges() {
     post("paying");
     post("paying");
     post("other");
+    // A retry with the same idempotency key is stored once and metered once.
+    for _ in 0..2 {
+        let a = call(
+            "POST",
+            &format!("{}/ingest?name=meter&format=pprof", server.url),
+            &[
+                ("X-Scope-OrgID", "other"),
+                ("Content-Type", "application/octet-stream"),
+                ("Idempotency-Key", "once"),
+            ],
+            Some(&body),
+        );
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
     // Two hours later by the node's clock.
     clock.set(t0 + 2 * hour + 60);
     post("paying");
@@ -816,7 +830,7 @@ fn usage_is_metered_per_tenant_over_time_ranges() {
     // One sample, in each of the profile's two sample types.
     assert_eq!(first_hour["paying"]["ingested_samples"], 4);
     assert_eq!(first_hour["paying"]["ingested_profiles"], 4);
-    assert_eq!(first_hour["other"]["ingested_bytes"], bytes);
+    assert_eq!(first_hour["other"]["ingested_bytes"], 2 * bytes);
     assert_eq!(first_hour["paying"]["queries"], 0);
     let later = usage(t0 + 2 * hour, t0 + 3 * hour);
     assert_eq!(later["paying"]["ingested_bytes"], bytes);
