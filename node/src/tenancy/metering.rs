@@ -114,13 +114,7 @@ pub fn render(totals: &BTreeMap<String, Counters>, out: &mut String) {
     if tenants.len() > MAX_METRIC_TENANTS {
         let mut other = Counters::default();
         for (_, c) in &tenants[MAX_METRIC_TENANTS..] {
-            other.ingested_bytes += c.ingested_bytes;
-            other.ingested_samples += c.ingested_samples;
-            other.ingested_profiles += c.ingested_profiles;
-            other.queries += c.queries;
-            other.scanned_bytes += c.scanned_bytes;
-            other.active_series += c.active_series;
-            other.stored_bytes += c.stored_bytes;
+            other.add(c);
         }
         shown.push((OTHER.to_owned(), other));
     }

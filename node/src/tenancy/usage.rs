@@ -29,6 +29,8 @@ use crate::ids::NodeId;
 pub const MAX_TENANTS_PER_HOUR: usize = 10_000;
 /// Where usage past [`MAX_TENANTS_PER_HOUR`] goes.
 pub const OTHER: &str = "__other__";
+/// The largest usage record read back (a day of 10,000 tenants is far below it).
+const MAX_RECORD_BYTES: u64 = 256 << 20;
 /// Days a range may span.
 pub const MAX_RANGE_DAYS: i64 = 400;
 
@@ -60,7 +62,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn add(&mut self, other: &Counters) {
+    /// Adds every field, gauges included (they sum over nodes and shards).
+    pub fn add(&mut self, other: &Counters) {
         self.ingested_bytes += other.ingested_bytes;
         self.ingested_samples += other.ingested_samples;
         self.ingested_profiles += other.ingested_profiles;
@@ -197,6 +200,12 @@ impl Usage {
         for day in [today - 1, today] {
             let key = day_prefix(prefix, day).join(format!("node-{}.json", self.node.0));
             let bytes = match store.get(&key).await {
+                Ok(r) if r.meta.size > MAX_RECORD_BYTES => {
+                    return Err(Error::ObjectStore(format!(
+                        "{key} is {} bytes, more than a usage record holds ({MAX_RECORD_BYTES})",
+                        r.meta.size
+                    )));
+                }
                 Ok(r) => r.bytes().await,
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => Err(e),
@@ -272,9 +281,11 @@ pub async fn range(
             last - first + 1
         )));
     }
-    // (day, hour) → tenant → usage summed over nodes.
-    let mut hours: BTreeMap<(i64, u8), Hour> = BTreeMap::new();
+    let mut out: BTreeMap<String, Counters> = BTreeMap::new();
+    // A day at a time, so memory holds one day's hours, not the range's.
     for day in first..=last {
+        // Hour → tenant → usage summed over nodes.
+        let mut hours: BTreeMap<u8, Hour> = BTreeMap::new();
         let dir = day_prefix(prefix, day);
         let objects: Vec<_> = store
             .list(Some(&dir))
@@ -282,6 +293,12 @@ pub async fn range(
             .await
             .map_err(|e| Error::ObjectStore(format!("listing {dir}: {e}")))?;
         for meta in objects {
+            if meta.size > MAX_RECORD_BYTES {
+                return Err(Error::ObjectStore(format!(
+                    "{} is {} bytes, more than a usage record holds ({MAX_RECORD_BYTES})",
+                    meta.location, meta.size
+                )));
+            }
             let bytes = store
                 .get(&meta.location)
                 .await
@@ -297,7 +314,7 @@ pub async fn range(
                 if start + HOUR <= from.0 || start >= to.0 {
                     continue;
                 }
-                let bucket = hours.entry((day, hour)).or_default();
+                let bucket = hours.entry(hour).or_default();
                 for (t, c) in tenants {
                     if tenant.is_none_or(|want| want == t) {
                         bucket.entry(t).or_default().add(&c);
@@ -305,11 +322,10 @@ pub async fn range(
                 }
             }
         }
-    }
-    let mut out: BTreeMap<String, Counters> = BTreeMap::new();
-    for tenants in hours.into_values() {
-        for (t, c) in tenants {
-            out.entry(t).or_default().add_over_time(&c);
+        for tenants in hours.into_values() {
+            for (t, c) in tenants {
+                out.entry(t).or_default().add_over_time(&c);
+            }
         }
     }
     Ok(out)

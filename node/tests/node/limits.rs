@@ -27,16 +27,7 @@ fn limit_ok(server: &Server, tenant: &str, limits: serde_json::Value) {
 }
 
 fn folded(server: &Server, tenant: &str, name: &str, text: &str) -> Answer {
-    call(
-        "POST",
-        &format!(
-            "{}/ingest?name={}&format=folded",
-            server.url,
-            urlencode(name)
-        ),
-        &[("X-Scope-OrgID", tenant), ("Content-Type", "text/plain")],
-        Some(text.as_bytes()),
-    )
+    crate::tenancy::ingest(server, None, Some(tenant), name, text)
 }
 
 fn pprof(server: &Server, tenant: &str, body: &[u8]) -> Answer {

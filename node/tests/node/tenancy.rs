@@ -96,7 +96,8 @@ pub fn token(server: &Server, tenant: &str, role: &str) -> (String, String) {
     )
 }
 
-fn ingest(
+/// `POST /ingest` of folded text, with a token and an `X-Scope-OrgID` when given.
+pub fn ingest(
     server: &Server,
     auth: Option<&str>,
     org: Option<&str>,
