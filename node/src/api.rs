@@ -197,11 +197,40 @@ pub async fn authorize(
         });
     match admitted {
         Ok(caller) => {
+            if surface == Surface::Write {
+                hold_for_rate(&state, &meta, request.headers()).await;
+            }
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(e) if Surface::is_rpc(&path) => rpc::error_for(request.headers(), e),
         Err(e) => e.into_response(),
+    }
+}
+
+/// Holds a write whose tenant's bucket cannot take it yet, before its body is read (see
+/// [`crate::tenancy::rate::RateLimiter::hold`]).
+async fn hold_for_rate(
+    state: &AppState,
+    meta: &crate::cluster::meta::MetaState,
+    headers: &HeaderMap,
+) {
+    let length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (Some(length), Ok(tenant)) = (length, tenant(headers)) else {
+        return;
+    };
+    let limits = meta.tenancy.limits(tenant.as_str());
+    let rate = crate::tenancy::rate::Rate {
+        bytes_per_sec: limits.ingestion_rate_bytes,
+        burst: limits.ingestion_burst_bytes,
+        nodes: meta.active_nodes().len(),
+    };
+    let tenancy = &state.cluster.tenancy;
+    if let Some(wait) = tenancy.rates.hold(&tenant, length, rate, tenancy.now()) {
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -2,6 +2,11 @@
 //! of the tenant's rate (the rate divided by the cluster's active nodes: clients spread over
 //! the nodes, as Pyroscope's and Mimir's global strategy assumes) and holding up to the burst.
 //! A refused write costs nothing but this check: it is refused before it is decoded.
+//!
+//! A tenant whose bucket cannot hold its next write is first made to wait, before its body is
+//! read ([`RateLimiter::hold`]): up to [`MAX_HOLD`], until the bucket could hold it. A flood of
+//! writes past the rate then costs the node sleeping connections, not the receipt of bodies it
+//! will refuse, and the other tenants keep the cores.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,6 +14,9 @@ use std::sync::Mutex;
 use firn_storage::{Nanos, TenantId};
 
 use crate::error::{Error, Result};
+
+/// The longest a write waits for its tenant's bucket before it is read.
+pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Buckets kept at most; past it, full buckets (tenants that are not spending) are dropped,
 /// which forgets nothing: a new bucket starts full too.
@@ -81,6 +89,37 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// How long a write of about `bytes` (its request's `Content-Length`) should wait before
+    /// it is read: until the tenant's bucket could hold it, at most [`MAX_HOLD`]; `None` when
+    /// it may go on now. Takes nothing: the write is checked exactly once it is decoded.
+    pub fn hold(
+        &self,
+        tenant: &TenantId,
+        bytes: u64,
+        rate: Rate,
+        now: Nanos,
+    ) -> Option<std::time::Duration> {
+        if rate.bytes_per_sec == 0 {
+            return None;
+        }
+        let share = rate.bytes_per_sec as f64 / rate.nodes.max(1) as f64;
+        let burst = rate.burst as f64;
+        // A body may be larger than its profile (base64 in JSON, multipart): half of it is
+        // what the profile takes at least.
+        let needed = (bytes as f64 / 2.0).min(burst);
+        let buckets = self.buckets.lock().expect("rate lock poisoned");
+        let tokens = buckets
+            .get(tenant)
+            .map_or(burst, |b| refilled(b, share, burst, now));
+        if tokens >= needed {
+            return None;
+        }
+        let wait = std::time::Duration::from_secs_f64((needed - tokens) / share);
+        Some(wait.min(MAX_HOLD))
+    }
+}
+
 fn refilled(bucket: &Bucket, share: f64, burst: f64, now: Nanos) -> f64 {
     let elapsed = (now.0 - bucket.last.0).max(0) as f64 / 1e9;
     (bucket.tokens + elapsed * share).min(burst)
@@ -138,5 +177,42 @@ mod tests {
         limiter
             .take(&tenant, 1 << 40, unlimited, Nanos(0))
             .expect("no limit");
+    }
+
+    #[test]
+    fn an_empty_bucket_holds_the_next_write_until_it_could_fit() {
+        let limiter = RateLimiter::default();
+        let tenant = TenantId::new("noisy".to_owned()).expect("id");
+        let rate = Rate {
+            bytes_per_sec: 1000,
+            burst: 1000,
+            nodes: 1,
+        };
+        assert_eq!(
+            limiter.hold(&tenant, 800, rate, Nanos(0)),
+            None,
+            "a new bucket is full"
+        );
+        limiter
+            .take(&tenant, 1000, rate, Nanos(0))
+            .expect("the burst");
+        // Half of an 800-byte body is 400 bytes: 0.4 s of refill.
+        let wait = limiter.hold(&tenant, 800, rate, Nanos(0)).expect("held");
+        assert_eq!(wait.as_millis(), 400);
+        assert_eq!(limiter.hold(&tenant, 800, rate, Nanos(SEC / 2)), None);
+        // Never longer than MAX_HOLD; never for a tenant without a rate.
+        let slow = Rate {
+            bytes_per_sec: 1,
+            ..rate
+        };
+        limiter
+            .take(&tenant, 1000, rate, Nanos(SEC))
+            .expect("refilled at the fast rate");
+        assert_eq!(limiter.hold(&tenant, 800, slow, Nanos(SEC)), Some(MAX_HOLD));
+        let unlimited = Rate {
+            bytes_per_sec: 0,
+            ..rate
+        };
+        assert_eq!(limiter.hold(&tenant, 800, unlimited, Nanos(SEC)), None);
     }
 }
