@@ -53,7 +53,17 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn spawn(data_dir: &Path) -> (Child, String) {
+/// A `firn serve` process, killed when dropped (so a failed assertion leaves none behind).
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(data_dir: &Path) -> (Node, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_firn"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -65,7 +75,7 @@ fn spawn(data_dir: &Path) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn firn serve");
-    (child, format!("http://127.0.0.1:{port}"))
+    (Node(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// Polls `condition` every 20 ms until it holds; panics after `deadline`.
@@ -118,23 +128,35 @@ struct Quiet<'a> {
     expected: String,
 }
 
-impl Quiet<'_> {
-    fn merge(&self) -> (u16, String) {
-        answer(
-            self.agent
-                .get(&self.merge_url)
-                .set("X-Scope-OrgID", QUIET)
-                .call(),
-        )
+impl<'a> Quiet<'a> {
+    /// Writes the quiet tenant's `profiles`, waits until they are flushed to blocks, and takes
+    /// the merge every round must answer.
+    fn preload(url: &'a str, profiles: &[Vec<u8>]) -> Self {
+        let agent = ureq::AgentBuilder::new().build();
+        for body in profiles {
+            let (status, text) = post(&agent, url, QUIET, SERVICE, body);
+            assert_eq!(status, 200, "preloading the quiet tenant: {text}");
+        }
+        wait_until("the preload is flushed", Duration::from_secs(120), || {
+            metric(url, "firn_buffer_samples") == 0.0 && metric(url, "firn_blocks") > 0.0
+        });
+        let merge_url = format!(
+            "{url}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format=folded",
+            urlencode(&format!("{CPU}{{service_name=\"{SERVICE}\"}}"))
+        );
+        let (status, expected) = answer(agent.get(&merge_url).set("X-Scope-OrgID", QUIET).call());
+        assert_eq!(status, 200, "the quiet tenant's merge: {expected}");
+        assert!(!expected.is_empty(), "the quiet tenant's merge is empty");
+        Self {
+            agent,
+            url,
+            merge_url,
+            expected,
+        }
     }
 
-    /// `rounds` of a timed write and a timed merge: the write latencies and the merge
-    /// latencies, or the first error.
-    fn rounds(
-        &self,
-        profiles: &[Vec<u8>],
-        rounds: usize,
-    ) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    /// `rounds` of a timed write and a timed merge, or the first error.
+    fn rounds(&self, profiles: &[Vec<u8>], rounds: usize) -> Result<Rounds, String> {
         let (mut writes, mut merges) = (Vec::new(), Vec::new());
         for body in profiles.iter().cycle().take(rounds) {
             let t = Instant::now();
@@ -144,7 +166,12 @@ impl Quiet<'_> {
                 return Err(format!("a quiet write answered {status}: {text}"));
             }
             let t = Instant::now();
-            let (status, text) = self.merge();
+            let (status, text) = answer(
+                self.agent
+                    .get(&self.merge_url)
+                    .set("X-Scope-OrgID", QUIET)
+                    .call(),
+            );
             merges.push(t.elapsed());
             if status != 200 {
                 return Err(format!("a quiet merge answered {status}: {text}"));
@@ -157,8 +184,14 @@ impl Quiet<'_> {
                 ));
             }
         }
-        Ok((writes, merges))
+        Ok(Rounds { writes, merges })
     }
+}
+
+/// The latencies of a phase's quiet rounds.
+struct Rounds {
+    writes: Vec<Duration>,
+    merges: Vec<Duration>,
 }
 
 /// What the noisy tenant's clients got, counted as they go.
@@ -216,10 +249,16 @@ struct Latencies {
     merges: Vec<Duration>,
     /// Each phase's write and merge p50, to show the spread between phases.
     phases: Vec<(Duration, Duration)>,
+    busy: Busy,
 }
 
 impl Latencies {
-    fn add(&mut self, (mut writes, mut merges): (Vec<Duration>, Vec<Duration>)) {
+    fn add(&mut self, rounds: Rounds, busy: Busy) {
+        let Rounds {
+            mut writes,
+            mut merges,
+        } = rounds;
+        self.busy.add(busy);
         writes.sort();
         merges.sort();
         self.phases
@@ -229,6 +268,63 @@ impl Latencies {
         self.writes.sort();
         self.merges.sort();
     }
+}
+
+/// Wall time, and the CPU time of the server and of this process (the clients) in it.
+#[derive(Clone, Copy, Default)]
+struct Busy {
+    wall: Duration,
+    server: Duration,
+    clients: Duration,
+}
+
+impl Busy {
+    /// Runs `phase`; its result and the times it took.
+    fn of<T>(server: &str, phase: impl FnOnce() -> T) -> (T, Self) {
+        let (started, server_cpu, clients_cpu) =
+            (Instant::now(), cpu_time(server), cpu_time("self"));
+        let result = phase();
+        let busy = Self {
+            wall: started.elapsed(),
+            server: cpu_time(server).saturating_sub(server_cpu),
+            clients: cpu_time("self").saturating_sub(clients_cpu),
+        };
+        (result, busy)
+    }
+
+    fn add(&mut self, other: Self) {
+        self.wall += other.wall;
+        self.server += other.server;
+        self.clients += other.clients;
+    }
+
+    /// Cores kept busy: the server's and the clients'.
+    fn cores(&self) -> String {
+        let wall = self.wall.as_secs_f64();
+        format!(
+            "{:.2} / {:.2}",
+            self.server.as_secs_f64() / wall,
+            self.clients.as_secs_f64() / wall
+        )
+    }
+}
+
+/// User and system CPU time of a process, all its threads, from Linux's `/proc/<pid>/stat`
+/// (zero elsewhere).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command, which may hold spaces: state (field 3) first, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // Linux counts these in USER_HZ, 100 a second on every architecture.
+    Duration::from_millis(ticks * 10)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -246,12 +342,12 @@ fn mib(bytes: usize) -> f64 {
 /// The quiet rounds beside `clients` noisy clients; the quiet rounds start once the noisy
 /// tenant has spent its burst.
 fn beside_noise(
-    quiet: &Quiet,
+    quiet: &Quiet<'_>,
     url: &str,
     profiles: &[Vec<u8>],
     rounds: usize,
     clients: usize,
-) -> (Result<(Vec<Duration>, Vec<Duration>), String>, Flood) {
+) -> (Result<Rounds, String>, Flood) {
     let noisy = Noisy::default();
     let stop = AtomicBool::new(false);
     let started = Instant::now();
@@ -305,9 +401,9 @@ fn main() {
     let largest = profiles.iter().map(Vec::len).max().expect("profiles");
 
     let temp = tempfile::tempdir().expect("tempdir");
-    let (mut child, url) = spawn(temp.path());
+    let (mut node, url) = spawn(temp.path());
     wait_until("firn serve is ready", Duration::from_secs(60), || {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = node.0.try_wait() {
             panic!("firn serve exited: {status}");
         }
         ureq::get(&format!("{url}/ready")).call().is_ok()
@@ -326,43 +422,24 @@ fn main() {
     let set: serde_json::Value = serde_json::from_str(&text).expect("limits as JSON");
     assert_eq!(set["limits"]["ingestion_rate_bytes"], NOISY_RATE, "{text}");
 
-    // The quiet tenant's data, flushed to blocks, and the merge every round must answer.
-    let agent = ureq::AgentBuilder::new().build();
-    for body in &profiles {
-        let (status, text) = post(&agent, &url, QUIET, SERVICE, body);
-        assert_eq!(status, 200, "preloading the quiet tenant: {text}");
-    }
-    wait_until("the preload is flushed", Duration::from_secs(120), || {
-        metric(&url, "firn_buffer_bytes") == 0.0 && metric(&url, "firn_blocks") > 0.0
-    });
-    let merge_url = format!(
-        "{url}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format=folded",
-        urlencode(&format!("{CPU}{{service_name=\"{SERVICE}\"}}"))
-    );
-    let mut quiet = Quiet {
-        agent,
-        url: &url,
-        merge_url,
-        expected: String::new(),
-    };
-    let (status, expected) = quiet.merge();
-    assert_eq!(status, 200, "the quiet tenant's merge: {expected}");
-    assert!(!expected.is_empty(), "the quiet tenant's merge is empty");
-    quiet.expected = expected;
+    let quiet = Quiet::preload(&url, &profiles);
     quiet
         .rounds(&profiles, WARMUP_ROUNDS)
         .expect("warm-up rounds");
 
     let (mut alone, mut noisy) = (Latencies::default(), Latencies::default());
     let mut floods = Vec::new();
+    let pid = node.0.id().to_string();
     for _ in 0..phases {
-        alone.add(quiet.rounds(&profiles, rounds).expect("quiet tenant alone"));
-        let (measured, flood) = beside_noise(&quiet, &url, &profiles, rounds, clients);
-        noisy.add(measured.expect("quiet tenant beside the noisy one"));
+        let (measured, busy) = Busy::of(&pid, || quiet.rounds(&profiles, rounds));
+        alone.add(measured.expect("quiet tenant alone"), busy);
+        let ((measured, flood), busy) = Busy::of(&pid, || {
+            beside_noise(&quiet, &url, &profiles, rounds, clients)
+        });
+        noisy.add(measured.expect("quiet tenant beside the noisy one"), busy);
         floods.push(flood);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(node);
 
     for (i, f) in floods.iter().enumerate() {
         assert!(f.refused > 0, "noisy phase {i}: no write was refused");
@@ -395,21 +472,27 @@ fn main() {
     let (elapsed, steady) = (secs(|f| f.elapsed), secs(|f| f.steady));
     let (accepted, refused) = (sum(|f| f.accepted), sum(|f| f.refused));
     let offered = sum(|f| f.accepted + f.refused) * mean_bytes;
-    let pair = |s: &[Duration]| {
-        format!(
-            "{:.1} / {:.1} ms",
-            ms(percentile(s, 0.5)),
-            ms(percentile(s, 0.99))
-        )
-    };
-    let ratio = |a: &[Duration], n: &[Duration]| {
-        let r = |p| ms(percentile(n, p)) / ms(percentile(a, p));
-        format!("{:.2} / {:.2}", r(0.5), r(0.99))
+    let latencies = |what: &str, a: &[Duration], n: &[Duration]| {
+        let at = |s: &[Duration], p| ms(percentile(s, p));
+        eprintln!(
+            "| quiet {what} p50 / p99 | {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.2} / {:.2} |",
+            at(a, 0.5),
+            at(a, 0.99),
+            at(n, 0.5),
+            at(n, 0.99),
+            at(n, 0.5) / at(a, 0.5),
+            at(n, 0.99) / at(a, 0.99)
+        );
     };
 
+    let profile = if cfg!(debug_assertions) {
+        " --profile dev"
+    } else {
+        ""
+    };
     eprintln!(
         "command: FIRN_BENCH_ROUNDS={rounds} FIRN_BENCH_NOISY_CLIENTS={clients} \
-         FIRN_BENCH_PHASES={phases} cargo bench -p firn-node --bench tenancy"
+         FIRN_BENCH_PHASES={phases} cargo bench{profile} -p firn-node --bench tenancy"
     );
     eprintln!(
         "{phases} phases of each kind, alternating, {rounds} quiet rounds (a write, then a merge \
@@ -419,17 +502,13 @@ fn main() {
     eprintln!();
     eprintln!("| measure | quiet alone | beside the noisy tenant | ratio |");
     eprintln!("|---|---|---|---|");
+    latencies("write", &alone.writes, &noisy.writes);
+    latencies("merge", &alone.merges, &noisy.merges);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
-        "| quiet write p50 / p99 | {} | {} | {} |",
-        pair(&alone.writes),
-        pair(&noisy.writes),
-        ratio(&alone.writes, &noisy.writes)
-    );
-    eprintln!(
-        "| quiet merge p50 / p99 | {} | {} | {} |",
-        pair(&alone.merges),
-        pair(&noisy.merges),
-        ratio(&alone.merges, &noisy.merges)
+        "| cores busy (of {cores}): firn serve / the bench's clients | {} | {} | |",
+        alone.busy.cores(),
+        noisy.busy.cores()
     );
     eprintln!(
         "| noisy admitted, after its burst (limit {:.0} MiB/s, burst {:.0} MiB) | | {:.2} MiB/s ({:.2} MiB/s over the whole phase, burst included) | |",
@@ -444,20 +523,10 @@ fn main() {
         mib(offered) / elapsed
     );
     eprintln!();
-    eprintln!("| phase | quiet write p50 | quiet merge p50 |");
+    eprintln!("| phases in order | quiet alone, write / merge p50 | beside the noisy tenant |");
     eprintln!("|---|---|---|");
     for (i, (a, n)) in alone.phases.iter().zip(&noisy.phases).enumerate() {
-        eprintln!(
-            "| {} alone | {:.1} ms | {:.1} ms |",
-            i + 1,
-            ms(a.0),
-            ms(a.1)
-        );
-        eprintln!(
-            "| {} beside noise | {:.1} ms | {:.1} ms |",
-            i + 1,
-            ms(n.0),
-            ms(n.1)
-        );
+        let p50s = |(w, m): &(Duration, Duration)| format!("{:.1} / {:.1} ms", ms(*w), ms(*m));
+        eprintln!("| {} | {} | {} |", i + 1, p50s(a), p50s(n));
     }
 }

@@ -105,9 +105,9 @@ impl RateLimiter {
         }
         let share = rate.bytes_per_sec as f64 / rate.nodes.max(1) as f64;
         let burst = rate.burst as f64;
-        // A body may be larger than its profile (base64 in JSON, multipart): half of it is
-        // what the profile takes at least.
-        let needed = (bytes as f64 / 2.0).min(burst);
+        // The body is about the profile's size (larger for base64 in JSON, smaller under
+        // Content-Encoding: gzip); the exact check follows once it is decoded.
+        let needed = (bytes as f64).min(burst);
         let buckets = self.buckets.lock().expect("rate lock poisoned");
         let tokens = buckets
             .get(tenant)
@@ -196,10 +196,10 @@ mod tests {
         limiter
             .take(&tenant, 1000, rate, Nanos(0))
             .expect("the burst");
-        // Half of an 800-byte body is 400 bytes: 0.4 s of refill.
+        // An 800-byte body waits for 800 bytes: 0.8 s of refill.
         let wait = limiter.hold(&tenant, 800, rate, Nanos(0)).expect("held");
-        assert_eq!(wait.as_millis(), 400);
-        assert_eq!(limiter.hold(&tenant, 800, rate, Nanos(SEC / 2)), None);
+        assert_eq!(wait.as_millis(), 800);
+        assert_eq!(limiter.hold(&tenant, 800, rate, Nanos(SEC)), None);
         // Never longer than MAX_HOLD; never for a tenant without a rate.
         let slow = Rate {
             bytes_per_sec: 1,
