@@ -240,3 +240,26 @@ pub fn now_nanos() -> i64 {
         .expect("clock")
         .as_nanos() as i64
 }
+
+/// The node's clock follows a file, so usage hours and retention move without waiting.
+pub struct TestClock {
+    path: std::path::PathBuf,
+}
+
+impl TestClock {
+    pub fn new(dir: &std::path::Path, secs: i64) -> Self {
+        let clock = Self {
+            path: dir.join("clock"),
+        };
+        clock.set(secs);
+        clock
+    }
+
+    pub fn set(&self, secs: i64) {
+        std::fs::write(&self.path, secs.to_string()).expect("write the clock");
+    }
+
+    pub fn env(&self) -> (&'static str, String) {
+        ("FIRN_TEST_CLOCK_FILE", self.path.display().to_string())
+    }
+}

@@ -9,8 +9,8 @@ use firn_storage::Nanos;
 use firn_storage::testing::ProfileBuilder;
 use serde_json::json;
 
-use crate::harness::{CPU, Server, metric, now_nanos, urlencode, wait_until};
-use crate::tenancy::{Answer, TestClock, call};
+use crate::harness::{CPU, Server, TestClock, metric, now_nanos, urlencode, wait_until};
+use crate::tenancy::{Answer, call};
 
 fn set_limits(server: &Server, tenant: &str, limits: serde_json::Value) -> Answer {
     call(

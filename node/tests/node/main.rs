@@ -15,3 +15,5 @@ mod query_api;
 mod s3;
 mod sim;
 mod tenancy;
+mod tokens;
+mod usage;
