@@ -266,10 +266,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         ));
     }
     let mut out = state.metrics.render(&gauges);
-    cluster
-        .tenancy
-        .observe(&crate::tenancy::metering::gauges(cluster));
-    crate::tenancy::metering::render(&cluster.tenancy.usage.totals(), &mut out);
+    crate::tenancy::metering::render_all(cluster, &mut out);
     out
 }
 

@@ -98,6 +98,23 @@ pub fn scanned_bytes(store: &Store, tenant: &TenantId, fragment: &Fragment) -> u
         .sum()
 }
 
+/// The tenancy series of `/metrics`: the bounded structures' sizes, then usage per tenant.
+pub fn render_all(cluster: &Cluster, out: &mut String) {
+    // Sweeps idle series first.
+    cluster.tenancy.observe(&gauges(cluster));
+    let tracked: usize = cluster.replicas().iter().map(|r| r.series.tracked()).sum();
+    let _ = writeln!(
+        out,
+        "# HELP firn_tenancy_rate_buckets Tenants with an ingestion rate bucket on this node (at most 100000).\n\
+         # TYPE firn_tenancy_rate_buckets gauge\nfirn_tenancy_rate_buckets {}\n\
+         # HELP firn_tenancy_series_tracked Active series tracked by this node's shard leaders (at most {} a shard).\n\
+         # TYPE firn_tenancy_series_tracked gauge\nfirn_tenancy_series_tracked {tracked}",
+        cluster.tenancy.rates.len(),
+        crate::tenancy::series::MAX_TRACKED,
+    );
+    render(&cluster.tenancy.usage.totals(), out);
+}
+
 /// The per-tenant series of `/metrics`.
 pub fn render(totals: &BTreeMap<String, Counters>, out: &mut String) {
     let mut tenants: Vec<(&String, &Counters)> = totals.iter().collect();

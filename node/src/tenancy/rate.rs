@@ -90,6 +90,15 @@ impl RateLimiter {
 }
 
 impl RateLimiter {
+    /// Tenants with a bucket on this node (at most 100,000).
+    pub fn len(&self) -> usize {
+        self.buckets.lock().expect("rate lock poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// How long a write of about `bytes` (its request's `Content-Length`) should wait before
     /// it is read: until the tenant's bucket could hold it, at most [`MAX_HOLD`]; `None` when
     /// it may go on now. Takes nothing: the write is checked exactly once it is decoded.

@@ -83,6 +83,11 @@ impl ActiveSeries {
         Ok(())
     }
 
+    /// Series tracked over all tenants (at most [`MAX_TRACKED`]).
+    pub fn tracked(&self) -> usize {
+        self.inner.lock().expect("series lock poisoned").total
+    }
+
     /// Active series per tenant (idle ones swept first); tenants with none are dropped.
     pub fn counts(&self, now: Nanos) -> Vec<(TenantId, u64)> {
         let mut guard = self.inner.lock().expect("series lock poisoned");

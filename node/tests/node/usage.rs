@@ -119,6 +119,11 @@ fn usage_is_metered_per_tenant_over_time_ranges() {
         )),
         "{metrics}"
     );
+    // Paying's two series are active; other's went idle two hours ago by the node's clock.
+    assert!(
+        metrics.contains("firn_tenancy_series_tracked 2"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("firn_tenant_queries_total{tenant=\"paying\"} 1"),
         "{metrics}"
