@@ -6,6 +6,7 @@
 //!       ProfileTypes LabelNames LabelValues Series SelectMergeStacktraces │ handler each (rpc.rs)
 //!       SelectMergeProfile SelectSeries Diff                              ┘
 //!  POST /ingest, /pyroscope/ingest              Pyroscope legacy ingest (pprof, multipart, folded, lines)
+//!  GET  /pyroscope/render, render-diff, labels, label-values   Pyroscope legacy queries (legacy.rs)
 //!  GET  /api/v1/merge                           Firn: merged profile as folded, top, pprof or flame graph
 //!  GET  /api/v1/series                          Firn: time series by step, grouped by labels
 //!  GET  /api/v1/labels                          Firn: label names
@@ -33,6 +34,7 @@ pub mod cluster;
 pub mod error;
 pub mod google;
 pub mod ingest;
+pub mod legacy;
 pub mod push;
 pub mod querier;
 pub mod query;
@@ -106,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .route("/querier.v1.QuerierService/Diff", rpc::unary(querier::diff))
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
+        .route("/pyroscope/render", get(legacy::render))
+        .route("/pyroscope/render-diff", get(legacy::render_diff))
+        .route("/pyroscope/labels", get(legacy::labels))
+        .route("/pyroscope/label-values", get(legacy::label_values))
         .route("/api/v1/merge", get(query::merge))
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/labels", get(query::label_names))

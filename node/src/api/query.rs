@@ -28,18 +28,18 @@ const MIN_DEFAULT_STEP: Nanos = Nanos(15_000_000_000);
 const MAX_POINTS: i64 = crate::api::querier::MAX_POINTS;
 
 /// Query-string parameters, or a 400 naming the one that did not parse.
-fn params<T>(query: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+pub(crate) fn params<T>(query: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
     query
         .map(|Query(p)| p)
         .map_err(|e| Error::BadRequest(e.body_text()))
 }
 
 /// The `from`/`until` range of a request (an hour up to now by default).
-fn time_range(from: Option<&str>, until: Option<&str>) -> Result<TimeRange> {
+pub(crate) fn time_range(from: Option<&str>, until: Option<&str>) -> Result<TimeRange> {
     TimeRange::from_params(from, until, ("from", "until"))
 }
 
-fn selection(query: Option<&str>, name: &str, required: bool) -> Result<Selection> {
+pub(crate) fn selection(query: Option<&str>, name: &str, required: bool) -> Result<Selection> {
     match query {
         Some(q) => Selection::parse(q, name),
         None if required => Err(Error::BadRequest(format!(
@@ -49,7 +49,7 @@ fn selection(query: Option<&str>, name: &str, required: bool) -> Result<Selectio
     }
 }
 
-fn max_nodes(value: Option<usize>) -> Result<usize> {
+pub(crate) fn max_nodes(value: Option<usize>) -> Result<usize> {
     match value {
         None | Some(0) => Ok(DEFAULT_MAX_NODES),
         Some(n) if n as i64 <= MAX_NODES => Ok(n),

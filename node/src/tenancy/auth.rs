@@ -90,8 +90,12 @@ pub enum Surface {
 impl Surface {
     pub fn of(path: &str) -> Self {
         const WRITE: [&str; 3] = ["/push.v1.PusherService/", "/ingest", "/pyroscope/ingest"];
-        const READ: [&str; 7] = [
+        const READ: [&str; 11] = [
             "/querier.v1.QuerierService/",
+            "/pyroscope/render",
+            "/pyroscope/render-diff",
+            "/pyroscope/labels",
+            "/pyroscope/label-values",
             "/api/v1/merge",
             "/api/v1/series",
             "/api/v1/labels",

@@ -7,6 +7,7 @@ mod go;
 mod grpc;
 mod harness;
 mod ingest;
+mod legacy;
 mod limits;
 mod outage;
 mod push;

@@ -178,6 +178,20 @@ fn read_surfaces() -> Vec<(&'static str, &'static str, String, &'static str, Vec
             vec![],
         ),
         (
+            "pyroscope render",
+            "GET",
+            format!("/pyroscope/render?query={selector}&{range}"),
+            "",
+            vec![],
+        ),
+        (
+            "pyroscope label-values",
+            "GET",
+            format!("/pyroscope/label-values?label=service_name&{range}"),
+            "",
+            vec![],
+        ),
+        (
             "sql",
             "POST",
             "/api/v1/sql".into(),

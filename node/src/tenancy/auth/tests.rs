@@ -43,6 +43,8 @@ fn surfaces_of_paths() {
     assert_eq!(Surface::of("/push.v1.PusherService/Push"), Surface::Write);
     assert_eq!(Surface::of("/api/v1/labels/pod/values"), Surface::Read);
     assert_eq!(Surface::of("/api/v1/labelsx"), Surface::Operator);
+    assert_eq!(Surface::of("/pyroscope/render-diff"), Surface::Read);
+    assert_eq!(Surface::of("/pyroscope/ingest"), Surface::Write);
     assert_eq!(Surface::of("/api/v1/admin/tenants"), Surface::Admin);
     assert_eq!(Surface::of("/metrics"), Surface::Operator);
     assert_eq!(Surface::of("/api/v1/cluster"), Surface::Operator);
