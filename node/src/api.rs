@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> Router {
             rpc::unary(querier::select_merge_stacktraces),
         )
         .route(
+            "/querier.v1.QuerierService/SelectMergeSpanProfile",
+            rpc::unary(querier::select_merge_span_profile),
+        )
+        .route(
             "/querier.v1.QuerierService/SelectMergeProfile",
             rpc::unary(querier::select_merge_profile),
         )

@@ -472,6 +472,7 @@ impl Coordinator {
                     start: limits.not_before.unwrap_or(Nanos::MIN),
                     end: Nanos::MAX,
                     stack_filter: None,
+                    links: Default::default(),
                 };
                 let merged = self.merge_untimed(tenant, &everything, &pool).await?;
                 let (stacks, reservation) =

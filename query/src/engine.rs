@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::common::Column;
@@ -20,7 +22,6 @@ use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{BlockId, Nanos, ProfileType, StackId, Store, TenantId, schema};
 use futures::TryStreamExt;
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::flamegraph::FlameGraph;
@@ -69,6 +70,41 @@ pub struct ProfileQuery {
     pub start: Nanos,
     pub end: Nanos,
     pub stack_filter: Option<StackFilter>,
+    /// Only samples with these link ids (a trace's or a span's profile); empty keeps all.
+    pub links: LinkSelector,
+}
+
+/// Samples picked by the ids linking them to traces: a sample passes when its id is in each
+/// non-empty list. The ids are compared as stored (agents write lowercase hex).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSelector {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub span_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profile_ids: Vec<String>,
+}
+
+impl LinkSelector {
+    pub fn is_empty(&self) -> bool {
+        self.trace_ids.is_empty() && self.span_ids.is_empty() && self.profile_ids.is_empty()
+    }
+
+    /// `column IN (ids)` for each non-empty list.
+    fn filters(&self) -> Vec<Expr> {
+        [
+            (schema::TRACE_ID, &self.trace_ids),
+            (schema::SPAN_ID, &self.span_ids),
+            (schema::PROFILE_ID, &self.profile_ids),
+        ]
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(name, ids)| {
+            column(name).in_list(ids.iter().map(|i| lit(i.clone())).collect(), false)
+        })
+        .collect()
+    }
 }
 
 impl ProfileQuery {
@@ -83,6 +119,7 @@ impl ProfileQuery {
             start,
             end,
             stack_filter: None,
+            links: LinkSelector::default(),
         })
     }
 }
@@ -302,6 +339,7 @@ impl QueryEngine {
                 }
             });
         }
+        filters.extend(query.links.filters());
         datafusion::logical_expr::utils::conjunction(filters)
     }
 

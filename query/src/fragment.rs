@@ -24,7 +24,7 @@ use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
 use firn_storage::{Nanos, ProfileType, StackId, TenantId, schema};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{ProfileQuery, QueryEngine, column};
+use crate::engine::{LinkSelector, ProfileQuery, QueryEngine, column};
 use crate::error::{Error, Result};
 use crate::merged::MergedProfile;
 use crate::selector::Selector;
@@ -50,6 +50,8 @@ pub struct QuerySpec {
     pub matchers: Vec<MatcherSpec>,
     pub start: Nanos,
     pub end: Nanos,
+    #[serde(default, skip_serializing_if = "LinkSelector::is_empty")]
+    pub links: LinkSelector,
 }
 
 fn op_str(op: MatchOp) -> &'static str {
@@ -89,6 +91,7 @@ impl From<&ProfileQuery> for QuerySpec {
             matchers: q.selector.matchers.iter().map(matcher_spec).collect(),
             start: q.start,
             end: q.end,
+            links: q.links.clone(),
         }
     }
 }
@@ -108,6 +111,7 @@ impl QuerySpec {
             start: self.start,
             end: self.end,
             stack_filter: None,
+            links: self.links.clone(),
         })
     }
 }

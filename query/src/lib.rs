@@ -38,7 +38,9 @@ pub mod table;
 pub mod tenant;
 
 pub use coordinator::Coordinator;
-pub use engine::{Aggregation, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions};
+pub use engine::{
+    Aggregation, LinkSelector, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions,
+};
 pub use error::{Error, Result};
 pub use exchange::{ReadPoint, ShardSource};
 pub use flamegraph::{FlameGraph, FlameNode};

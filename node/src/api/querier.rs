@@ -5,8 +5,10 @@
 //!
 //! Times are Unix milliseconds, ranges inclusive, as in Pyroscope. Every field is checked
 //! before the engine runs, and an error names the field: `left.start (5 ms) is after
-//! left.end (1 ms)`. Selections Firn cannot make (profile, trace or span ids, Go PGO
-//! truncation, DOT output) are refused with `unimplemented` rather than ignored.
+//! left.end (1 ms)`. Selections Firn cannot make (Go PGO truncation, DOT output) are refused
+//! with `unimplemented` rather than ignored. Trace, span and profile id selectors pick the
+//! samples that carry those ids (trace to profile); `SelectMergeSpanProfile` is the span
+//! selector's older form.
 //!
 //! `SelectSeries` labels each point with the start of its step, as Firn's engine does;
 //! Pyroscope labels a step by its end.
@@ -28,9 +30,9 @@ use crate::api::types::{
 use crate::error::{Error, Result};
 use messages::{
     DiffRequest, DiffResponse, PprofProfile, ProfileFormat, ProfileTypesRequest,
-    ProfileTypesResponse, SelectMergeProfileRequest, SelectMergeStacktracesRequest,
-    SelectMergeStacktracesResponse, SelectSeriesRequest, SelectSeriesResponse, SeriesRequest,
-    SeriesResponse,
+    ProfileTypesResponse, SelectMergeProfileRequest, SelectMergeSpanProfileRequest,
+    SelectMergeSpanProfileResponse, SelectMergeStacktracesRequest, SelectMergeStacktracesResponse,
+    SelectSeriesRequest, SelectSeriesResponse, SeriesRequest, SeriesResponse,
 };
 
 /// Flame graph nodes when a request names no `max_nodes` (Pyroscope's default).
@@ -142,6 +144,36 @@ pub async fn select_merge_stacktraces(
     .await
 }
 
+/// `SelectMergeSpanProfile`: `SelectMergeStacktraces` of the samples of some spans.
+pub async fn select_merge_span_profile(
+    call: Call,
+    request: SelectMergeSpanProfileRequest,
+) -> Result<SelectMergeSpanProfileResponse> {
+    if request.format == ProfileFormat::Pprof as i32 {
+        return Err(Error::BadRequest(
+            "format PROFILE_FORMAT_PPROF is not a SelectMergeSpanProfile format; use FLAMEGRAPH or TREE".into(),
+        ));
+    }
+    let response = select_merge_stacktraces(
+        call,
+        SelectMergeStacktracesRequest {
+            profile_type_id: request.profile_type_id,
+            label_selector: request.label_selector,
+            start: request.start,
+            end: request.end,
+            max_nodes: request.max_nodes,
+            format: request.format,
+            span_selector: request.span_selector,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(SelectMergeSpanProfileResponse {
+        flamegraph: response.flamegraph,
+        tree: response.tree,
+    })
+}
+
 pub async fn select_merge_profile(
     call: Call,
     request: SelectMergeProfileRequest,
@@ -250,9 +282,9 @@ macro_rules! merge_spec_from {
                     max_nodes: $r.max_nodes,
                     stack_trace_selector: $r.stack_trace_selector.as_ref(),
                     id_selectors: [
-                        ("profile_id_selector", &$r.profile_id_selector),
                         ("trace_id_selector", &$r.trace_id_selector),
                         ("span_selector", $span_selector),
+                        ("profile_id_selector", &$r.profile_id_selector),
                     ],
                 }
             }
@@ -277,13 +309,11 @@ async fn merge(call: &Call, spec: &MergeSpec<'_>, prefix: &str) -> Result<(Merge
             )));
         }
     };
-    for (field, ids) in spec.id_selectors {
-        if !ids.is_empty() {
-            return Err(Error::Unimplemented(format!(
-                "{prefix}{field} is not supported: Firn selects profiles by labels and time"
-            )));
-        }
-    }
+    let fields = spec
+        .id_selectors
+        .map(|(field, ids)| (format!("{prefix}{field}"), ids));
+    let links = selection::link_selector(fields.each_ref().map(|(f, ids)| (f.as_str(), *ids)))?;
+    let selection = selection.with_links(links);
     let call_site = check_stack_trace_selector(spec.stack_trace_selector, prefix, true)?;
     let mut merged = selection::merge(&call.state.query, &call.tenant, &selection, range).await?;
     convert::retain_call_site(&mut merged, &call_site);

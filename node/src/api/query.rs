@@ -71,6 +71,30 @@ pub struct MergeParams {
     format: Option<String>,
     /// Flame graph nodes at most (default 1024).
     max_nodes: Option<usize>,
+    /// Trace to profile: only the samples carrying these ids (comma-separated).
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    profile_id: Option<String>,
+}
+
+/// The samples a request's `trace_id`, `span_id` and `profile_id` parameters pick (all when
+/// none is given): what a distributed trace links to.
+fn links(
+    trace_id: &Option<String>,
+    span_id: &Option<String>,
+    profile_id: &Option<String>,
+) -> Result<firn_query::LinkSelector> {
+    let split = |v: &Option<String>| -> Vec<String> {
+        v.as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (t, s, p) = (split(trace_id), split(span_id), split(profile_id));
+    selection::link_selector([("trace_id", &t), ("span_id", &s), ("profile_id", &p)])
 }
 
 /// `GET /api/v1/merge`: the selection merged into one profile.
@@ -81,7 +105,11 @@ pub async fn merge(
 ) -> Result<Response> {
     let params = params(query)?;
     let tenant = tenant(&headers)?;
-    let selection = selection(params.query.as_deref(), "query", true)?;
+    let selection = selection(params.query.as_deref(), "query", true)?.with_links(links(
+        &params.trace_id,
+        &params.span_id,
+        &params.profile_id,
+    )?);
     let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let max_nodes = max_nodes(params.max_nodes)?;
     let format = params.format.unwrap_or_else(|| "folded".into());
@@ -118,6 +146,10 @@ pub struct SeriesParams {
     aggregation: Option<String>,
     /// Keep the series with the largest totals.
     limit: Option<usize>,
+    /// Trace to profile, as in `merge`.
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    profile_id: Option<String>,
 }
 
 /// `GET /api/v1/series`: values per step, one series per value of the `group_by` labels.
@@ -130,7 +162,11 @@ pub async fn series(
 ) -> Result<Response> {
     let params = params(query)?;
     let tenant = tenant(&headers)?;
-    let selection = selection(params.query.as_deref(), "query", true)?;
+    let selection = selection(params.query.as_deref(), "query", true)?.with_links(links(
+        &params.trace_id,
+        &params.span_id,
+        &params.profile_id,
+    )?);
     let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let step = match params.step.as_deref() {
         Some(text) => parse_duration(text).map_err(|e| Error::BadRequest(format!("step: {e}")))?,

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use firn_query::{Aggregation, Coordinator, MergedProfile, ProfileQuery, Selector, SeriesOptions};
+use firn_query::{
+    Aggregation, Coordinator, LinkSelector, MergedProfile, ProfileQuery, Selector, SeriesOptions,
+};
 use firn_storage::filter::LabelMatcher;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{Nanos, ProfileType, TenantId};
@@ -127,6 +129,58 @@ impl TimeRange {
     }
 }
 
+/// Ids a link selector may hold per kind.
+pub const MAX_LINK_IDS: usize = 1000;
+
+/// Checks the ids of a trace-to-profile selection: trace ids 32 hex digits, span ids 16 (as
+/// OpenTelemetry writes them), profile ids 1 to 64 printable characters; `fields` name the
+/// request's fields, for errors.
+pub fn link_selector(
+    [
+        (trace_field, trace_ids),
+        (span_field, span_ids),
+        (profile_field, profile_ids),
+    ]: [(&str, &[String]); 3],
+) -> Result<LinkSelector> {
+    let hex = |field: &str, ids: &[String], len: usize| -> Result<Vec<String>> {
+        check_count(field, ids)?;
+        ids.iter()
+            .map(|id| {
+                if id.len() == len && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(id.to_ascii_lowercase())
+                } else {
+                    Err(Error::BadRequest(format!(
+                        "{field}: {id:?} is not {len} hex digits"
+                    )))
+                }
+            })
+            .collect()
+    };
+    check_count(profile_field, profile_ids)?;
+    if let Some(bad) = profile_ids.iter().find(|id| {
+        id.is_empty() || id.len() > 64 || !id.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    }) {
+        return Err(Error::BadRequest(format!(
+            "{profile_field}: {bad:?} is not 1 to 64 printable characters"
+        )));
+    }
+    Ok(LinkSelector {
+        trace_ids: hex(trace_field, trace_ids, 32)?,
+        span_ids: hex(span_field, span_ids, 16)?,
+        profile_ids: profile_ids.to_vec(),
+    })
+}
+
+fn check_count(field: &str, ids: &[String]) -> Result<()> {
+    if ids.len() > MAX_LINK_IDS {
+        return Err(Error::BadRequest(format!(
+            "{field} has {} ids, the limit is {MAX_LINK_IDS}",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A parsed selector, split into what the profile type decides and what label columns decide.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -136,6 +190,8 @@ pub struct Selection {
     type_matchers: Vec<LabelMatcher>,
     /// Matchers on label columns.
     matchers: Vec<LabelMatcher>,
+    /// Samples by trace, span or profile id.
+    links: LinkSelector,
 }
 
 impl Selection {
@@ -158,6 +214,7 @@ impl Selection {
             delta: selector.delta,
             type_matchers,
             matchers,
+            links: LinkSelector::default(),
         })
     }
 
@@ -235,7 +292,14 @@ impl Selection {
             start: range.start,
             end: range.end,
             stack_filter: None,
+            links: self.links.clone(),
         })
+    }
+
+    /// This selection, of the samples these link ids pick only.
+    pub fn with_links(mut self, links: LinkSelector) -> Self {
+        self.links = links;
+        self
     }
 
     /// The profile types in `range` this selection admits (by type; labels not checked).

@@ -17,4 +17,5 @@ mod s3;
 mod sim;
 mod tenancy;
 mod tokens;
+mod traces;
 mod usage;

@@ -682,10 +682,10 @@ fn bad_input_is_a_4xx_naming_the_field() {
         ),
         (
             "SelectMergeStacktraces",
-            select(json!({ "spanSelector": ["0123456789abcdef"] })),
-            501,
-            "unimplemented",
-            "span_selector",
+            select(json!({ "spanSelector": ["not-a-span"] })),
+            400,
+            "invalid_argument",
+            "span_selector: \"not-a-span\" is not 16 hex digits",
         ),
         (
             "SelectMergeProfile",

@@ -126,6 +126,53 @@ pub struct SelectMergeStacktracesRequest {
     pub span_selector: Vec<String>,
 }
 
+/// `querier.v1.SelectMergeSpanProfileRequest` (deprecated by Pyroscope in favour of
+/// `SelectMergeStacktraces` with `span_selector`; Grafana still sends it).
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SelectMergeSpanProfileRequest {
+    #[prost(string, tag = "1")]
+    #[serde(rename = "profileTypeID", alias = "profile_typeID")]
+    pub profile_type_id: String,
+    #[prost(string, tag = "2")]
+    #[serde(alias = "label_selector")]
+    pub label_selector: String,
+    #[prost(string, repeated, tag = "3")]
+    #[serde(alias = "span_selector")]
+    pub span_selector: Vec<String>,
+    #[prost(int64, tag = "4")]
+    #[serde(with = "json::int64")]
+    pub start: i64,
+    #[prost(int64, tag = "5")]
+    #[serde(with = "json::int64")]
+    pub end: i64,
+    #[prost(int64, optional, tag = "6")]
+    #[serde(
+        with = "json::opt_int64",
+        alias = "max_nodes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_nodes: Option<i64>,
+    #[prost(enumeration = "ProfileFormat", tag = "7")]
+    #[serde(
+        serialize_with = "json::enumeration::serialize::<ProfileFormat, _>",
+        deserialize_with = "json::enumeration::deserialize::<ProfileFormat, _>"
+    )]
+    pub format: i32,
+}
+
+/// `querier.v1.SelectMergeSpanProfileResponse`.
+#[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelectMergeSpanProfileResponse {
+    #[prost(message, optional, tag = "1")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flamegraph: Option<FlameGraph>,
+    #[prost(bytes = "bytes", tag = "2")]
+    #[serde(with = "json::bytes", skip_serializing_if = "Bytes::is_empty")]
+    pub tree: Bytes,
+}
+
 /// `querier.v1.SelectMergeStacktracesResponse`: one of the formats is set.
 #[derive(Clone, PartialEq, prost::Message, Serialize, Deserialize)]
 #[serde(default)]
