@@ -2,7 +2,6 @@
 //! OpenTelemetry-instrumented agents label them); the querier's span and trace selectors and
 //! Firn's own API pick exactly those samples, across services.
 
-use base64::Engine;
 use firn_storage::Nanos;
 use firn_storage::testing::ProfileBuilder;
 use serde_json::{Value, json};
@@ -240,5 +239,4 @@ fn span_and_trace_selectors_pick_the_samples_of_a_request() {
         with(json!({"spanSelector": [SPAN_DB], "format": "PROFILE_FORMAT_PPROF"})),
     );
     assert_eq!(pprof.0, 200, "{}", pprof.1);
-    let _ = base64::engine::general_purpose::STANDARD;
 }
