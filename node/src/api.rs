@@ -210,6 +210,15 @@ pub async fn authorize(
             if surface == Surface::Write {
                 hold_for_rate(&state, &meta, request.headers()).await;
             }
+            if surface == Surface::Read
+                && let Ok(tenant) = tenant(request.headers())
+            {
+                // One query per request, however many the engine runs for it.
+                let tenancy = &state.cluster.tenancy;
+                tenancy
+                    .usage
+                    .record(&tenant, tenancy.now(), |c| c.queries += 1);
+            }
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

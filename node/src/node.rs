@@ -31,14 +31,18 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::metrics::Metrics;
 use crate::raft::RaftGroup;
-use crate::tenancy::auth::Authenticator;
+use crate::tenancy::auth::{AuthMode, Authenticator};
 use crate::tenancy::usage::Usage;
-use crate::tenancy::{Tenancy, metering};
+use crate::tenancy::{Tenancy, metering, retention};
 
 /// `<data>/node.json`: whose data directory this is.
 #[derive(Serialize, Deserialize)]
 struct NodeFile {
     node_id: NodeId,
+    /// The auth mode the node last ran with: a node of a `--auth=token` cluster restarted
+    /// without it would open its Raft and admin surfaces to anyone, so that is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<AuthMode>,
 }
 
 /// Serves until `shutdown` is cancelled, then drains: stops taking requests, flushes the
@@ -49,7 +53,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         path: data_dir.clone(),
         source,
     })?;
-    claim_data_dir(&data_dir, settings.cluster.node_id)?;
+    claim_data_dir(&data_dir, settings.cluster.node_id, settings.auth)?;
     let (object_store, prefix) = open_object_store(&settings)?;
     let auth = Authenticator::new(
         settings.auth,
@@ -141,6 +145,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             loops.spawn(cluster::reconciler::run(cluster.clone(), shutdown.clone()));
             loops.spawn(cluster::controller::run(cluster.clone(), shutdown.clone()));
             loops.spawn(metering::run(cluster.clone(), shutdown.clone()));
+            loops.spawn(retention::run(cluster.clone(), shutdown.clone()));
         }
         Err(Error::ShuttingDown) => {}
         Err(e) => {
@@ -171,34 +176,51 @@ async fn stop(cluster: &Cluster, loops: tokio_util::task::TaskTracker) {
     cluster.meta.shutdown().await;
 }
 
-/// Records which node owns `dir`, refusing a directory another node id wrote: a node's Raft
-/// logs and votes must never be taken over by another id.
-fn claim_data_dir(dir: &std::path::Path, id: NodeId) -> Result<()> {
+/// Records which node owns `dir` and its auth mode, refusing a directory another node id
+/// wrote (a node's Raft logs and votes must never be taken over by another id) or one of a
+/// node that ran with `--auth=token` now started without it.
+fn claim_data_dir(dir: &std::path::Path, id: NodeId, auth: AuthMode) -> Result<()> {
     let path = dir.join("node.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let file: NodeFile = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Refused(format!("{} is not valid: {e}", path.display())))?;
-            if file.node_id != id {
-                return Err(Error::Refused(format!(
-                    "data directory {} belongs to node {}, not node {id}; start it with \
-                     --node-id {} or give this node its own directory",
-                    dir.display(),
-                    file.node_id,
-                    file.node_id
-                )));
-            }
-            Ok(())
+    let recorded: Option<NodeFile> = match std::fs::read(&path) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Refused(format!("{} is not valid: {e}", path.display())))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(Error::DataDir { path, source }),
+    };
+    if let Some(file) = &recorded {
+        if file.node_id != id {
+            return Err(Error::Refused(format!(
+                "data directory {} belongs to node {}, not node {id}; start it with \
+                 --node-id {} or give this node its own directory",
+                dir.display(),
+                file.node_id,
+                file.node_id
+            )));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = serde_json::to_vec(&NodeFile { node_id: id }).expect("serialises");
-            std::fs::write(&path, bytes).map_err(|source| Error::DataDir {
-                path: path.clone(),
-                source,
-            })
+        if file.auth == Some(AuthMode::Token) && auth != AuthMode::Token {
+            return Err(Error::Refused(format!(
+                "data directory {} belongs to a node that ran with --auth=token; start it with \
+                 --auth=token and the cluster's admin token (to open it up on purpose, remove \
+                 \"auth\" from {})",
+                dir.display(),
+                path.display()
+            )));
         }
-        Err(source) => Err(Error::DataDir { path, source }),
+        if file.auth == Some(auth) {
+            return Ok(());
+        }
     }
+    let bytes = serde_json::to_vec(&NodeFile {
+        node_id: id,
+        auth: Some(auth),
+    })
+    .expect("serialises");
+    std::fs::write(&path, bytes).map_err(|source| Error::DataDir {
+        path: path.clone(),
+        source,
+    })
 }
 
 fn store_config(settings: &Settings) -> StoreConfig {

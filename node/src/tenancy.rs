@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metering;
 pub mod rate;
 pub mod registry;
+pub mod retention;
 pub mod series;
 pub mod usage;
 
@@ -39,6 +40,8 @@ pub struct Tenancy {
     pub auth: Authenticator,
     pub rates: RateLimiter,
     pub usage: Usage,
+    /// One usage range query at a time on a node (each reads many objects).
+    pub usage_queries: tokio::sync::Semaphore,
     pub clock: Arc<dyn Clock>,
     meta: watch::Receiver<Arc<MetaState>>,
 }
@@ -54,6 +57,7 @@ impl Tenancy {
             auth,
             rates: RateLimiter::default(),
             usage,
+            usage_queries: tokio::sync::Semaphore::new(1),
             clock,
             meta,
         }
@@ -126,9 +130,5 @@ impl TenantPolicy for Tenancy {
             }),
             memory_bytes: usize::try_from(limits.max_query_memory_bytes).ok(),
         }
-    }
-
-    fn queried(&self, tenant: &TenantId) {
-        self.usage.record(tenant, self.now(), |c| c.queries += 1);
     }
 }

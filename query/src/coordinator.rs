@@ -70,13 +70,10 @@ impl Coordinator {
         self
     }
 
-    /// The tenant's limits, counting one query.
+    /// The tenant's limits.
     fn begin(&self, tenant: &TenantId) -> TenantLimits {
         match &self.policy {
-            Some(p) => {
-                p.queried(tenant);
-                p.limits(tenant)
-            }
+            Some(p) => p.limits(tenant),
             None => TenantLimits::default(),
         }
     }

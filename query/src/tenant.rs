@@ -24,11 +24,9 @@ pub struct TenantLimits {
     pub memory_bytes: Option<usize>,
 }
 
-/// Where the coordinator learns a tenant's limits, and says it ran a query.
+/// Where the coordinator learns a tenant's limits.
 pub trait TenantPolicy: Send + Sync + fmt::Debug {
     fn limits(&self, tenant: &TenantId) -> TenantLimits;
-    /// Called once per query, before it runs.
-    fn queried(&self, _tenant: &TenantId) {}
 }
 
 impl TenantLimits {
@@ -105,16 +103,24 @@ impl MemoryPool for CappedPool {
         reservation: &MemoryReservation,
         additional: usize,
     ) -> datafusion::common::Result<()> {
-        let used = self.used.load(Ordering::Relaxed);
-        if used + additional > self.cap {
+        // Claimed here first, so concurrent partitions cannot overshoot the cap together.
+        let claimed = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(additional)
+                    .filter(|&total| total <= self.cap)
+            });
+        if let Err(used) = claimed {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "the tenant's query memory limit, max_query_memory_bytes = {}, is reached \
                  ({used} bytes held, {additional} more asked for)",
                 self.cap
             )));
         }
-        self.inner.try_grow(reservation, additional)?;
-        self.used.fetch_add(additional, Ordering::Relaxed);
+        if let Err(e) = self.inner.try_grow(reservation, additional) {
+            self.used.fetch_sub(additional, Ordering::AcqRel);
+            return Err(e);
+        }
         Ok(())
     }
 

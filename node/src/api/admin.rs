@@ -59,11 +59,14 @@ fn manager_of(caller: &Caller, tenant: &str) -> Result<()> {
     }
 }
 
+/// Commits a change through the meta group and waits until this node has applied it, so the
+/// answer (read from this node's state) shows it.
 async fn propose(state: &AppState, command: TenancyCommand) -> Result<()> {
     state
         .cluster
         .propose_meta(MetaCommand::Tenancy(command))
-        .await
+        .await?;
+    state.cluster.sync_meta().await
 }
 
 fn tenant_json(state: &AppState, id: &str) -> Result<Value> {
@@ -385,6 +388,14 @@ pub async fn usage(
         "from",
     )?;
     let to = time(&params.to, now, "to")?;
+    let _one = state
+        .cluster
+        .tenancy
+        .usage_queries
+        .try_acquire()
+        .map_err(|_| {
+            Error::NotReady("a usage query is already running on this node; retry shortly".into())
+        })?;
     // This node's latest counts first; the others' are at most one flush interval old.
     crate::tenancy::metering::persist(&state.cluster).await?;
     let settings = &state.cluster.shard_settings;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use firn_query::QueryEngine;
 use firn_storage::paths::Paths;
-use firn_storage::{BlockId, ShardId, Store, StoreConfig};
+use firn_storage::{BlockId, Nanos, ShardId, Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +27,10 @@ use crate::ids::GroupId;
 use crate::metrics::Metrics;
 use crate::raft::{RaftGroup, Transport};
 use crate::tenancy::Tenancy;
+
+/// How far past a tenant's retention a block must be before it is deleted: queries stop
+/// returning its rows at the retention itself; the margin absorbs a leader's clock skew.
+pub const RETENTION_MARGIN: Nanos = Nanos(10 * 60 * 1_000_000_000);
 use crate::tenancy::series::ActiveSeries;
 use crate::writer::Writer;
 
@@ -123,11 +127,6 @@ impl ShardReplica {
             settings.flush_interval,
         ));
         replica.tasks.spawn(compact_loop(replica.clone()));
-        replica.tasks.spawn(retention_loop(
-            replica.clone(),
-            cluster.tenancy.clone(),
-            cluster.settings.retention_check,
-        ));
         Ok(replica)
     }
 
@@ -227,36 +226,28 @@ async fn flush(store: &Store, raft: &RaftGroup) -> Result<Option<firn_storage::b
     Ok(Some(meta))
 }
 
-/// On the shard's leader, every `every`: drops the blocks past their tenants' retention.
-async fn retention_loop(replica: Arc<ShardReplica>, tenancy: Arc<Tenancy>, every: Duration) {
-    loop {
-        tokio::select! {
-            () = replica.stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        if !replica.raft.is_leader() {
-            continue;
-        }
-        if let Err(e) = replica.expire(&tenancy).await {
-            tracing::warn!(shard = %replica.id, error = %e, "retention failed; retried at the next check");
-        }
-    }
-}
-
 impl ShardReplica {
-    /// Drops the blocks every tenant of which is past its retention: out of the manifest
-    /// through Raft (so no replica reads them), then their objects deleted. Returns them.
+    /// Drops the blocks every tenant of which is past its retention (and [`RETENTION_MARGIN`]
+    /// more, against clock skew): out of the manifest through Raft, so no replica reads them,
+    /// then their objects deleted. Returns them.
     pub async fn expire(&self, tenancy: &Tenancy) -> Result<Vec<BlockId>> {
-        let expired = self
-            .store
-            .expired_blocks(&tenancy.retentions(), tenancy.now());
+        let now = Nanos(tenancy.now().0.saturating_sub(RETENTION_MARGIN.0));
+        let expired = self.store.expired_blocks(&tenancy.retentions(), now);
         if expired.is_empty() {
             return Ok(expired);
         }
         self.raft.blocks_dropped(expired.clone()).await?;
         for id in &expired {
-            self.store.delete_unused_block(id).await?;
-            tracing::info!(shard = %self.id, block = %id, "block deleted by retention");
+            // One failed delete does not keep the others; an object left is garbage a later
+            // collection finds (it is in no manifest).
+            match self.store.delete_unused_block(id).await {
+                Ok(_) => {
+                    tracing::info!(shard = %self.id, block = %id, "block deleted by retention")
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %self.id, block = %id, error = %e, "deleting an expired block's objects failed")
+                }
+            }
         }
         Ok(expired)
     }

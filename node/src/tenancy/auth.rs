@@ -25,7 +25,17 @@ use crate::error::{Error, Result};
 use crate::tenancy::registry::Role;
 
 /// How requests are authenticated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// `X-Scope-OrgID` is trusted; nothing is checked (the laptop default).
@@ -218,7 +228,7 @@ struct Known {
 
 #[derive(Debug, Default)]
 struct Index {
-    /// The meta state version the index was built from.
+    /// The registry version the index was built from.
     version: Option<u64>,
     by_hash: HashMap<String, Known>,
 }
@@ -329,12 +339,12 @@ impl Authenticator {
     fn lookup(&self, hash: &str, meta: &MetaState) -> Option<Known> {
         {
             let index = self.index.read().expect("token index lock poisoned");
-            if index.version == Some(meta.version) {
+            if index.version == Some(meta.tenancy.version) {
                 return index.by_hash.get(hash).cloned();
             }
         }
         let mut index = self.index.write().expect("token index lock poisoned");
-        if index.version != Some(meta.version) {
+        if index.version != Some(meta.tenancy.version) {
             let registry = &meta.tenancy;
             index.by_hash = registry
                 .tokens
@@ -355,7 +365,7 @@ impl Authenticator {
                     )
                 })
                 .collect();
-            index.version = Some(meta.version);
+            index.version = Some(meta.tenancy.version);
         }
         index.by_hash.get(hash).cloned()
     }

@@ -83,6 +83,10 @@ pub struct Registry {
     /// Overrides of tenants that are not created (with `--auth=none` any tenant writes).
     #[serde(default)]
     pub implicit_limits: BTreeMap<String, LimitOverrides>,
+    /// Bumped by every change here (not by the rest of the meta state), so the token index
+    /// is rebuilt only when tokens or tenants change.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// A change to the registry.
@@ -113,12 +117,22 @@ pub enum TenancyCommand {
 }
 
 impl Registry {
-    /// Applies a command; an `Err` says why it was refused and changes nothing.
+    /// Applies a command; an `Err` says why it was refused and changes nothing. A command
+    /// applied again (a proposal retried after it committed) changes nothing and succeeds.
     pub fn apply(&mut self, command: &TenancyCommand) -> Result<(), String> {
+        self.apply_once(command)?;
+        self.version += 1;
+        Ok(())
+    }
+
+    fn apply_once(&mut self, command: &TenancyCommand) -> Result<(), String> {
         match command {
             TenancyCommand::CreateTenant { id, name, at } => {
                 TenantId::new(id.clone()).map_err(|e| e.to_string())?;
-                if self.tenants.contains_key(id) {
+                if let Some(t) = self.tenants.get(id) {
+                    if t.name == *name && t.created_at == *at {
+                        return Ok(());
+                    }
                     return Err(format!("tenant {id:?} already exists"));
                 }
                 if self.tenants.len() >= MAX_TENANTS {
@@ -150,8 +164,10 @@ impl Registry {
                 if tenant.revoked_at.is_some() {
                     return Err(format!("tenant {:?} is revoked", token.tenant));
                 }
-                if self.tokens.contains_key(id) {
-                    return Err(format!("token id {id} is taken"));
+                match self.tokens.get(id) {
+                    Some(t) if t == token => return Ok(()),
+                    Some(_) => return Err(format!("token id {id} is taken")),
+                    None => {}
                 }
                 let held: Vec<(&String, &TokenInfo)> = self
                     .tokens
@@ -249,7 +265,14 @@ mod tests {
             at: 1,
         };
         r.apply(&create("acme")).expect("create");
-        assert!(r.apply(&create("acme")).is_err(), "exists");
+        r.apply(&create("acme"))
+            .expect("the same command again (a retried proposal) is a no-op");
+        let other = TenancyCommand::CreateTenant {
+            id: "acme".into(),
+            name: "another".into(),
+            at: 2,
+        };
+        assert!(r.apply(&other).is_err(), "exists");
         assert!(r.apply(&create("a/b")).is_err(), "invalid id");
         let add = |id: &str, tenant: &str| TenancyCommand::CreateToken {
             id: id.into(),

@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 
 /// A series is active while it was written to this recently.
 pub const ACTIVE_WINDOW: Nanos = Nanos(10 * 60 * 1_000_000_000);
-/// Series one shard's tracker holds, over all tenants; past it new series are refused.
+/// Series one shard's tracker holds, over all tenants. Past it, new series are admitted
+/// without being tracked (their tenants' limits go unchecked for them, and
+/// `firn_tenancy_series_tracked` shows the cap): one tenant filling the tracker must not
+/// refuse the others' writes.
 pub const MAX_TRACKED: usize = 4_000_000;
 
 #[derive(Debug, Default)]
@@ -70,15 +73,13 @@ impl ActiveSeries {
                 ACTIVE_WINDOW.0 / 60_000_000_000
             )));
         }
-        if inner.total + new.len() > MAX_TRACKED {
-            return Err(Error::Limit(format!(
-                "this shard tracks {} active series, the most it holds is {MAX_TRACKED}",
-                inner.total
-            )));
-        }
-        inner.total += new.len();
         for s in series {
-            entry.last_seen.insert(*s, now.0);
+            if let Some(seen) = entry.last_seen.get_mut(s) {
+                *seen = now.0;
+            } else if inner.total < MAX_TRACKED {
+                entry.last_seen.insert(*s, now.0);
+                inner.total += 1;
+            }
         }
         Ok(())
     }

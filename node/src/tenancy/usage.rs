@@ -27,8 +27,9 @@ use crate::ids::NodeId;
 /// Tenants one hour of a node's ledger (and `/metrics`) names at most; the rest are summed
 /// under [`OTHER`].
 pub const MAX_TENANTS_PER_HOUR: usize = 10_000;
-/// Where usage past [`MAX_TENANTS_PER_HOUR`] goes.
-pub const OTHER: &str = "__other__";
+/// Where usage past [`MAX_TENANTS_PER_HOUR`] goes: not a valid tenant id, so no tenant's
+/// own usage is ever summed into it.
+pub const OTHER: &str = "~other";
 /// The largest usage record read back (a day of 10,000 tenants is far below it).
 const MAX_RECORD_BYTES: u64 = 256 << 20;
 /// Days a range may span.
@@ -107,6 +108,8 @@ struct Ledger {
 pub struct Usage {
     node: NodeId,
     ledger: Mutex<Ledger>,
+    /// One writer at a time, so a later snapshot of a day never lands before an earlier one.
+    persisting: tokio::sync::Mutex<()>,
 }
 
 fn day_hour(now: Nanos) -> (i64, u8) {
@@ -144,6 +147,7 @@ impl Usage {
         Self {
             node,
             ledger: Mutex::new(Ledger::default()),
+            persisting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -197,37 +201,46 @@ impl Usage {
     /// keeps counting into them.
     pub async fn load(&self, store: &dyn ObjectStore, prefix: &Path, now: Nanos) -> Result<()> {
         let (today, _) = day_hour(now);
+        let mut failed = None;
         for day in [today - 1, today] {
-            let key = day_prefix(prefix, day).join(format!("node-{}.json", self.node.0));
-            let bytes = match store.get(&key).await {
-                Ok(r) if r.meta.size > MAX_RECORD_BYTES => {
-                    return Err(Error::ObjectStore(format!(
-                        "{key} is {} bytes, more than a usage record holds ({MAX_RECORD_BYTES})",
-                        r.meta.size
-                    )));
-                }
-                Ok(r) => r.bytes().await,
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => Err(e),
+            if let Err(e) = self.load_day(store, prefix, day).await {
+                failed.get_or_insert(e);
             }
-            .map_err(|e| Error::ObjectStore(format!("reading {key}: {e}")))?;
-            let record: DayRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::ObjectStore(format!("{key} is not a usage record: {e}")))?;
-            let mut ledger = self.ledger.lock().expect("usage lock poisoned");
-            let mine = ledger.days.entry(day).or_default();
-            for (hour, tenants) in record.hours {
-                let bucket = mine.hours.entry(hour).or_default();
-                for (tenant, c) in tenants {
-                    bucket.entry(tenant).or_default().add(&c);
-                }
-            }
-            mine.node = self.node.0;
         }
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn load_day(&self, store: &dyn ObjectStore, prefix: &Path, day: i64) -> Result<()> {
+        let key = day_prefix(prefix, day).join(format!("node-{}.json", self.node.0));
+        let bytes = match store.get(&key).await {
+            Ok(r) if r.meta.size > MAX_RECORD_BYTES => {
+                return Err(Error::ObjectStore(format!(
+                    "{key} is {} bytes, more than a usage record holds ({MAX_RECORD_BYTES})",
+                    r.meta.size
+                )));
+            }
+            Ok(r) => r.bytes().await,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| Error::ObjectStore(format!("reading {key}: {e}")))?;
+        let record: DayRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::ObjectStore(format!("{key} is not a usage record: {e}")))?;
+        let mut ledger = self.ledger.lock().expect("usage lock poisoned");
+        let mine = ledger.days.entry(day).or_default();
+        for (hour, tenants) in record.hours {
+            let bucket = mine.hours.entry(hour).or_default();
+            for (tenant, c) in tenants {
+                bucket.entry(tenant).or_default().add(&c);
+            }
+        }
+        mine.node = self.node.0;
         Ok(())
     }
 
     /// Writes the days changed since the last call, and forgets days before yesterday.
     pub async fn persist(&self, store: &dyn ObjectStore, prefix: &Path, now: Nanos) -> Result<()> {
+        let _one = self.persisting.lock().await;
         let (today, _) = day_hour(now);
         let pending: Vec<(i64, Vec<u8>)> = {
             let mut ledger = self.ledger.lock().expect("usage lock poisoned");

@@ -119,6 +119,29 @@ fn sdk_basic_auth_revocation_and_tenant_revocation() {
         None,
     );
     assert!(listed.body.contains("\"acme\""), "{}", listed.body);
+    // The same data directory started without --auth=token is refused: it would open the
+    // node's Raft and admin surfaces to anyone.
+    let data_dir = server.data_dir.clone();
+    drop(server);
+    let mut open = std::process::Command::new(env!("CARGO_BIN_EXE_firn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn firn");
+    let exited = crate::harness::wait_until(std::time::Duration::from_secs(20), || {
+        open.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = open.kill();
+    }
+    let out = open.wait_with_output().expect("output");
+    assert!(
+        exited && !out.status.success(),
+        "a token node's directory opened without auth"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--auth=token"), "{err}");
 }
 
 #[test]
