@@ -111,3 +111,89 @@ fn python_sdk(python: &str, app: &str, seconds: u32, with_token: bool) {
         "the anonymous tenant sees nothing: {other}"
     );
 }
+
+/// The `pyroscope` crate (2.x) with its pprof-rs backend, profiling this test process and
+/// pushing over Connect: the hot function leads the merged profile, the tags are labels.
+#[test]
+fn pyroscope_rust_sdk_pushes_its_pprof_backend() {
+    use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
+    use pyroscope::pyroscope::PyroscopeAgentBuilder;
+
+    #[inline(never)]
+    fn hot_rust_function(n: u64) -> u64 {
+        (0..n).fold(0u64, |acc, i| {
+            std::hint::black_box(acc.wrapping_mul(31).wrapping_add(i))
+        })
+    }
+
+    // reqwest builds its client with rustls even for http://; the crate leaves the provider
+    // to the application.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let agent = PyroscopeAgentBuilder::new(
+        &server.url,
+        "rustapp",
+        100,
+        "pyroscope-rs",
+        "2.1",
+        pprof_backend(PprofConfig { sample_rate: 100 }, BackendConfig::default()),
+    )
+    .tags(vec![("region", "eu-north")])
+    .tenant_id("rust-tenant".into())
+    .upload_interval(Duration::from_secs(1))
+    .build()
+    .expect("the agent builds");
+    let running = agent.start().expect("the agent starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut sink = 0u64;
+    while std::time::Instant::now() < deadline {
+        sink = sink.wrapping_add(hot_rust_function(2_000_000));
+    }
+    std::hint::black_box(sink);
+    running.stop().expect("the agent stops").shutdown();
+
+    let tenant_get = |url: &str| {
+        ureq::get(url)
+            .set("X-Scope-OrgID", "rust-tenant")
+            .call()
+            .map(|r| r.into_string().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let types: serde_json::Value = serde_json::from_str(&tenant_get(&format!(
+        "{}/api/v1/profile-types?from=now-1h&until=now%2B1m",
+        server.url
+    )))
+    .expect("types JSON");
+    let cpu = types["profile_types"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["sample_type"] == "cpu"))
+        .and_then(|t| t["id"].as_str())
+        .unwrap_or_else(|| panic!("a cpu profile type arrived: {types}"))
+        .to_owned();
+    let top = tenant_get(&format!(
+        "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1m&format=top",
+        server.url,
+        urlencode(&format!(
+            "{cpu}{{service_name=\"rustapp\",region=\"eu-north\"}}"
+        ))
+    ));
+    let top: serde_json::Value = serde_json::from_str(&top).expect("top JSON");
+    let entries = top.as_array().expect("a top table");
+    let cumulative = |e: &serde_json::Value| e["cumulative"].as_i64().unwrap_or(0);
+    let all = entries.iter().map(cumulative).max().unwrap_or(0);
+    let hot = entries
+        .iter()
+        .find(|e| {
+            e["function"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("hot_rust_function"))
+        })
+        .map(cumulative)
+        .unwrap_or(0);
+    // Unoptimised, the loop's own work is in inlined iterator frames below it.
+    assert!(
+        all > 0 && hot * 10 >= all * 8,
+        "the hot function holds most of the CPU time ({hot} of {all}): {top}"
+    );
+}
