@@ -2,9 +2,11 @@
 //!
 //! ```text
 //!  POST /push.v1.PusherService/Push             Pyroscope Push           ┐ Connect (proto, JSON),
-//!  POST /querier.v1.QuerierService/<Method>      Pyroscope querier:       │ gRPC, gRPC-Web: one
-//!       ProfileTypes LabelNames LabelValues Series SelectMergeStacktraces │ handler each (rpc.rs)
-//!       SelectMergeProfile SelectSeries Diff                              ┘
+//!  POST /parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw         │ gRPC, gRPC-Web: one
+//!                                               Parca Agent's writes      │ handler each (rpc.rs)
+//!  POST /querier.v1.QuerierService/<Method>      Pyroscope querier:       │
+//!       ProfileTypes LabelNames LabelValues Series SelectMergeStacktraces │
+//!       SelectMergeSpanProfile SelectMergeProfile SelectSeries Diff       ┘
 //!  POST /ingest, /pyroscope/ingest              Pyroscope legacy ingest (pprof, multipart, folded, lines)
 //!  GET  /pyroscope/render, render-diff, labels, label-values   Pyroscope legacy queries (legacy.rs)
 //!  GET  /api/v1/merge                           Firn: merged profile as folded, top, pprof or flame graph
@@ -35,6 +37,7 @@ pub mod error;
 pub mod google;
 pub mod ingest;
 pub mod legacy;
+pub mod parca;
 pub mod push;
 pub mod querier;
 pub mod query;
@@ -77,6 +80,10 @@ pub fn router(state: AppState) -> Router {
     let limit = state.max_request_bytes;
     Router::new()
         .route("/push.v1.PusherService/Push", rpc::unary(push::push))
+        .route(
+            "/parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw",
+            rpc::unary(parca::write_raw),
+        )
         .route(
             "/querier.v1.QuerierService/ProfileTypes",
             rpc::unary(querier::profile_types),

@@ -56,24 +56,40 @@ pub struct RawSample {
 /// `Push`: stores every sample that decodes; fails only if none does. Every sample is one
 /// write; they are routed to their shards together (one message per shard leader).
 pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
+    let series = request
+        .series
+        .into_iter()
+        .map(|s| {
+            let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            (
+                labels,
+                s.samples.into_iter().map(|r| r.raw_profile).collect(),
+            )
+        })
+        .collect();
+    store_series(&call, series).await?;
+    Ok(PushResponse {})
+}
+
+/// A series' labels and its raw pprof samples.
+pub type RawSeries = (Vec<(String, String)>, Vec<Bytes>);
+
+/// Stores raw pprof samples by series (their labels, `__name__` the profile's name): every
+/// sample that decodes; an error only if none does, naming the first few reasons.
+pub async fn store_series(call: &Call, series: Vec<RawSeries>) -> Result<()> {
     let received = now();
     let mut writes = Vec::new();
     let mut names = Vec::new();
-    for (s, series) in request.series.into_iter().enumerate() {
-        let labels: Vec<(String, String)> = series
-            .labels
-            .into_iter()
-            .map(|l| (l.name, l.value))
-            .collect();
-        for (i, sample) in series.samples.into_iter().enumerate() {
+    for (s, (labels, samples)) in series.into_iter().enumerate() {
+        for (i, raw_profile) in samples.into_iter().enumerate() {
             writes.push(ClientWrite {
                 request: WriteRequest {
                     tenant: call.tenant.clone(),
                     labels: labels.clone(),
-                    payload: Payload::Pprof(sample.raw_profile),
+                    payload: Payload::Pprof(raw_profile),
                     received_at: received,
                 },
-                // One key per sample: a retried Push stores each sample once.
+                // One key per sample: a retried request stores each sample once.
                 key: call
                     .idempotency_key
                     .as_ref()
@@ -125,5 +141,5 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
         }
         tracing::warn!(stored, rejected, first = %message, "push partly rejected");
     }
-    Ok(PushResponse {})
+    Ok(())
 }

@@ -99,7 +99,12 @@ pub enum Surface {
 
 impl Surface {
     pub fn of(path: &str) -> Self {
-        const WRITE: [&str; 3] = ["/push.v1.PusherService/", "/ingest", "/pyroscope/ingest"];
+        const WRITE: [&str; 4] = [
+            "/push.v1.PusherService/",
+            "/parca.profilestore.v1alpha1.ProfileStoreService/",
+            "/ingest",
+            "/pyroscope/ingest",
+        ];
         const READ: [&str; 11] = [
             "/querier.v1.QuerierService/",
             "/pyroscope/render",
@@ -132,6 +137,7 @@ impl Surface {
     /// Served over gRPC-shaped protocols, so a refusal takes their shape.
     pub fn is_rpc(path: &str) -> bool {
         path.starts_with("/push.")
+            || path.starts_with("/parca.")
             || path.starts_with("/querier.")
             || path.starts_with("/firn.cluster.")
             || path.starts_with("/arrow.flight.")

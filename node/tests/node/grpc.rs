@@ -131,3 +131,70 @@ fn grpcio_client_pushes_and_queries_over_h2c() {
     assert_eq!(j["points_sum"], total as f64);
     assert_eq!(j["diff_ticks"], json!([total, total]));
 }
+
+/// Parca Agent's write path with a real gRPC client (grpcio, stubs generated from the repo's
+/// .proto): a profile written with `WriteRaw` merges to its totals; malformed requests get
+/// gRPC's own INVALID_ARGUMENT and the node keeps serving.
+#[test]
+fn parca_write_raw_over_grpc_with_generated_stubs() {
+    let python = std::env::var("FIRN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    if !has_modules(&python)
+        || !Command::new(&python)
+            .args(["-c", "import grpc_tools"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: {python} has no grpcio/grpcio-tools (bash .ci/test installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let mut profile = ProfileBuilder::cpu().time(Nanos(now_nanos() - 60_000_000_000));
+    profile.sample(&["main", "parca_hot"], &[7, 70_000_000], &[]);
+    profile.sample(&["main", "parca_cold"], &[3, 30_000_000], &[]);
+    let pprof = dir.path().join("profile.pb.gz");
+    std::fs::write(&pprof, profile.gzip()).expect("write the profile");
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir_all(&stubs).expect("stubs dir");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/parca_client.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(server.url.trim_start_matches("http://"))
+        .arg(&pprof)
+        .arg(&stubs)
+        .output()
+        .expect("run the Parca client");
+    assert!(
+        output.status.success(),
+        "the Parca client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).expect("a JSON summary");
+    assert_eq!(out["write"]["code"], "OK", "{out}");
+    assert_eq!(out["again"]["code"], "OK", "{out}");
+    assert_eq!(out["no_name"]["code"], "INVALID_ARGUMENT", "{out}");
+    assert!(
+        out["no_name"]["details"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("__name__"),
+        "{out}"
+    );
+    assert_eq!(out["garbage"]["code"], "INVALID_ARGUMENT", "{out}");
+    // Written twice (no idempotency key): twice the totals, under Parca's profile name.
+    let (status, folded) = crate::harness::get(&format!(
+        "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1m&format=folded",
+        server.url,
+        crate::harness::urlencode(
+            "parca_agent:cpu:nanoseconds:cpu:nanoseconds{service_name=\"parca-app\"}"
+        )
+    ));
+    assert_eq!(status, 200, "{folded}");
+    let mut lines: Vec<&str> = folded.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec!["main;parca_cold 60000000", "main;parca_hot 140000000"]
+    );
+}
