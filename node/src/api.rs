@@ -84,6 +84,8 @@ pub fn router(state: AppState) -> Router {
             "/parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw",
             rpc::unary(parca::write_raw),
         )
+        // Parca's REST gateway path: the same message as JSON.
+        .route("/profiles/writeraw", rpc::unary(parca::write_raw))
         .route(
             "/querier.v1.QuerierService/ProfileTypes",
             rpc::unary(querier::profile_types),

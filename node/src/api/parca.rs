@@ -1,5 +1,6 @@
 //! Parca's write API, `parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw`, as Parca
-//! Agent sends it, served over gRPC and gRPC-Web (and Connect) by [`crate::api::rpc`]. The
+//! Agent sends it, served over gRPC and gRPC-Web (and Connect) by [`crate::api::rpc`], and as
+//! JSON at Parca's REST path `POST /profiles/writeraw`. The
 //! messages follow `proto/parca/profilestore/v1alpha1/profilestore.proto`; wire facts:
 //! `../shared/reference/wire-apis.md` §3.2.
 //!

@@ -99,9 +99,10 @@ pub enum Surface {
 
 impl Surface {
     pub fn of(path: &str) -> Self {
-        const WRITE: [&str; 4] = [
+        const WRITE: [&str; 5] = [
             "/push.v1.PusherService/",
             "/parca.profilestore.v1alpha1.ProfileStoreService/",
+            "/profiles/writeraw",
             "/ingest",
             "/pyroscope/ingest",
         ];

@@ -197,4 +197,27 @@ fn parca_write_raw_over_grpc_with_generated_stubs() {
         lines,
         vec!["main;parca_cold 60000000", "main;parca_hot 140000000"]
     );
+    // Parca's REST path takes the same message as JSON.
+    use base64::Engine;
+    let body = json!({"series": [{
+        "labels": {"labels": [
+            {"name": "__name__", "value": "parca_agent"},
+            {"name": "service_name", "value": "parca-rest"}
+        ]},
+        "samples": [{"rawProfile": base64::engine::general_purpose::STANDARD.encode(profile.gzip())}],
+    }]});
+    let (status, text) = crate::harness::post(
+        &format!("{}/profiles/writeraw", server.url),
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (_, folded) = crate::harness::get(&format!(
+        "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1m&format=folded",
+        server.url,
+        crate::harness::urlencode(
+            "parca_agent:cpu:nanoseconds:cpu:nanoseconds{service_name=\"parca-rest\"}"
+        )
+    ));
+    assert!(folded.contains("main;parca_hot 70000000"), "{folded}");
 }
