@@ -254,7 +254,7 @@ async fn hold_for_rate(
     let rate = crate::tenancy::rate::Rate {
         bytes_per_sec: limits.ingestion_rate_bytes,
         burst: limits.ingestion_burst_bytes,
-        nodes: meta.active_nodes().len(),
+        nodes: meta.active_count(),
     };
     let tenancy = &state.cluster.tenancy;
     if let Some(wait) = tenancy.rates.hold(&tenant, length, rate, tenancy.now()) {

@@ -18,13 +18,15 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use firn_query::{Aggregation, FlameGraph, SeriesOptions};
+use firn_query::{FlameGraph, SeriesOptions};
 use firn_storage::{Nanos, ProfileType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::querier::convert;
-use crate::api::query::{max_nodes, params, selection, time_range};
+use crate::api::querier::messages::Level;
+use crate::api::querier::{check_label_name, check_label_names};
+use crate::api::query::{aggregation, label_scope, max_nodes, params, selection, time_range};
 use crate::api::selection::{self as select, Selection, TimeRange};
 use crate::api::{AppState, blocking, tenant};
 use crate::error::{Error, Result};
@@ -86,10 +88,10 @@ fn timeline(points: &[(Nanos, f64)], range: &TimeRange, step: Nanos) -> Value {
     })
 }
 
-fn flamebearer(graph: &FlameGraph) -> Value {
-    let fg = convert::flamegraph(graph);
-    let levels: Vec<&Vec<i64>> = fg.levels.iter().map(|l| &l.values).collect();
-    json!({"names": fg.names, "levels": levels, "numTicks": fg.total, "maxSelf": fg.max_self})
+/// `{names, levels, numTicks, maxSelf}`: the levels as plain arrays of numbers.
+fn flamebearer(names: &[String], levels: &[Level], total: i64, max_self: i64) -> Value {
+    let levels: Vec<&Vec<i64>> = levels.iter().map(|l| &l.values).collect();
+    json!({"names": names, "levels": levels, "numTicks": total, "maxSelf": max_self})
 }
 
 /// `GET /pyroscope/render`.
@@ -114,29 +116,14 @@ pub async fn render(
     })?;
     let range = time_range(params.from.as_deref(), params.until.as_deref())?;
     let max_nodes = max_nodes(params.max_nodes)?;
-    let aggregation = match params.aggregation.as_deref() {
-        None | Some("sum") => Aggregation::Sum,
-        Some("avg" | "average") => Aggregation::Average,
-        Some(other) => {
-            return Err(Error::BadRequest(format!(
-                "aggregation {other:?} is not one of sum, avg"
-            )));
-        }
-    };
+    let aggregation = aggregation(params.aggregation.as_deref())?;
     let group_by: Vec<String> = params
         .group_by
         .iter()
         .map(|g| g.trim().to_owned())
         .filter(|g| !g.is_empty())
         .collect();
-    if let Some(g) = group_by
-        .iter()
-        .find(|g| !firn_storage::labels::is_valid_name(g))
-    {
-        return Err(Error::BadRequest(format!(
-            "groupBy {g:?} is not a valid label name"
-        )));
-    }
+    check_label_names(&group_by, "groupBy")?;
     let step = step_of(&range);
     let merged = select::merge(&state.query, &tenant, &selection, range).await?;
     let (timeline_value, groups) = match selection.query(None, range) {
@@ -174,10 +161,10 @@ pub async fn render(
         }
     };
     blocking(move || {
-        let graph = FlameGraph::from_merged(&merged, max_nodes);
+        let fg = convert::flamegraph(&FlameGraph::from_merged(&merged, max_nodes));
         Ok(axum::Json(json!({
             "version": 1,
-            "flamebearer": flamebearer(&graph),
+            "flamebearer": flamebearer(&fg.names, &fg.levels, fg.total, fg.max_self),
             "metadata": metadata(Some(&profile_type), "single"),
             "timeline": timeline_value,
             "groups": groups,
@@ -245,15 +232,9 @@ pub async fn render_diff(
     blocking(move || {
         let graph = FlameGraph::diff(&l, &r, max_nodes);
         let fg = convert::flamegraph_diff(&graph);
-        let levels: Vec<&Vec<i64>> = fg.levels.iter().map(|l| &l.values).collect();
         Ok(axum::Json(json!({
             "version": 1,
-            "flamebearer": {
-                "names": fg.names,
-                "levels": levels,
-                "numTicks": fg.total,
-                "maxSelf": fg.max_self,
-            },
+            "flamebearer": flamebearer(&fg.names, &fg.levels, fg.total, fg.max_self),
             "leftTicks": fg.left_ticks,
             "rightTicks": fg.right_ticks,
             "metadata": metadata(Some(&profile_type), "double"),
@@ -276,10 +257,11 @@ pub struct LabelsParams {
 
 impl LabelsParams {
     fn selection_and_range(&self) -> Result<(Vec<Selection>, TimeRange)> {
-        Ok((
-            vec![selection(self.query.as_deref(), "query", false)?],
-            time_range(self.from.as_deref(), self.until.as_deref())?,
-        ))
+        label_scope(
+            self.query.as_deref(),
+            self.from.as_deref(),
+            self.until.as_deref(),
+        )
     }
 }
 
@@ -317,11 +299,7 @@ pub async fn label_values(
         let ids: Vec<String> = types.iter().map(ProfileType::id).collect();
         return Ok(axum::Json(ids).into_response());
     }
-    if !firn_storage::labels::is_valid_name(&name) || name.len() > 1024 {
-        return Err(Error::BadRequest(format!(
-            "label {name:?} is not a valid label name"
-        )));
-    }
+    check_label_name(&name, "label")?;
     let values = select::label_values(&state.query, &tenant, &selections, &name, range).await?;
     Ok(axum::Json(values).into_response())
 }

@@ -373,7 +373,7 @@ fn step(seconds: f64, range: TimeRange) -> Result<Nanos> {
     Ok(step)
 }
 
-fn check_label_name(name: &str, field: &str) -> Result<()> {
+pub(crate) fn check_label_name(name: &str, field: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::BadRequest(format!("{field} is required")));
     }

@@ -49,6 +49,29 @@ pub(crate) fn selection(query: Option<&str>, name: &str, required: bool) -> Resu
     }
 }
 
+/// `sum` (the default) or `avg` over the profiles in a step.
+pub(crate) fn aggregation(text: Option<&str>) -> Result<Aggregation> {
+    match text {
+        None | Some("sum") => Ok(Aggregation::Sum),
+        Some("avg" | "average") => Ok(Aggregation::Average),
+        Some(other) => Err(Error::BadRequest(format!(
+            "aggregation {other:?} is not one of sum, avg"
+        ))),
+    }
+}
+
+/// The selection and range of a label query: an optional selector, `from` and `until`.
+pub(crate) fn label_scope(
+    query: Option<&str>,
+    from: Option<&str>,
+    until: Option<&str>,
+) -> Result<(Vec<Selection>, TimeRange)> {
+    Ok((
+        vec![selection(query, "query", false)?],
+        time_range(from, until)?,
+    ))
+}
+
 pub(crate) fn max_nodes(value: Option<usize>) -> Result<usize> {
     match value {
         None | Some(0) => Ok(DEFAULT_MAX_NODES),
@@ -196,15 +219,7 @@ pub async fn series(
         .map(str::to_owned)
         .collect();
     check_label_names(&group_by, "group_by")?;
-    let aggregation = match params.aggregation.as_deref() {
-        None | Some("sum") => Aggregation::Sum,
-        Some("avg" | "average") => Aggregation::Average,
-        Some(other) => {
-            return Err(Error::BadRequest(format!(
-                "aggregation {other:?} is not one of sum, avg"
-            )));
-        }
-    };
+    let aggregation = aggregation(params.aggregation.as_deref())?;
     let Some(query) = selection.query(None, range) else {
         return Ok(axum::Json(json!({ "series": [] })).into_response());
     };
@@ -240,9 +255,11 @@ pub struct LabelParams {
 
 impl LabelParams {
     fn selection_and_range(&self) -> Result<(Vec<Selection>, TimeRange)> {
-        let selection = selection(self.query.as_deref(), "query", false)?;
-        let range = time_range(self.from.as_deref(), self.until.as_deref())?;
-        Ok((vec![selection], range))
+        label_scope(
+            self.query.as_deref(),
+            self.from.as_deref(),
+            self.until.as_deref(),
+        )
     }
 }
 

@@ -273,6 +273,14 @@ impl MetaState {
             .collect()
     }
 
+    /// How many nodes take replicas (the rate limits' share), without collecting them.
+    pub fn active_count(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.state == NodeState::Active)
+            .count()
+    }
+
     pub fn addr(&self, node: NodeId) -> Option<&str> {
         self.nodes.get(&node).map(|n| n.addr.as_str())
     }

@@ -253,7 +253,7 @@ impl Cluster {
             Rate {
                 bytes_per_sec: limits.ingestion_rate_bytes,
                 burst: limits.ingestion_burst_bytes,
-                nodes: state.active_nodes().len(),
+                nodes: state.active_count(),
             },
             now,
         )?;
