@@ -6,7 +6,9 @@
 //!                                               Parca Agent's writes      │ handler each (rpc.rs)
 //!  POST /querier.v1.QuerierService/<Method>      Pyroscope querier:       │
 //!       ProfileTypes LabelNames LabelValues Series SelectMergeStacktraces │
-//!       SelectMergeSpanProfile SelectMergeProfile SelectSeries Diff       ┘
+//!       SelectMergeSpanProfile SelectMergeProfile SelectSeries Diff       │
+//!  POST /parca.query.v1alpha1.QueryService/<Method>  Parca queries:      │
+//!       Query QueryRange ProfileTypes Labels Values                       ┘
 //!  POST /ingest, /pyroscope/ingest              Pyroscope legacy ingest (pprof, multipart, folded, lines)
 //!  GET  /pyroscope/render, render-diff, labels, label-values   Pyroscope legacy queries (legacy.rs)
 //!  GET  /api/v1/merge                           Firn: merged profile as folded, top, pprof or flame graph
@@ -38,6 +40,7 @@ pub mod google;
 pub mod ingest;
 pub mod legacy;
 pub mod parca;
+pub mod protobuf;
 pub mod push;
 pub mod querier;
 pub mod query;
@@ -86,6 +89,26 @@ pub fn router(state: AppState) -> Router {
         )
         // Parca's REST gateway path: the same message as JSON.
         .route("/profiles/writeraw", rpc::unary(parca::write_raw))
+        .route(
+            "/parca.query.v1alpha1.QueryService/Query",
+            rpc::unary(parca::query::query),
+        )
+        .route(
+            "/parca.query.v1alpha1.QueryService/QueryRange",
+            rpc::unary(parca::query::query_range),
+        )
+        .route(
+            "/parca.query.v1alpha1.QueryService/ProfileTypes",
+            rpc::unary(parca::query::profile_types),
+        )
+        .route(
+            "/parca.query.v1alpha1.QueryService/Labels",
+            rpc::unary(parca::query::labels),
+        )
+        .route(
+            "/parca.query.v1alpha1.QueryService/Values",
+            rpc::unary(parca::query::values),
+        )
         .route(
             "/querier.v1.QuerierService/ProfileTypes",
             rpc::unary(querier::profile_types),

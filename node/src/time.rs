@@ -211,6 +211,40 @@ fn date(text: &str) -> Option<Nanos> {
     days_from_civil(y, m, d).map(|days| Nanos(days * 86_400_000_000_000))
 }
 
+/// The civil date (year, month, day) of a day number (days since 1970-01-01), proleptic
+/// Gregorian (Howard Hinnant's algorithm).
+pub fn civil_from_days(day: i64) -> (i64, i64, i64) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A time as RFC 3339 in UTC, with as many fractional digits as it needs (none, 3, 6 or 9),
+/// as protojson writes a `google.protobuf.Timestamp`.
+pub fn format_rfc3339(seconds: i64, nanos: u32) -> String {
+    let (y, mo, d) = civil_from_days(seconds.div_euclid(86_400));
+    let secs = seconds.rem_euclid(86_400);
+    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = match nanos {
+        0 => String::new(),
+        n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
+        n if n % 1_000 == 0 => format!(".{:06}", n / 1_000),
+        n => format!(".{n:09}"),
+    };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}Z")
+}
+
+/// Parses an RFC 3339 time (see [`parse_time`] for the forms accepted).
+pub fn parse_rfc3339(text: &str) -> Result<Nanos, String> {
+    rfc3339(text.trim()).unwrap_or_else(|| Err(format!("{text:?} is not an RFC 3339 time")))
+}
+
 /// Days since 1970-01-01 of a civil date, if it is one.
 fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
@@ -229,6 +263,29 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339(951_782_400, 500_000_000),
+            "2000-02-29T00:00:00.500Z"
+        );
+        assert_eq!(format_rfc3339(-1, 1), "1969-12-31T23:59:59.000000001Z");
+        for (s, n) in [
+            (1_700_000_000, 0),
+            (1_700_000_000, 123_456_000),
+            (86_399, 7),
+        ] {
+            let text = format_rfc3339(s, n);
+            assert_eq!(
+                parse_rfc3339(&text),
+                Ok(Nanos(s * 1_000_000_000 + i64::from(n))),
+                "{text}"
+            );
+        }
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
 
     #[test]
     fn units_are_guessed_from_digit_counts() {

@@ -436,16 +436,39 @@ impl Coordinator {
         start: Nanos,
         end: Nanos,
     ) -> Result<Vec<ProfileType>> {
+        let mut types: Vec<ProfileType> = self
+            .profile_kinds(tenant, start, end)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        types.dedup();
+        Ok(types)
+    }
+
+    /// Profile types with rows in `[start, end)`, each with whether those rows are delta
+    /// profiles (Parca lists both kinds of a type), sorted.
+    pub async fn profile_kinds(
+        &self,
+        tenant: &TenantId,
+        start: Nanos,
+        end: Nanos,
+    ) -> Result<Vec<(ProfileType, bool)>> {
         let (start, end) = self.begin(tenant).scope(start, end)?;
         let ids = self
             .timed(self.strings(tenant, Fragment::ProfileTypes { start, end }))
             .await?;
-        let mut types = ids
+        let mut kinds = ids
             .iter()
-            .map(|id| ProfileType::parse(id).map_err(Error::from))
-            .collect::<Result<Vec<_>>>()?;
-        types.sort();
-        Ok(types)
+            .map(|id| match id.strip_suffix(":delta") {
+                Some(base) => ProfileType::parse(base).map(|t| (t, true)),
+                None => ProfileType::parse(id).map(|t| (t, false)),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::from)?;
+        kinds.sort();
+        kinds.dedup();
+        Ok(kinds)
     }
 
     /// Read-only SQL over the tenant's `samples` (and `stacks`) across every shard: rows come

@@ -150,6 +150,8 @@ pub type LabelPairs = Vec<(String, String)>;
 pub struct Series {
     pub labels: LabelPairs,
     pub points: Vec<(Nanos, f64)>,
+    /// Profiles aggregated into each point, in the order of `points`.
+    pub profiles: Vec<u64>,
 }
 
 /// Runs queries against one store.
@@ -571,6 +573,24 @@ impl QueryEngine {
         start: Nanos,
         end: Nanos,
     ) -> Result<Vec<ProfileType>> {
+        let mut types: Vec<ProfileType> = self
+            .profile_kinds(tenant, start, end)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        types.dedup();
+        Ok(types)
+    }
+
+    /// Profile types with rows in `[start, end)`, each with whether those rows are delta
+    /// profiles (a type may have both), sorted.
+    pub async fn profile_kinds(
+        &self,
+        tenant: &TenantId,
+        start: Nanos,
+        end: Nanos,
+    ) -> Result<Vec<(ProfileType, bool)>> {
         let table = self.table(tenant);
         let type_column = datafusion::logical_expr::cast(
             column(schema::PROFILE_TYPE),
@@ -585,20 +605,21 @@ impl QueryEngine {
             )
             .and_then(|df| {
                 df.aggregate(
-                    vec![type_column.alias("t")],
+                    vec![type_column.alias("t"), column(schema::DELTA).alias("d")],
                     vec![min(column(schema::TIME))],
                 )
             })
             .map_err(|e| self.map_err(e))?;
-        let mut types = Vec::new();
+        let mut kinds = Vec::new();
         for batch in self.collect(df).await? {
-            let c = batch.column(0).as_string::<i32>();
+            let types = batch.column(0).as_string::<i32>();
+            let deltas = batch.column(1).as_boolean();
             for i in 0..batch.num_rows() {
-                types.push(ProfileType::parse(c.value(i))?);
+                kinds.push((ProfileType::parse(types.value(i))?, deltas.value(i)));
             }
         }
-        types.sort();
-        Ok(types)
+        kinds.sort();
+        Ok(kinds)
     }
 
     /// Read-only SQL over the tenant's `samples` table. Statements other than queries are

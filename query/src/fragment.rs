@@ -207,6 +207,7 @@ pub enum Fragment {
         query: QuerySpec,
         name: String,
     },
+    /// Profile type ids, with a `:delta` suffix for delta rows (a type may have both).
     ProfileTypes {
         start: Nanos,
         end: Nanos,
@@ -219,6 +220,16 @@ pub enum Fragment {
         labels: Vec<String>,
         filter: ScanSpec,
     },
+}
+
+/// A profile type's id in a [`Fragment::ProfileTypes`] answer: Parca's form, `:delta` for
+/// delta profiles.
+pub fn kind_id(profile_type: &ProfileType, delta: bool) -> String {
+    if delta {
+        format!("{}:delta", profile_type.id())
+    } else {
+        profile_type.id()
+    }
 }
 
 /// A fragment's answer.
@@ -363,10 +374,10 @@ impl QueryEngine {
             ),
             Fragment::ProfileTypes { start, end } => FragmentOutput::strings(
                 "id",
-                self.profile_types(tenant, *start, *end)
+                self.profile_kinds(tenant, *start, *end)
                     .await?
                     .iter()
-                    .map(ProfileType::id),
+                    .map(|(t, delta)| kind_id(t, *delta)),
             ),
             Fragment::Columns => FragmentOutput::strings("name", self.table(tenant).label_names()),
             Fragment::Scan {

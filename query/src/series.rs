@@ -193,6 +193,10 @@ impl SeriesCombiner {
             .into_iter()
             .map(|(labels, points)| Series {
                 labels,
+                profiles: points
+                    .values()
+                    .map(|&(_, profiles)| profiles as u64)
+                    .collect(),
                 points: points
                     .into_iter()
                     .map(|(bucket, (sum, profiles))| {

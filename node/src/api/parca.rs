@@ -1,12 +1,15 @@
-//! Parca's write API, `parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw`, as Parca
-//! Agent sends it, served over gRPC and gRPC-Web (and Connect) by [`crate::api::rpc`], and as
-//! JSON at Parca's REST path `POST /profiles/writeraw`. The
-//! messages follow `proto/parca/profilestore/v1alpha1/profilestore.proto`; wire facts:
-//! `../shared/reference/wire-apis.md` §3.2.
+//! Parca's APIs: the write side, `parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw`,
+//! as Parca Agent sends it, served over gRPC and gRPC-Web (and Connect) by
+//! [`crate::api::rpc`], and as JSON at Parca's REST path `POST /profiles/writeraw`; the query
+//! side, `parca.query.v1alpha1.QueryService`, in [`query`]. The messages follow
+//! `proto/parca/`; wire facts: `../shared/reference/wire-apis.md` §3.
 //!
 //! A series' `__name__` label is required and names the profile (`parca_agent`,
 //! `process_cpu`); each sample is a whole pprof, stored as Push stores one. Parca's deprecated
 //! `tenant` field is ignored: the tenant is the request's, as everywhere.
+
+pub mod messages;
+pub mod query;
 
 use axum::body::Bytes;
 use serde::{Deserialize, Serialize};

@@ -257,6 +257,34 @@ impl Selection {
         Ok(selection)
     }
 
+    /// A Parca query: a selector that names its profile type, five parts for profiles
+    /// without a duration, six (`...:delta`) for delta profiles, as Parca reads them.
+    pub fn parca(text: &str, field: &str) -> Result<Self> {
+        let mut selection = Self::parse(text, field)?;
+        if selection.profile_type.is_none() {
+            return Err(Error::BadRequest(format!(
+                "{field} {text:?} names no profile type; write name:sample_type:sample_unit:period_type:period_unit[:delta]{{...}}"
+            )));
+        }
+        selection.delta = Some(selection.delta.unwrap_or(false));
+        Ok(selection)
+    }
+
+    /// This selection, of the profile type (and delta kind) `typed` names only; an error
+    /// naming `field` if the selection names another.
+    pub fn with_type_of(mut self, typed: &Selection, field: &str) -> Result<Self> {
+        if let (Some(mine), Some(theirs)) = (&self.profile_type, &typed.profile_type)
+            && mine != theirs
+        {
+            return Err(Error::BadRequest(format!(
+                "{field} is {theirs}, but a selector names {mine}"
+            )));
+        }
+        self.profile_type = self.profile_type.or_else(|| typed.profile_type.clone());
+        self.delta = self.delta.or(typed.delta);
+        Ok(self)
+    }
+
     pub fn profile_type(&self) -> Option<&ProfileType> {
         self.profile_type.as_ref()
     }

@@ -106,8 +106,9 @@ impl Surface {
             "/ingest",
             "/pyroscope/ingest",
         ];
-        const READ: [&str; 11] = [
+        const READ: [&str; 12] = [
             "/querier.v1.QuerierService/",
+            "/parca.query.v1alpha1.QueryService/",
             "/pyroscope/render",
             "/pyroscope/render-diff",
             "/pyroscope/labels",

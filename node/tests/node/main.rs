@@ -10,6 +10,7 @@ mod ingest;
 mod legacy;
 mod limits;
 mod outage;
+mod parca;
 mod push;
 mod querier;
 mod query_api;

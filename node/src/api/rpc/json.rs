@@ -283,6 +283,67 @@ pub mod bytes {
     }
 }
 
+/// `optional bytes`: absent stays `None`.
+pub mod opt_bytes {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<::bytes::Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => bytes::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<::bytes::Bytes>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| bytes::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&t)))
+            .transpose()
+    }
+}
+
+/// A message Firn reads only to know it was sent (the proto side is kept as its bytes): any
+/// JSON value but `null` counts as present.
+pub mod opaque {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<::bytes::Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(_) => s.collect_map(std::iter::empty::<((), ())>()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<::bytes::Bytes>, D::Error> {
+        let value: Option<serde::de::IgnoredAny> = Option::deserialize(d)?;
+        Ok(value.map(|_| ::bytes::Bytes::new()))
+    }
+}
+
+/// `repeated` of such messages: one empty entry per element sent.
+pub mod opaque_seq {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &[::bytes::Bytes], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            v.iter()
+                .map(|_| std::collections::BTreeMap::<(), ()>::new()),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<::bytes::Bytes>, D::Error> {
+        let values: Option<Vec<serde::de::IgnoredAny>> = Option::deserialize(d)?;
+        Ok(values
+            .unwrap_or_default()
+            .into_iter()
+            .map(|_| ::bytes::Bytes::new())
+            .collect())
+    }
+}
+
 /// A proto enum as an `i32` field: its name out (the number when it has none), a name or a
 /// number in. Use as `serialize_with = "json::enumeration::serialize::<E, _>"`.
 pub mod enumeration {
