@@ -9,6 +9,9 @@
 //!       SelectMergeSpanProfile SelectMergeProfile SelectSeries Diff       │
 //!  POST /parca.query.v1alpha1.QueryService/<Method>  Parca queries:      │
 //!       Query QueryRange ProfileTypes Labels Values                       ┘
+//!  POST /opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export
+//!                                               OTLP profiles over gRPC (rpc.rs)
+//!  POST /v1development/profiles                 OTLP/HTTP profiles, protobuf or JSON (otlp.rs)
 //!  POST /ingest, /pyroscope/ingest              Pyroscope legacy ingest (pprof, multipart, folded, lines)
 //!  GET  /pyroscope/render, render-diff, labels, label-values   Pyroscope legacy queries (legacy.rs)
 //!  GET  /api/v1/merge                           Firn: merged profile as folded, top, pprof or flame graph
@@ -39,6 +42,7 @@ pub mod error;
 pub mod google;
 pub mod ingest;
 pub mod legacy;
+pub mod otlp;
 pub mod parca;
 pub mod protobuf;
 pub mod push;
@@ -142,6 +146,11 @@ pub fn router(state: AppState) -> Router {
             rpc::unary(querier::select_series),
         )
         .route("/querier.v1.QuerierService/Diff", rpc::unary(querier::diff))
+        .route(
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+            rpc::unary(otlp::export),
+        )
+        .route("/v1development/profiles", post(otlp::http_export))
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
         .route("/pyroscope/render", get(legacy::render))

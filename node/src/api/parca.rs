@@ -9,12 +9,14 @@
 //! `tenant` field is ignored: the tenant is the request's, as everywhere.
 
 pub mod messages;
+pub mod metastore;
 pub mod query;
+pub mod report;
 
 use axum::body::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::api::push::store_series;
+use crate::api::push::{RawSeries, store_series};
 use crate::api::rpc::{Call, json};
 use crate::error::{Error, Result};
 
@@ -113,10 +115,11 @@ pub async fn write_raw(call: Call, request: WriteRawRequest) -> Result<WriteRawR
                 "series[{i}].labels: missing __name__ label (the profile's name, such as parca_agent)"
             )));
         }
-        series.push((
+        series.push(RawSeries {
+            name: format!("series[{i}]"),
             labels,
-            s.samples.into_iter().map(|r| r.raw_profile).collect(),
-        ));
+            samples: s.samples.into_iter().map(|r| r.raw_profile).collect(),
+        });
     }
     store_series(&call, series).await?;
     Ok(WriteRawResponse {})

@@ -59,12 +59,11 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
     let series = request
         .series
         .into_iter()
-        .map(|s| {
-            let labels = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
-            (
-                labels,
-                s.samples.into_iter().map(|r| r.raw_profile).collect(),
-            )
+        .enumerate()
+        .map(|(i, s)| RawSeries {
+            name: format!("series[{i}]"),
+            labels: s.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+            samples: s.samples.into_iter().map(|r| r.raw_profile).collect(),
         })
         .collect();
     store_series(&call, series).await?;
@@ -72,7 +71,13 @@ pub async fn push(call: Call, request: PushRequest) -> Result<PushResponse> {
 }
 
 /// A series' labels and its raw pprof samples.
-pub type RawSeries = (Vec<(String, String)>, Vec<Bytes>);
+#[derive(Clone, Debug)]
+pub struct RawSeries {
+    /// Where the request holds it (`series[3]`), for errors.
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub samples: Vec<Bytes>,
+}
 
 /// Stores raw pprof samples by series (their labels, `__name__` the profile's name): every
 /// sample that decodes; an error only if none does, naming the first few reasons.
@@ -80,7 +85,15 @@ pub async fn store_series(call: &Call, series: Vec<RawSeries>) -> Result<()> {
     let received = now();
     let mut writes = Vec::new();
     let mut names = Vec::new();
-    for (s, (labels, samples)) in series.into_iter().enumerate() {
+    for (
+        s,
+        RawSeries {
+            name,
+            labels,
+            samples,
+        },
+    ) in series.into_iter().enumerate()
+    {
         for (i, raw_profile) in samples.into_iter().enumerate() {
             writes.push(ClientWrite {
                 request: WriteRequest {
@@ -95,7 +108,7 @@ pub async fn store_series(call: &Call, series: Vec<RawSeries>) -> Result<()> {
                     .as_ref()
                     .map(|k| format!("{k}/{s}/{i}")),
             });
-            names.push((s, i));
+            names.push((name.clone(), i));
         }
     }
     // The first few reasons, and how many samples were rejected in all.
@@ -104,7 +117,7 @@ pub async fn store_series(call: &Call, series: Vec<RawSeries>) -> Result<()> {
     let mut stored = 0usize;
     let mut failure = None;
     let mut limited = false;
-    for ((s, i), result) in names
+    for ((name, i), result) in names
         .into_iter()
         .zip(call.state.cluster.write(writes).await)
     {
@@ -114,7 +127,7 @@ pub async fn store_series(call: &Call, series: Vec<RawSeries>) -> Result<()> {
                 rejected += 1;
                 limited |= e.code().1 == axum::http::StatusCode::TOO_MANY_REQUESTS;
                 if errors.len() < MAX_REPORTED {
-                    errors.push(format!("series[{s}].samples[{i}]: {}", error_chain(&e)));
+                    errors.push(format!("{name}.samples[{i}]: {}", error_chain(&e)));
                 }
             }
             Err(e) => {

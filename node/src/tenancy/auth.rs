@@ -99,8 +99,10 @@ pub enum Surface {
 
 impl Surface {
     pub fn of(path: &str) -> Self {
-        const WRITE: [&str; 5] = [
+        const WRITE: [&str; 7] = [
             "/push.v1.PusherService/",
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/",
+            "/v1development/profiles",
             "/parca.profilestore.v1alpha1.ProfileStoreService/",
             "/profiles/writeraw",
             "/ingest",

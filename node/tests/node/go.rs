@@ -1,7 +1,8 @@
-//! Go `runtime/pprof` profiles sent the way pyroscope-go sends them (multipart to `/ingest`)
-//! and as Push; the merged pprof Firn serves (from `/api/v1/merge` and from the querier's
-//! `SelectMergeProfile`) must match `go tool pprof -proto` merging the same files, function by
-//! function, for every sample type.
+//! Go `runtime/pprof` profiles sent the way pyroscope-go sends them (multipart to `/ingest`),
+//! as Push and as Parca Agent's `WriteRaw`; the merged pprof Firn serves (from
+//! `/api/v1/merge` and from the querier's `SelectMergeProfile`) must match `go tool pprof
+//! -proto` merging the same files, function by function, for every sample type. (OTLP's
+//! oracle test is in `otlp.rs`.)
 
 use firn_node::api::google;
 use firn_node::api::push::{PushRequest, RawProfileSeries, RawSample};
@@ -11,7 +12,7 @@ use firn_storage::pprof::{DecodeLimits, decode};
 use firn_storage::testing::go::{merge, per_function, profiles, type_id};
 use prost::Message;
 
-use crate::harness::{Server, urlencode};
+use crate::harness::{Server, fetch_pprof, urlencode};
 
 fn multipart(profile: &[u8]) -> (String, Vec<u8>) {
     let boundary = "firn-test-boundary";
@@ -30,20 +31,6 @@ fn multipart(profile: &[u8]) -> (String, Vec<u8>) {
         .as_bytes(),
     );
     (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-fn fetch_pprof(server: &Server, selector: &str) -> firn_storage::pprof::Profile {
-    let url = format!(
-        "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format=pprof",
-        server.url,
-        urlencode(selector)
-    );
-    let response = ureq::get(&url).call().expect("merge");
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("body");
-    decode(&bytes, DecodeLimits::default())
-        .expect("Firn's pprof decodes")
-        .into_profile()
 }
 
 #[test]
@@ -105,7 +92,7 @@ fn merged_pprof_matches_go_tool_pprof() {
         let oracle = merge(inputs);
         for index in 0..oracle.sample_type.len() {
             let id = type_id(&oracle, name, index);
-            let ours = fetch_pprof(&server, &format!("{id}{{service_name=\"goapp\"}}"));
+            let ours = fetch_pprof(&server, &format!("{id}{{service_name=\"goapp\"}}"), "");
             let theirs = per_function(&oracle, index);
             assert!(!theirs.is_empty(), "{id}: the oracle has samples");
             assert_eq!(
@@ -135,5 +122,56 @@ fn merged_pprof_matches_go_tool_pprof() {
                 "{id}: SelectMergeProfile, flat and cumulative per function"
             );
         }
+    }
+}
+
+/// Parca Agent's path: each Go CPU profile as one `WriteRaw` sample, sent as Connect proto
+/// (the gRPC transport is the Python client's, in `grpc.rs`).
+#[test]
+fn write_raw_merges_match_go_tool_pprof() {
+    use firn_node::api::parca::{Label, LabelSet, RawProfileSeries, RawSample, WriteRawRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cpu: Vec<_> = profiles(dir.path(), 2, 1)
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().contains("heap"))
+        .collect();
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(data.path(), &[]);
+    let label = |name: &str, value: &str| Label {
+        name: name.into(),
+        value: value.into(),
+    };
+    let request = WriteRawRequest {
+        series: vec![RawProfileSeries {
+            labels: Some(LabelSet {
+                labels: vec![
+                    label("__name__", "parca_agent"),
+                    label("service_name", "parca-go"),
+                ],
+            }),
+            samples: cpu
+                .iter()
+                .map(|f| RawSample {
+                    raw_profile: std::fs::read(f).expect("read").into(),
+                    executable_info: Vec::new(),
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    };
+    let _: firn_node::api::parca::WriteRawResponse = server
+        .connect_proto(
+            "parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw",
+            &request,
+            "anonymous",
+        )
+        .expect("WriteRaw");
+    let oracle = merge(&cpu);
+    for index in 0..oracle.sample_type.len() {
+        let id = type_id(&oracle, "parca_agent", index);
+        let ours = fetch_pprof(&server, &format!("{id}{{service_name=\"parca-go\"}}"), "");
+        let theirs = per_function(&oracle, index);
+        assert!(!theirs.is_empty(), "{id}: the oracle has samples");
+        assert_eq!(per_function(&ours, 0), theirs, "{id}: per function");
     }
 }

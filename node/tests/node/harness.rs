@@ -263,3 +263,19 @@ impl TestClock {
         ("FIRN_TEST_CLOCK_FILE", self.path.display().to_string())
     }
 }
+
+/// The merged pprof of `selector` over the last hour, from Firn's API (`extra`: more query
+/// parameters, `&trace_id=...`).
+pub fn fetch_pprof(server: &Server, selector: &str, extra: &str) -> firn_storage::pprof::Profile {
+    let url = format!(
+        "{}/api/v1/merge?query={}&from=now-1h&until=now%2B1h&format=pprof{extra}",
+        server.url,
+        urlencode(selector)
+    );
+    let response = ureq::get(&url).call().expect("merge");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("body");
+    firn_storage::pprof::decode(&bytes, firn_storage::pprof::DecodeLimits::default())
+        .expect("Firn's pprof decodes")
+        .into_profile()
+}

@@ -9,6 +9,7 @@ mod harness;
 mod ingest;
 mod legacy;
 mod limits;
+mod otlp;
 mod outage;
 mod parca;
 mod push;
