@@ -150,7 +150,7 @@ pub fn router(state: AppState) -> Router {
             "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
             rpc::unary(otlp::export),
         )
-        .route("/v1development/profiles", post(otlp::http_export))
+        .route(otlp::HTTP_PATH, post(otlp::http_export))
         .route("/ingest", post(ingest::ingest))
         .route("/pyroscope/ingest", post(ingest::ingest))
         .route("/pyroscope/render", get(legacy::render))
@@ -264,6 +264,7 @@ pub async fn authorize(
             next.run(request).await
         }
         Err(e) if Surface::is_rpc(&path) => rpc::error_for(request.headers(), e),
+        Err(e) if path == otlp::HTTP_PATH => otlp::error_for(request.headers(), e),
         Err(e) => e.into_response(),
     }
 }

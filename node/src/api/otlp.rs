@@ -29,6 +29,9 @@ use crate::api::{AppState, OutcomeStatus, blocking, gunzip, idempotency_key, ten
 use crate::error::{Error, Result};
 use messages::{ExportProfilesServiceRequest, ExportProfilesServiceResponse, Status};
 
+/// OTLP/HTTP's path for profiles.
+pub const HTTP_PATH: &str = "/v1development/profiles";
+
 /// `Export`: checks and converts the whole request, then stores its profiles.
 pub async fn export(
     call: Call,
@@ -47,30 +50,39 @@ enum Encoding {
     Json,
 }
 
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Result<Self> {
+        let media = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match media.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Proto),
+            "application/json" => Ok(Encoding::Json),
+            other => Err(Error::UnsupportedMediaType(format!(
+                "Content-Type {other:?} is not OTLP/HTTP; send application/x-protobuf or application/json"
+            ))),
+        }
+    }
+}
+
+/// An OTLP/HTTP error response to a request with these headers (a refused credential).
+pub fn error_for(headers: &HeaderMap, error: Error) -> Response {
+    respond(Encoding::of(headers).unwrap_or(Encoding::Proto), Err(error))
+}
+
 /// `POST /v1development/profiles`: OTLP/HTTP.
 pub async fn http_export(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let encoding = match media.as_str() {
-        "application/x-protobuf" | "application/protobuf" => Encoding::Proto,
-        "application/json" => Encoding::Json,
-        other => {
-            return respond(
-                Encoding::Proto,
-                Err(Error::UnsupportedMediaType(format!(
-                    "Content-Type {other:?} is not OTLP/HTTP; send application/x-protobuf or application/json"
-                ))),
-            );
-        }
+    let encoding = match Encoding::of(&headers) {
+        Ok(encoding) => encoding,
+        Err(e) => return respond(Encoding::Proto, Err(e)),
     };
     let outcome = async {
         let tenant = tenant(&headers)?;

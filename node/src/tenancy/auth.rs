@@ -143,6 +143,7 @@ impl Surface {
         path.starts_with("/push.")
             || path.starts_with("/parca.")
             || path.starts_with("/querier.")
+            || path.starts_with("/opentelemetry.")
             || path.starts_with("/firn.cluster.")
             || path.starts_with("/arrow.flight.")
     }

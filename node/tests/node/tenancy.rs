@@ -134,6 +134,14 @@ fn read_surfaces() -> Vec<(&'static str, &'static str, String, &'static str, Vec
     merge["labelSelector"] = json!("{}");
     let mut values = querier_range.clone();
     values["name"] = json!("service_name");
+    let rfc3339 = |ms: i64| firn_node::time::format_rfc3339(ms.div_euclid(1000), 0);
+    let (start, end) = (rfc3339(now_ms - 3_600_000), rfc3339(now_ms + 3_600_000));
+    let parca_top = json!({
+        "mode": "MODE_MERGE",
+        "merge": {"query": format!("{CPU}:delta{{}}"), "start": start, "end": end},
+        "reportType": "REPORT_TYPE_TOP",
+    });
+    let parca_values = json!({"labelName": "service_name", "start": start, "end": end});
     vec![
         (
             "merge",
@@ -218,6 +226,20 @@ fn read_surfaces() -> Vec<(&'static str, &'static str, String, &'static str, Vec
             "/querier.v1.QuerierService/SelectMergeStacktraces".into(),
             "application/json",
             merge.to_string().into_bytes(),
+        ),
+        (
+            "parca Query",
+            "POST",
+            "/parca.query.v1alpha1.QueryService/Query".into(),
+            "application/json",
+            parca_top.to_string().into_bytes(),
+        ),
+        (
+            "parca Values",
+            "POST",
+            "/parca.query.v1alpha1.QueryService/Values".into(),
+            "application/json",
+            parca_values.to_string().into_bytes(),
         ),
     ]
 }
@@ -339,6 +361,16 @@ fn no_tenant_reaches_another_on_any_surface() {
         &[("Authorization", &bearer(&alpha_reader))],
     );
     assert!(merged.body.contains("alpha_secret 100"), "{}", merged.body);
+    let parca = read_surfaces()
+        .into_iter()
+        .find(|s| s.0 == "parca Query")
+        .expect("surface");
+    let parca = read(
+        &server,
+        &parca,
+        &[("Authorization", &bearer(&alpha_reader))],
+    );
+    assert!(parca.body.contains("alpha_secret"), "{}", parca.body);
 
     // Writes: none of the attempts lands anywhere; beta's own token writes to beta.
     for (who, headers, status) in &attempts {
@@ -353,6 +385,21 @@ fn no_tenant_reaches_another_on_any_surface() {
         assert_eq!(a.status, *status, "ingest with {who}: {}", a.body);
         let push = push_json(&server, &all);
         assert_eq!(push.status, *status, "push with {who}: {}", push.body);
+        let mut otlp = headers.clone();
+        otlp.push(("Content-Type", "application/json"));
+        let export = call(
+            "POST",
+            &format!("{}/v1development/profiles", server.url),
+            &otlp,
+            Some(b"{}"),
+        );
+        assert_eq!(export.status, *status, "OTLP with {who}: {}", export.body);
+        assert_eq!(
+            export.json()["code"],
+            if *status == 401 { 16 } else { 7 },
+            "a google.rpc.Status: {}",
+            export.body
+        );
         assert!(push.body.contains(if *status == 401 {
             "unauthenticated"
         } else {
