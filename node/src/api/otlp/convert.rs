@@ -30,6 +30,9 @@ use crate::error::{Error, Result};
 
 /// Profiles one request may carry.
 pub const MAX_PROFILES: usize = 10_000;
+/// Stack frames a request's samples may reference in all: a sample names its stack by index,
+/// so a small request could otherwise expand into huge profiles.
+pub const MAX_FRAMES: usize = 8 << 20;
 /// What a profile without a duration is taken to cover.
 const DEFAULT_DURATION: Nanos = Nanos(10_000_000_000);
 /// Mapping attributes that carry the executable's build id.
@@ -55,6 +58,24 @@ pub fn to_series(request: ExportProfilesServiceRequest, received: Nanos) -> Resu
         )));
     }
     let d = &dictionary;
+    let frames: usize = request
+        .resource_profiles
+        .iter()
+        .flat_map(|r| &r.scope_profiles)
+        .flat_map(|s| &s.profiles)
+        .flat_map(|p| &p.samples)
+        .map(|s| {
+            usize::try_from(s.stack_index)
+                .ok()
+                .and_then(|i| d.stack_table.get(i))
+                .map_or(0, |stack| stack.location_indices.len())
+        })
+        .sum();
+    if frames > MAX_FRAMES {
+        return Err(Error::BadRequest(format!(
+            "the request's samples reference {frames} stack frames in all, the limit is {MAX_FRAMES}"
+        )));
+    }
     let mut out = Vec::with_capacity(profiles);
     for (r, resource) in request.resource_profiles.iter().enumerate() {
         let mut base = Vec::new();
@@ -158,7 +179,14 @@ fn check_dictionary(d: &ProfilesDictionary) -> Result<()> {
             )?;
         }
     }
+    let max_depth = firn_storage::normalize::NormalizeLimits::default().max_stack_depth;
     for (i, s) in d.stack_table.iter().enumerate() {
+        if s.location_indices.len() > max_depth {
+            return Err(Error::BadRequest(format!(
+                "dictionary.stack_table[{i}] has {} locations, the limit is {max_depth}",
+                s.location_indices.len()
+            )));
+        }
         for (j, &l) in s.location_indices.iter().enumerate() {
             let field = format!("dictionary.stack_table[{i}].location_indices[{j}]");
             index(l, d.location_table.len(), &field)?;

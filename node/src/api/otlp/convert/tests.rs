@@ -291,3 +291,24 @@ fn a_scope_with_cpu_time_keeps_its_sample_counts() {
         "a pprof-converted pair: counts stay counts, nothing doubles"
     );
 }
+
+#[test]
+fn stacks_and_their_expansion_are_bounded() {
+    let mut r = request(Vec::new(), Vec::new());
+    let d = r.dictionary.as_mut().expect("d");
+    d.stack_table[1].location_indices = vec![1; 5000];
+    let e = to_series(r, Nanos(5)).expect_err("too deep");
+    assert!(
+        e.to_string()
+            .contains("has 5000 locations, the limit is 4096"),
+        "{e}"
+    );
+
+    let mut r = request(Vec::new(), Vec::new());
+    r.dictionary.as_mut().expect("d").stack_table[1].location_indices = vec![1; 4000];
+    let samples = &mut r.resource_profiles[0].scope_profiles[0].profiles[0].samples;
+    let one = samples[0].clone();
+    samples.resize(MAX_FRAMES / 4000 + 1, one);
+    let e = to_series(r, Nanos(5)).expect_err("too many frames");
+    assert!(e.to_string().contains("stack frames in all"), "{e}");
+}
