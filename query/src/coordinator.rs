@@ -460,10 +460,7 @@ impl Coordinator {
             .await?;
         let mut kinds = ids
             .iter()
-            .map(|id| match id.strip_suffix(":delta") {
-                Some(base) => ProfileType::parse(base).map(|t| (t, true)),
-                None => ProfileType::parse(id).map(|t| (t, false)),
-            })
+            .map(|id| crate::fragment::parse_kind(id))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(Error::from)?;
         kinds.sort();

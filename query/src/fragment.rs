@@ -232,6 +232,15 @@ pub fn kind_id(profile_type: &ProfileType, delta: bool) -> String {
     }
 }
 
+/// The profile type and delta kind of a [`kind_id`]: six parts are a delta kind (a five-part
+/// id may itself end in `delta`, as a unit).
+pub fn parse_kind(id: &str) -> firn_storage::Result<(ProfileType, bool)> {
+    match id.strip_suffix(":delta") {
+        Some(base) if id.split(':').count() == 6 => ProfileType::parse(base).map(|t| (t, true)),
+        _ => ProfileType::parse(id).map(|t| (t, false)),
+    }
+}
+
 /// A fragment's answer.
 #[derive(Clone, Debug)]
 pub struct FragmentOutput {
@@ -416,6 +425,19 @@ impl QueryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_ids_round_trip() {
+        for id in ["a:b:c:d:e", "a:b:c:d:delta"] {
+            let t = ProfileType::parse(id).expect("valid");
+            for delta in [false, true] {
+                assert_eq!(
+                    parse_kind(&kind_id(&t, delta)).expect("parses"),
+                    (t.clone(), delta)
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_query_spec_round_trips() {

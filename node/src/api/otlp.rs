@@ -12,6 +12,7 @@
 //! before anything is stored: a table whose index 0 is not the zero value, or an index past
 //! its table, fails it with the path of the field.
 
+mod check;
 pub mod convert;
 pub mod messages;
 mod pprof;
@@ -92,16 +93,20 @@ pub async fn http_export(
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_ascii_lowercase());
-        let body = match gzip.as_deref() {
-            None | Some("identity") => body,
-            Some("gzip") => gunzip(&body, max)?,
+        let gzipped = match gzip.as_deref() {
+            None | Some("identity") => false,
+            Some("gzip") => true,
             Some(other) => {
                 return Err(Error::UnsupportedMediaType(format!(
                     "Content-Encoding {other:?} is not served; send gzip or none"
                 )));
             }
         };
-        let request = blocking(move || decode(encoding, &body)).await?;
+        let request = blocking(move || {
+            let body = if gzipped { gunzip(&body, max)? } else { body };
+            decode(encoding, &body)
+        })
+        .await?;
         export(
             Call {
                 state,

@@ -259,14 +259,22 @@ impl Selection {
 
     /// A Parca query: a selector that names its profile type, five parts for profiles
     /// without a duration, six (`...:delta`) for delta profiles, as Parca reads them.
-    pub fn parca(text: &str, field: &str) -> Result<Self> {
-        let mut selection = Self::parse(text, field)?;
-        if selection.profile_type.is_none() {
-            return Err(Error::BadRequest(format!(
+    pub fn parca(text: &str, field: &str) -> Result<(Self, ProfileType)> {
+        let selection = Self::parca_match(text, field)?;
+        match selection.profile_type.clone() {
+            Some(t) => Ok((selection, t)),
+            None => Err(Error::BadRequest(format!(
                 "{field} {text:?} names no profile type; write name:sample_type:sample_unit:period_type:period_unit[:delta]{{...}}"
-            )));
+            ))),
         }
-        selection.delta = Some(selection.delta.unwrap_or(false));
+    }
+
+    /// A Parca matcher: as [`Selection::parca`], its profile type optional.
+    pub fn parca_match(text: &str, field: &str) -> Result<Self> {
+        let mut selection = Self::parse(text, field)?;
+        if selection.profile_type.is_some() {
+            selection.delta = Some(selection.delta.unwrap_or(false));
+        }
         Ok(selection)
     }
 
@@ -274,7 +282,7 @@ impl Selection {
     /// naming `field` if the selection names another.
     pub fn with_type_of(mut self, typed: &Selection, field: &str) -> Result<Self> {
         if let (Some(mine), Some(theirs)) = (&self.profile_type, &typed.profile_type)
-            && mine != theirs
+            && (mine != theirs || self.delta != typed.delta)
         {
             return Err(Error::BadRequest(format!(
                 "{field} is {theirs}, but a selector names {mine}"
@@ -283,6 +291,11 @@ impl Selection {
         self.profile_type = self.profile_type.or_else(|| typed.profile_type.clone());
         self.delta = self.delta.or(typed.delta);
         Ok(self)
+    }
+
+    /// `Some(true)` for delta profiles only, `Some(false)` for the others, `None` for both.
+    pub fn delta(&self) -> Option<bool> {
+        self.delta
     }
 
     pub fn profile_type(&self) -> Option<&ProfileType> {

@@ -6,8 +6,8 @@
 //!   sample type (`process_cpu` for CPU time, `off_cpu`, `memory` for allocations and heap,
 //!   else the sample type itself);
 //! - samples: the stack's locations (leaf first, as pprof), the value the sum of `values` or,
-//!   without values, one per timestamp; string and integer sample attributes become pprof
-//!   labels; a link becomes `trace_id`/`span_id`, a profile id `profile_id` (all hex);
+//!   without values, one per timestamp; scalar sample attributes become pprof labels (integers
+//!   numeric ones, the rest as text); a link becomes `trace_id`/`span_id`, a profile id `profile_id` (all hex);
 //! - `samples:count` sampled every `cpu:nanoseconds` period becomes CPU time (count × period,
 //!   what the eBPF profiler sends), unless the same scope also has the CPU time profile;
 //! - a missing time is the receive time; a missing duration 10 s (OTLP profiles are deltas).
@@ -21,6 +21,7 @@ use firn_storage::labels::sanitize_name;
 use firn_storage::pprof::proto;
 use prost::Message;
 
+use super::check::check_dictionary;
 use super::messages::{
     AnyValue, ExportProfilesServiceRequest, KeyValue, Profile, ProfilesDictionary, ValueType,
 };
@@ -42,8 +43,14 @@ pub(super) const BUILD_ID_KEYS: [&str; 3] = [
     "process.executable.build_id.htlhash",
 ];
 
-/// Checks the whole request and converts each profile to a series of one pprof sample.
+/// Attributes of one resource, scope or profile that may become labels, at most.
+pub const MAX_ATTRIBUTES: usize = 256;
+
+/// Checks the whole request and converts each profile to a series of one pprof sample. The
+/// profiles may take at most four times the request's bytes (plus a MiB): the dictionary is
+/// shared, so a small request could otherwise name the same big entries from many profiles.
 pub fn to_series(request: ExportProfilesServiceRequest, received: Nanos) -> Result<Vec<RawSeries>> {
+    let mut budget = 4 * prost::Message::encoded_len(&request) + (1 << 20);
     let dictionary = request.dictionary.unwrap_or_default();
     check_dictionary(&dictionary)?;
     let profiles: usize = request
@@ -110,6 +117,7 @@ pub fn to_series(request: ExportProfilesServiceRequest, received: Nanos) -> Resu
                     has_cpu_time,
                     received,
                     path,
+                    &mut budget,
                 )?);
             }
         }
@@ -117,112 +125,13 @@ pub fn to_series(request: ExportProfilesServiceRequest, received: Nanos) -> Resu
     Ok(out)
 }
 
-/// A table's entry 0 must be its zero value, so that index 0 means "unset".
-fn check_dictionary(d: &ProfilesDictionary) -> Result<()> {
-    fn zero_first<T: Default + PartialEq>(table: &[T], name: &str) -> Result<()> {
-        match table.first() {
-            Some(first) if *first != T::default() => Err(Error::BadRequest(format!(
-                "dictionary.{name}[0] is not the zero value; index 0 of every table means unset"
-            ))),
-            _ => Ok(()),
-        }
-    }
-    zero_first(&d.mapping_table, "mapping_table")?;
-    zero_first(&d.location_table, "location_table")?;
-    zero_first(&d.function_table, "function_table")?;
-    zero_first(&d.link_table, "link_table")?;
-    zero_first(&d.string_table, "string_table")?;
-    zero_first(&d.attribute_table, "attribute_table")?;
-    zero_first(&d.stack_table, "stack_table")?;
-    let strings = d.string_table.len();
-    for (i, m) in d.mapping_table.iter().enumerate() {
-        let at = format!("dictionary.mapping_table[{i}]");
-        index(
-            m.filename_strindex,
-            strings,
-            &format!("{at}.filename_strindex"),
-        )?;
-        for (j, &a) in m.attribute_indices.iter().enumerate() {
-            index(
-                a,
-                d.attribute_table.len(),
-                &format!("{at}.attribute_indices[{j}]"),
-            )?;
-        }
-    }
-    for (i, f) in d.function_table.iter().enumerate() {
-        let at = format!("dictionary.function_table[{i}]");
-        index(f.name_strindex, strings, &format!("{at}.name_strindex"))?;
-        index(
-            f.system_name_strindex,
-            strings,
-            &format!("{at}.system_name_strindex"),
-        )?;
-        index(
-            f.filename_strindex,
-            strings,
-            &format!("{at}.filename_strindex"),
-        )?;
-    }
-    for (i, l) in d.location_table.iter().enumerate() {
-        let at = format!("dictionary.location_table[{i}]");
-        index(
-            l.mapping_index,
-            d.mapping_table.len(),
-            &format!("{at}.mapping_index"),
-        )?;
-        for (j, line) in l.lines.iter().enumerate() {
-            index(
-                line.function_index,
-                d.function_table.len(),
-                &format!("{at}.lines[{j}].function_index"),
-            )?;
-        }
-    }
-    let max_depth = firn_storage::normalize::NormalizeLimits::default().max_stack_depth;
-    for (i, s) in d.stack_table.iter().enumerate() {
-        if s.location_indices.len() > max_depth {
-            return Err(Error::BadRequest(format!(
-                "dictionary.stack_table[{i}] has {} locations, the limit is {max_depth}",
-                s.location_indices.len()
-            )));
-        }
-        for (j, &l) in s.location_indices.iter().enumerate() {
-            let field = format!("dictionary.stack_table[{i}].location_indices[{j}]");
-            index(l, d.location_table.len(), &field)?;
-            if l == 0 {
-                return Err(Error::BadRequest(format!(
-                    "{field} is 0, the unset location"
-                )));
-            }
-        }
-    }
-    for (i, a) in d.attribute_table.iter().enumerate() {
-        let at = format!("dictionary.attribute_table[{i}]");
-        index(a.key_strindex, strings, &format!("{at}.key_strindex"))?;
-        index(a.unit_strindex, strings, &format!("{at}.unit_strindex"))?;
-        if let Some(s) = a.value.as_ref().and_then(|v| v.string_value_strindex) {
-            index(s, strings, &format!("{at}.value.string_value_strindex"))?;
-        }
-    }
-    for (i, l) in d.link_table.iter().enumerate().skip(1) {
-        if l.trace_id.len() != 16 || l.span_id.len() != 8 {
-            return Err(Error::BadRequest(format!(
-                "dictionary.link_table[{i}] has a {}-byte trace_id and a {}-byte span_id; they are 16 and 8 bytes",
-                l.trace_id.len(),
-                l.span_id.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Checks an index into a table of `len` entries (`field` names it).
-fn index(i: i32, len: usize, field: &str) -> Result<usize> {
+/// Checks an index into a table of `len` entries (`field` names it, built only for an error).
+pub(super) fn index(i: i32, len: usize, field: impl FnOnce() -> String) -> Result<usize> {
     match usize::try_from(i) {
         Ok(i) if i == 0 || i < len => Ok(i),
         _ => Err(Error::BadRequest(format!(
-            "{field} is {i}, past its table of {len} entries"
+            "{} is {i}, past its table of {len} entries",
+            field()
         ))),
     }
 }
@@ -259,13 +168,12 @@ fn add_key_values(
     d: &ProfilesDictionary,
     path: &str,
 ) -> Result<()> {
+    check_attribute_count(attributes.len(), path)?;
     for (i, kv) in attributes.iter().enumerate() {
         let key = if kv.key.is_empty() {
-            let at = index(
-                kv.key_strindex,
-                d.string_table.len(),
-                &format!("{path}.attributes[{i}].key_strindex"),
-            )?;
+            let at = index(kv.key_strindex, d.string_table.len(), || {
+                format!("{path}.attributes[{i}].key_strindex")
+            })?;
             d.string_table.get(at).cloned().unwrap_or_default()
         } else {
             kv.key.clone()
@@ -274,16 +182,23 @@ fn add_key_values(
             continue;
         };
         if let Some(s) = value.string_value_strindex {
-            index(
-                s,
-                d.string_table.len(),
-                &format!("{path}.attributes[{i}].value.string_value_strindex"),
-            )?;
+            index(s, d.string_table.len(), || {
+                format!("{path}.attributes[{i}].value.string_value_strindex")
+            })?;
         }
         if value.string_value.is_some() || value.string_value_strindex.is_some() {
             let text = scalar(d, value).unwrap_or_default();
             set_label(labels, &key, text);
         }
+    }
+    Ok(())
+}
+
+fn check_attribute_count(n: usize, path: &str) -> Result<()> {
+    if n > MAX_ATTRIBUTES {
+        return Err(Error::BadRequest(format!(
+            "{path} has {n} attributes, the limit is {MAX_ATTRIBUTES}"
+        )));
     }
     Ok(())
 }
@@ -316,13 +231,13 @@ fn convert_profile(
     scope_has_cpu_time: bool,
     received: Nanos,
     path: String,
+    budget: &mut usize,
 ) -> Result<RawSeries> {
+    check_attribute_count(profile.attribute_indices.len(), &path)?;
     for (i, &a) in profile.attribute_indices.iter().enumerate() {
-        let at = index(
-            a,
-            d.attribute_table.len(),
-            &format!("{path}.attribute_indices[{i}]"),
-        )?;
+        let at = index(a, d.attribute_table.len(), || {
+            format!("{path}.attribute_indices[{i}]")
+        })?;
         if let Some(attr) = d.attribute_table.get(at).filter(|_| at != 0)
             && let Some(v) = attr.value.as_ref()
             && (v.string_value.is_some() || v.string_value_strindex.is_some())
@@ -343,16 +258,12 @@ fn convert_profile(
         ("period_type", profile.period_type.as_ref()),
     ] {
         if let Some(t) = t {
-            index(
-                t.type_strindex,
-                d.string_table.len(),
-                &format!("{path}.{field}.type_strindex"),
-            )?;
-            index(
-                t.unit_strindex,
-                d.string_table.len(),
-                &format!("{path}.{field}.unit_strindex"),
-            )?;
+            index(t.type_strindex, d.string_table.len(), || {
+                format!("{path}.{field}.type_strindex")
+            })?;
+            index(t.unit_strindex, d.string_table.len(), || {
+                format!("{path}.{field}.unit_strindex")
+            })?;
         }
     }
     let (mut kind, mut unit) = value_type(d, sample_type);
@@ -387,16 +298,12 @@ fn convert_profile(
     let profile_id = hex_unless_zero(&profile.profile_id);
     for (i, sample) in profile.samples.iter().enumerate() {
         let at = format!("{path}.samples[{i}]");
-        let stack = index(
-            sample.stack_index,
-            d.stack_table.len(),
-            &format!("{at}.stack_index"),
-        )?;
-        let link = index(
-            sample.link_index,
-            d.link_table.len(),
-            &format!("{at}.link_index"),
-        )?;
+        let stack = index(sample.stack_index, d.stack_table.len(), || {
+            format!("{at}.stack_index")
+        })?;
+        let link = index(sample.link_index, d.link_table.len(), || {
+            format!("{at}.link_index")
+        })?;
         if !sample.values.is_empty()
             && !sample.timestamps_unix_nano.is_empty()
             && sample.values.len() != sample.timestamps_unix_nano.len()
@@ -416,7 +323,7 @@ fn convert_profile(
         if value == 0 {
             continue;
         }
-        let location_id = d
+        let location_id: Vec<u64> = d
             .stack_table
             .get(stack)
             .map(|s| {
@@ -428,11 +335,9 @@ fn convert_profile(
             .unwrap_or_default();
         let mut label = Vec::new();
         for (j, &a) in sample.attribute_indices.iter().enumerate() {
-            let a = index(
-                a,
-                d.attribute_table.len(),
-                &format!("{at}.attribute_indices[{j}]"),
-            )?;
+            let a = index(a, d.attribute_table.len(), || {
+                format!("{at}.attribute_indices[{j}]")
+            })?;
             if let Some(attr) = d.attribute_table.get(a).filter(|_| a != 0)
                 && let Some(v) = attr.value.as_ref()
             {
@@ -475,12 +380,21 @@ fn convert_profile(
                 ..Default::default()
             });
         }
+        b.spent += 16 + 8 * location_id.len() + 32 * label.len();
         b.out.sample.push(proto::Sample {
             location_id,
             value: vec![value],
             label,
         });
+        let labels_bytes: usize = labels.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if b.spent + labels_bytes > *budget {
+            return Err(Error::BadRequest(format!(
+                "{path}: the request's profiles expand past {} bytes, four times the request; send fewer profiles per request",
+                *budget
+            )));
+        }
     }
+    *budget -= b.spent + labels.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
     b.out.sample_type = vec![sample_type];
     if let Some((t, u)) = period_type {
         b.out.period_type = Some(proto::ValueType {

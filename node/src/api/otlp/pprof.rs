@@ -12,6 +12,8 @@ use super::messages::ProfilesDictionary;
 pub struct PprofBuilder<'a> {
     d: &'a ProfilesDictionary,
     pub out: proto::Profile,
+    /// About the bytes the profile holds so far, against the request's budget.
+    pub spent: usize,
     strings: HashMap<String, i64>,
     /// Dictionary index → pprof id.
     locations: HashMap<usize, u64>,
@@ -24,6 +26,7 @@ impl<'a> PprofBuilder<'a> {
         let mut b = Self {
             d,
             out: proto::Profile::default(),
+            spent: 0,
             strings: HashMap::new(),
             locations: HashMap::new(),
             functions: HashMap::new(),
@@ -37,6 +40,7 @@ impl<'a> PprofBuilder<'a> {
         if let Some(&i) = self.strings.get(s) {
             return i;
         }
+        self.spent += s.len() + 24;
         let i = self.out.string_table.len() as i64;
         self.out.string_table.push(s.to_owned());
         self.strings.insert(s.to_owned(), i);
@@ -58,7 +62,7 @@ impl<'a> PprofBuilder<'a> {
             Ok(m) if m > 0 => self.mapping(m),
             _ => 0,
         };
-        let line = l
+        let line: Vec<proto::Line> = l
             .lines
             .iter()
             .filter(|line| line.function_index > 0)
@@ -68,6 +72,7 @@ impl<'a> PprofBuilder<'a> {
                 column: line.column,
             })
             .collect();
+        self.spent += 32 + 24 * line.len();
         let id = self.out.location.len() as u64 + 1;
         self.out.location.push(proto::Location {
             id,
@@ -92,6 +97,7 @@ impl<'a> PprofBuilder<'a> {
             filename: self.dict_string(f.filename_strindex),
             start_line: f.start_line,
         };
+        self.spent += 48;
         let id = function.id;
         self.out.function.push(function);
         self.functions.insert(i, id);
@@ -120,6 +126,7 @@ impl<'a> PprofBuilder<'a> {
             build_id: self.string(&build_id),
             ..Default::default()
         };
+        self.spent += 64;
         let id = mapping.id;
         self.out.mapping.push(mapping);
         self.mappings.insert(i, id);

@@ -1,5 +1,6 @@
 //! `parca.metastore.v1alpha1`: the symbol messages Parca's query reports carry, field for
-//! field as `proto/parca/metastore/v1alpha1/metastore.proto`.
+//! field as `proto/parca/metastore/v1alpha1/metastore.proto` (a mapping's `has_*` flags and
+//! string indices, fields 7-12, left out: Firn's reports group frames by function).
 
 use serde::{Deserialize, Serialize};
 

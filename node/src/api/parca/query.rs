@@ -89,13 +89,11 @@ pub async fn values(call: Call, request: ValuesRequest) -> Result<ValuesResponse
 }
 
 pub async fn query_range(call: Call, request: QueryRangeRequest) -> Result<QueryRangeResponse> {
-    let selection = Selection::parca(&request.query, "query")?;
+    let (selection, profile_type) = Selection::parca(&request.query, "query")?;
+    let delta = selection.delta() == Some(true);
     let range = required_range(request.start, request.end, "")?;
     let step = step(request.step, range)?;
     check_label_names(&request.sum_by, "sum_by")?;
-    let Some(profile_type) = selection.profile_type().cloned() else {
-        unreachable!("a Parca selection names its profile type");
-    };
     let Some(query) = selection.query(None, range) else {
         return Ok(QueryRangeResponse::default());
     };
@@ -117,7 +115,13 @@ pub async fn query_range(call: Call, request: QueryRangeRequest) -> Result<Query
     let options = SeriesOptions {
         step,
         group_by,
-        aggregation: Aggregation::Sum,
+        // Delta profiles add up over a step; snapshots (heap) do not: their average is what
+        // a step holds.
+        aggregation: if delta {
+            Aggregation::Sum
+        } else {
+            Aggregation::Average
+        },
         limit: (request.limit > 0).then_some(request.limit as usize),
     };
     let series = call
@@ -285,6 +289,11 @@ async fn side(
     field: &str,
 ) -> Result<MergedProfile> {
     let s = selection.ok_or_else(|| Error::BadRequest(format!("{field} is required")))?;
+    if s.merge.is_some() && s.single.is_some() {
+        return Err(Error::BadRequest(format!(
+            "{field} sets both merge and single; set the one its mode reads"
+        )));
+    }
     match s.mode {
         DiffMode::MERGE => {
             let m = s
@@ -308,14 +317,14 @@ async fn side(
 }
 
 async fn merge(call: &Call, m: &MergeProfile, field: &str) -> Result<MergedProfile> {
-    let selection = Selection::parca(&m.query, &format!("{field}.query"))?;
+    let (selection, _) = Selection::parca(&m.query, &format!("{field}.query"))?;
     let range = required_range(m.start, m.end, &format!("{field}."))?;
     selection::merge(&call.state.query, &call.tenant, &selection, range).await
 }
 
 /// The profile at `time`: Parca's timestamps have millisecond precision.
 async fn single(call: &Call, p: &SingleProfile, field: &str) -> Result<MergedProfile> {
-    let selection = Selection::parca(&p.query, &format!("{field}.query"))?;
+    let (selection, _) = Selection::parca(&p.query, &format!("{field}.query"))?;
     let time = p
         .time
         .ok_or_else(|| Error::BadRequest(format!("{field}.time is required")))?
@@ -329,11 +338,25 @@ async fn single(call: &Call, p: &SingleProfile, field: &str) -> Result<MergedPro
 
 /// `match` selectors, each of `profile_type` when one is named.
 fn matches(texts: &[String], profile_type: Option<&str>) -> Result<Vec<Selection>> {
-    let selections = Selection::parse_all(texts, "match")?;
+    if texts.len() > selection::MAX_SELECTORS {
+        return Err(Error::BadRequest(format!(
+            "match has {} selectors, the limit is {}",
+            texts.len(),
+            selection::MAX_SELECTORS
+        )));
+    }
+    let mut selections = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Selection::parca_match(t, &format!("match[{i}]")))
+        .collect::<Result<Vec<_>>>()?;
+    if selections.is_empty() {
+        selections.push(Selection::default());
+    }
     let Some(text) = profile_type.filter(|t| !t.is_empty()) else {
         return Ok(selections);
     };
-    let typed = Selection::parca(text, "profile_type")?;
+    let (typed, _) = Selection::parca(text, "profile_type")?;
     selections
         .into_iter()
         .map(|s| s.with_type_of(&typed, "profile_type"))

@@ -31,7 +31,7 @@ pub fn report_of(
     let unit = unit(merged.profile_type.as_ref());
     let mut response = QueryResponse {
         total,
-        filtered: merged.total(),
+        filtered: total.saturating_sub(merged.total()),
         ..Default::default()
     };
     match report {
@@ -80,7 +80,7 @@ pub fn diff_report(
     let unit = unit(b.profile_type.as_ref());
     let mut response = QueryResponse {
         total,
-        filtered: b.total(),
+        filtered: total.saturating_sub(b.total()),
         ..Default::default()
     };
     match report {
@@ -89,7 +89,7 @@ pub fn diff_report(
             let mut combined = b;
             for &(stack, value) in &a.stacks {
                 let copied = combined.symbols.copy_stack_from(&a.symbols, stack);
-                let scaled = -((value as f64 * scale).round() as i64);
+                let scaled = ((value as f64 * scale).round() as i64).saturating_neg();
                 combined.stacks.push((copied, scaled));
             }
             response.pprof = Some(gzipped_pprof(&combined)?);
@@ -109,12 +109,16 @@ pub fn diff_report(
     Ok(response)
 }
 
-/// Keeps the stacks with a frame whose name contains `text` (Parca's `filter_query`).
+/// Keeps the stacks with a frame whose name contains `text`, ignoring case (Parca's
+/// `filter_query`).
 fn retain_containing(merged: &mut MergedProfile, text: &str) {
+    let text = text.to_lowercase();
     let symbols = &merged.symbols;
-    merged
-        .stacks
-        .retain(|&(s, _)| symbols.frame_names(s).any(|f| f.contains(text)));
+    merged.stacks.retain(|&(s, _)| {
+        symbols
+            .frame_names(s)
+            .any(|f| f.to_lowercase().contains(&text))
+    });
 }
 
 fn unit(profile_type: Option<&ProfileType>) -> String {
@@ -147,7 +151,8 @@ fn top(merged: &MergedProfile, base: Option<(&MergedProfile, f64)>, unit: String
         .into_iter()
         .map(|e| TopNode {
             diff: if base.is_some() {
-                e.cumulative - before.get(&e.function).copied().unwrap_or(0)
+                e.cumulative
+                    .saturating_sub(before.get(&e.function).copied().unwrap_or(0))
             } else {
                 0
             },
@@ -203,7 +208,8 @@ fn flamegraph(
     out.total = cumulative;
     out.untrimmed_total = cumulative;
     out.unit = unit;
-    out.height = builder.height;
+    // Parca counts the root as a level.
+    out.height = builder.height.saturating_add(1);
     out.trimmed = builder.trimmed;
     if table {
         out.string_table = builder.strings;
@@ -229,7 +235,10 @@ impl Builder {
         match (self.scale, node.right) {
             (Some(scale), right) => {
                 let b = right.map_or(0, |(total, _)| total);
-                (b, b - (node.total as f64 * scale).round() as i64)
+                (
+                    b,
+                    b.saturating_sub((node.total as f64 * scale).round() as i64),
+                )
             }
             (None, _) => (node.total, 0),
         }
@@ -240,7 +249,7 @@ impl Builder {
         for child in &node.children {
             let (cumulative, diff) = self.values(child);
             if cumulative < self.threshold && cumulative.abs().max(diff.abs()) < self.threshold {
-                self.trimmed += cumulative;
+                self.trimmed = self.trimmed.saturating_add(cumulative);
                 continue;
             }
             self.height = self.height.max(depth);
@@ -328,7 +337,7 @@ mod tests {
         };
         let f = flamegraph(&graph, None, "nanoseconds".into(), 20.0, true);
         assert_eq!(f.string_table, ["", "main", "work"]);
-        assert_eq!((f.total, f.trimmed, f.height), (10, 1, 2));
+        assert_eq!((f.total, f.trimmed, f.height), (10, 1, 3));
         let main = &f.root.as_ref().expect("root").children[0];
         let index = main.meta.as_ref().expect("meta").location_index as usize;
         let line = &f.locations[index - 1].lines[0];
