@@ -89,6 +89,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_USAGE_FLUSH_SECS")]
     pub usage_flush_secs: Option<u64>,
 
+    /// Seconds between compaction rounds on the shards this node leads. [default: 30]
+    #[arg(long, env = "FIRN_COMPACTION_INTERVAL_SECS")]
+    pub compaction_interval_secs: Option<u64>,
+
+    /// Seconds a compacted-away block's objects are kept for queries still reading them.
+    /// [default: 300]
+    #[arg(long, env = "FIRN_COMPACTION_DELETE_DELAY_SECS")]
+    pub compaction_delete_delay_secs: Option<u64>,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
@@ -149,6 +158,8 @@ struct FileConfig {
     admin_token_file: Option<PathBuf>,
     retention_check_secs: Option<u64>,
     usage_flush_secs: Option<u64>,
+    compaction_interval_secs: Option<u64>,
+    compaction_delete_delay_secs: Option<u64>,
     node_id: Option<u64>,
     advertise: Option<String>,
     join: Option<Vec<String>>,
@@ -205,6 +216,8 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub retention_check: Duration,
     pub usage_flush: Duration,
+    pub compaction_interval: Duration,
+    pub compaction_delete_delay: Duration,
     pub cluster: ClusterSettings,
 }
 
@@ -298,6 +311,16 @@ impl ServeArgs {
                 file.retention_check_secs,
                 300,
             )),
+            compaction_interval: Duration::from_secs(pick(
+                self.compaction_interval_secs,
+                file.compaction_interval_secs,
+                30,
+            )),
+            compaction_delete_delay: Duration::from_secs(pick(
+                self.compaction_delete_delay_secs,
+                file.compaction_delete_delay_secs,
+                300,
+            )),
             usage_flush: Duration::from_secs(pick(
                 self.usage_flush_secs,
                 file.usage_flush_secs,
@@ -346,6 +369,10 @@ impl Settings {
         positive("buffer-bytes", self.buffer_bytes as u64)?;
         positive("retention-check-secs", self.retention_check.as_secs())?;
         positive("usage-flush-secs", self.usage_flush.as_secs())?;
+        positive(
+            "compaction-interval-secs",
+            self.compaction_interval.as_secs(),
+        )?;
         positive("flush-bytes", self.flush_bytes as u64)?;
         positive("flush-interval-secs", self.flush_interval.as_secs())?;
         positive("log-budget-bytes", self.log_budget_bytes)?;

@@ -19,6 +19,7 @@ pub mod block;
 pub mod buffer;
 pub mod chunk;
 pub mod clock;
+pub mod compact;
 pub mod error;
 pub mod filter;
 pub mod ids;

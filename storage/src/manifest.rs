@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::block::BlockMeta;
+use crate::compact::RetiredBlock;
 use crate::filter::ScanFilter;
 use crate::ids::{BlockId, SeqNo, TenantId};
 
@@ -14,6 +15,9 @@ pub struct Manifest {
     /// Every write with a sequence number up to this one is in a block.
     pub flushed_seq: SeqNo,
     pub blocks: Vec<BlockMeta>,
+    /// Blocks out of the manifest (compacted away) whose objects are deleted after a delay.
+    #[serde(default)]
+    pub retired: Vec<RetiredBlock>,
 }
 
 impl Manifest {

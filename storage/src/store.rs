@@ -436,7 +436,7 @@ pub async fn read_block_symbols(
     })
 }
 
-async fn get(store: &dyn ObjectStore, key: &Path) -> Result<bytes::Bytes> {
+pub(crate) async fn get(store: &dyn ObjectStore, key: &Path) -> Result<bytes::Bytes> {
     let download = |source| Error::Download {
         key: key.to_string(),
         source,
@@ -450,7 +450,7 @@ async fn get(store: &dyn ObjectStore, key: &Path) -> Result<bytes::Bytes> {
         .map_err(download)
 }
 
-async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<()> {
+pub(crate) async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<()> {
     match store.delete(key).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(source) => Err(Error::Delete {

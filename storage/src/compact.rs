@@ -1,0 +1,418 @@
+//! Compaction: one tenant's rows from several blocks merged into one block per time window,
+//! its symbols rewritten once (only the stacks those rows use).
+//!
+//! ```text
+//!  plan:    per tenant, its entries in the manifest by window (an hour while recent, a day
+//!           once the day is over) ─► a job when a window has two entries or more, or one in
+//!           a block shared with other tenants (at most `max_input_bytes` per job)
+//!  run:     read the tenant's row groups of each input ─► stacks remapped into one symbol
+//!           table ─► rows regrouped into profiles ─► one block, as a flush writes it
+//!  swap:    (a Raft command on a server) every input still holds the tenant, else nothing
+//!           changes ─► the tenant leaves the inputs, the output joins the manifest; an input
+//!           left with no tenant is retired, and its objects are deleted after a delay so that
+//!           queries already reading it finish
+//! ```
+//!
+//! A job's memory is bounded by its input: the rows of at most `max_input_bytes` of blocks,
+//! decoded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int32Type, Int64Type, UInt64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::block::{BlockMeta, EncodedBlock, encode_block};
+use crate::chunk::Chunk;
+use crate::error::{Error, Result};
+use crate::ids::{BlockId, Nanos, SeqNo, TenantId};
+use crate::labels::{LabelLimits, Labels};
+use crate::manifest::Manifest;
+use crate::normalize::{Links, ProfileRows};
+use crate::profile_type::ProfileType;
+use crate::schema;
+use crate::store::{Store, get};
+use crate::symbols::{SymbolRef, SymbolTable};
+
+const HOUR: Nanos = Nanos(3_600_000_000_000);
+const DAY: Nanos = Nanos(24 * 3_600_000_000_000);
+
+/// When and how much to compact.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactionOptions {
+    /// The window of recent rows (an hour).
+    pub window: Nanos,
+    /// The window of rows older than a day (a day).
+    pub old_window: Nanos,
+    /// How long after a window ends its entries wait (late writes still land in it).
+    pub settle: Nanos,
+    /// Block bytes one job reads at most (its memory is about their decoded size).
+    pub max_input_bytes: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        Self {
+            window: HOUR,
+            old_window: DAY,
+            settle: Nanos(5 * 60 * 1_000_000_000),
+            max_input_bytes: 256 << 20,
+        }
+    }
+}
+
+/// One tenant's entries of one window, to merge into one block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionJob {
+    pub tenant: TenantId,
+    pub window_start: Nanos,
+    pub window: Nanos,
+    pub inputs: Vec<BlockId>,
+}
+
+impl CompactionJob {
+    /// The output's id: the tenant's window, and a nonce (the proposer's term and time) so that
+    /// two attempts never write the same key.
+    pub fn output_id(&self, shard: crate::ids::ShardId, nonce: u64) -> Result<BlockId> {
+        let tenant: String = self
+            .tenant
+            .as_str()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        BlockId::from_raw(format!(
+            "{:05}-c-{}-{:020}-{}-{nonce:016x}",
+            shard.0, self.window.0, self.window_start.0, tenant
+        ))
+    }
+}
+
+/// A block out of the manifest whose objects wait for deletion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredBlock {
+    pub id: BlockId,
+    /// When it left the manifest (the proposer's clock).
+    pub at: Nanos,
+}
+
+/// A tenant's window: (tenant, window length, window start).
+type WindowKey = (TenantId, Nanos, Nanos);
+/// A block in a window: its id, the bytes of the tenant's share, whether other tenants share it.
+type Entry = (BlockId, u64, bool);
+
+/// The jobs the manifest offers at `now`, oldest windows first, at most `limit`.
+pub fn plan(
+    manifest: &Manifest,
+    now: Nanos,
+    options: &CompactionOptions,
+    limit: usize,
+) -> Vec<CompactionJob> {
+    let mut windows: BTreeMap<WindowKey, Vec<Entry>> = BTreeMap::new();
+    for block in &manifest.blocks {
+        let shared = block.tenants.len() > 1;
+        for (tenant, meta) in &block.tenants {
+            let day_over = meta.max_time.0.saturating_add(options.settle.0)
+                < now.0.saturating_sub(options.old_window.0);
+            let window = if day_over {
+                options.old_window
+            } else {
+                options.window
+            };
+            let start = Nanos(meta.min_time.0.div_euclid(window.0) * window.0);
+            let end = start.0.saturating_add(window.0);
+            if meta.max_time.0 >= end || end.saturating_add(options.settle.0) > now.0 {
+                // Spans windows (kept as it is), or its window is still filling.
+                continue;
+            }
+            let share = block.bytes() * meta.rows / block.rows.max(1);
+            windows
+                .entry((tenant.clone(), window, start))
+                .or_default()
+                .push((block.id.clone(), share, shared));
+        }
+    }
+    let mut jobs = Vec::new();
+    for ((tenant, window, start), mut entries) in windows {
+        entries.sort();
+        let mut bytes = 0u64;
+        let inputs: Vec<(BlockId, bool)> = entries
+            .into_iter()
+            .take_while(|(_, share, _)| {
+                bytes += share;
+                bytes <= options.max_input_bytes
+            })
+            .map(|(id, _, shared)| (id, shared))
+            .collect();
+        let worth = inputs.len() >= 2 || inputs.iter().any(|(_, shared)| *shared);
+        if worth {
+            jobs.push(CompactionJob {
+                tenant,
+                window_start: start,
+                window,
+                inputs: inputs.into_iter().map(|(id, _)| id).collect(),
+            });
+        }
+    }
+    jobs.sort_by_key(|j| j.window_start);
+    jobs.truncate(limit);
+    jobs
+}
+
+impl Manifest {
+    /// The swap of a compaction: applied only if every input still holds the job's tenant
+    /// (else nothing changes and `false` is returned, so two attempts never both land).
+    pub fn apply_compaction(&mut self, job: &CompactionJob, output: BlockMeta, at: Nanos) -> bool {
+        let present = job.inputs.iter().all(|id| {
+            self.blocks
+                .iter()
+                .any(|b| b.id == *id && b.tenants.contains_key(&job.tenant))
+        });
+        if !present || self.blocks.iter().any(|b| b.id == output.id) {
+            return false;
+        }
+        for block in self
+            .blocks
+            .iter_mut()
+            .filter(|b| job.inputs.contains(&b.id))
+        {
+            block.tenants.remove(&job.tenant);
+        }
+        let emptied: Vec<BlockId> = self
+            .blocks
+            .iter()
+            .filter(|b| b.tenants.is_empty())
+            .map(|b| b.id.clone())
+            .collect();
+        self.blocks.retain(|b| !b.tenants.is_empty());
+        self.retired
+            .extend(emptied.into_iter().map(|id| RetiredBlock { id, at }));
+        self.blocks.push(output);
+        self.version += 1;
+        true
+    }
+
+    /// Retired blocks that left the manifest before `before`.
+    pub fn retired_before(&self, before: Nanos) -> Vec<BlockId> {
+        self.retired
+            .iter()
+            .filter(|r| r.at < before)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// Forgets retired blocks whose objects are deleted.
+    pub fn forget_retired(&mut self, ids: &[BlockId]) -> bool {
+        let before = self.retired.len();
+        self.retired.retain(|r| !ids.contains(&r.id));
+        let changed = self.retired.len() != before;
+        if changed {
+            self.version += 1;
+        }
+        changed
+    }
+}
+
+impl Store {
+    /// Runs a job: reads the tenant's rows of every input and writes them as one block `id`
+    /// (not uploaded). `None` if the inputs hold no rows of the tenant.
+    pub async fn compact(&self, job: &CompactionJob, id: BlockId) -> Result<Option<EncodedBlock>> {
+        let manifest = self.manifest();
+        let mut inputs = Vec::with_capacity(job.inputs.len());
+        for input in &job.inputs {
+            let Some(meta) = manifest.blocks.iter().find(|b| b.id == *input) else {
+                return Ok(None);
+            };
+            let Some(tenant) = meta.tenants.get(&job.tenant) else {
+                return Ok(None);
+            };
+            let samples = get(
+                self.object_store().as_ref(),
+                &self.paths().block_samples(input),
+            )
+            .await?;
+            let symbols = self.read_symbols(input).await?;
+            inputs.push((input.clone(), tenant.row_groups, samples, symbols));
+        }
+        let (first, last) = job
+            .inputs
+            .iter()
+            .filter_map(|id| manifest.blocks.iter().find(|b| b.id == *id))
+            .fold((SeqNo(u64::MAX), SeqNo(0)), |(f, l), b| {
+                (f.min(b.first_seq), l.max(b.last_seq))
+            });
+        let tenant = job.tenant.clone();
+        let options = self.config().block;
+        tokio::task::spawn_blocking(move || {
+            let mut symbols = SymbolTable::new();
+            let mut rows = Regrouped::default();
+            for (input, (from, to), samples, block_symbols) in inputs {
+                let corrupt = |reason: String| Error::Corrupt {
+                    key: input.to_string(),
+                    reason,
+                };
+                let batches = ParquetRecordBatchReaderBuilder::try_new(samples)
+                    .and_then(|b| {
+                        b.with_row_groups((from..to).collect())
+                            .with_batch_size(8192)
+                            .build()
+                    })
+                    .map_err(|e| corrupt(e.to_string()))?
+                    .collect::<std::result::Result<Vec<RecordBatch>, _>>()
+                    .map_err(|source| Error::Arrow {
+                        what: "a compacted block's rows",
+                        source,
+                    })?;
+                // Only the stacks these rows use join the table (a shared block holds other
+                // tenants' too). Block rows name a stack by its ordinal in the block's table.
+                let mut used = std::collections::BTreeSet::new();
+                for batch in &batches {
+                    let stack = batch
+                        .column_by_name(schema::STACK)
+                        .ok_or_else(|| corrupt("no stack column".into()))?
+                        .as_primitive::<Int32Type>();
+                    used.extend(stack.values().iter().copied());
+                }
+                let count = block_symbols.stack_count();
+                if let Some(bad) = used.iter().find(|&&o| o < 0 || o as usize >= count) {
+                    return Err(corrupt(format!(
+                        "stack ordinal {bad} past the block's {count} stacks"
+                    )));
+                }
+                let mut refs = vec![SymbolRef::MAX; count];
+                let copied =
+                    symbols.copy_stacks_from(&block_symbols, used.iter().map(|&o| o as SymbolRef));
+                for (&ordinal, r) in used.iter().zip(copied) {
+                    refs[ordinal as usize] = r;
+                }
+                for batch in &batches {
+                    rows.add(batch, &refs).map_err(corrupt)?;
+                }
+            }
+            let rows = rows.rows;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let identity: Vec<SymbolRef> = (0..symbols.stack_count() as u32).collect();
+            let chunk = Chunk::build(last.max(first), tenant, &rows, &identity)?;
+            encode_block(id, &[Arc::new(chunk)], &symbols, &options).map(|mut block| {
+                block.meta.first_seq = first.min(last);
+                block.meta.last_seq = last;
+                Some(block)
+            })
+        })
+        .await
+        .map_err(|_| Error::Internal("a compaction task panicked"))?
+    }
+}
+
+/// Block rows (one per sample) regrouped into profiles: consecutive samples with the same
+/// profile type, delta, series, time, duration and period are one profile (blocks are sorted
+/// so).
+#[derive(Default)]
+struct Regrouped {
+    rows: Vec<ProfileRows>,
+    /// The last profile's key: profile type id, delta, series id, time, duration, period.
+    last: Option<(String, bool, u64, i64, i64, i64)>,
+}
+
+impl Regrouped {
+    /// Appends a batch; stacks become `refs[ordinal]` (checked by the caller).
+    fn add(&mut self, batch: &RecordBatch, refs: &[SymbolRef]) -> std::result::Result<(), String> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("no {name} column"))
+        };
+        let text = |name: &str| -> std::result::Result<Arc<dyn Array>, String> {
+            cast(column(name)?, &DataType::Utf8).map_err(|e| format!("{name}: {e}"))
+        };
+        let profile_type = text(schema::PROFILE_TYPE)?;
+        let profile_type = profile_type.as_string::<i32>();
+        let delta = column(schema::DELTA)?.as_boolean();
+        let series = column(schema::SERIES_ID)?.as_primitive::<UInt64Type>();
+        let time = column(schema::TIME)?.as_primitive::<Int64Type>();
+        let duration = column(schema::DURATION)?.as_primitive::<Int64Type>();
+        let period = column(schema::PERIOD)?.as_primitive::<Int64Type>();
+        let stack = column(schema::STACK)?.as_primitive::<Int32Type>();
+        let value = column(schema::VALUE)?.as_primitive::<Int64Type>();
+        let links: Vec<Option<Arc<dyn Array>>> =
+            [schema::TRACE_ID, schema::SPAN_ID, schema::PROFILE_ID]
+                .iter()
+                .map(|name| batch.column_by_name(name).map(|_| text(name)).transpose())
+                .collect::<std::result::Result<_, _>>()?;
+        let mut labels: Vec<(String, Arc<dyn Array>)> = Vec::new();
+        for field in batch.schema().fields() {
+            if let Some(name) = schema::label_name(field.name()) {
+                labels.push((name.to_owned(), text(field.name())?));
+            }
+        }
+        // Stored rows passed the limits when written; a later, lower limit must not drop them.
+        let limits = LabelLimits {
+            max_name_len: usize::MAX,
+            max_value_len: usize::MAX,
+            max_labels_per_series: usize::MAX,
+        };
+        for r in 0..batch.num_rows() {
+            let key_matches = self.last.as_ref().is_some_and(|(t, d, s, ti, du, pe)| {
+                *s == series.value(r)
+                    && *ti == time.value(r)
+                    && *d == delta.value(r)
+                    && *du == duration.value(r)
+                    && *pe == period.value(r)
+                    && t == profile_type.value(r)
+            });
+            if !key_matches {
+                let pairs = labels.iter().filter_map(|(name, values)| {
+                    let v = values.as_string::<i32>();
+                    (!v.is_null(r)).then(|| (name.clone(), v.value(r).to_owned()))
+                });
+                let has = |i: usize| links[i].as_ref().map(|_| Vec::new());
+                self.rows.push(ProfileRows {
+                    profile_type: ProfileType::parse(profile_type.value(r))
+                        .map_err(|e| e.to_string())?,
+                    delta: delta.value(r),
+                    labels: Labels::new(pairs, &limits).map_err(|e| e.to_string())?,
+                    time: Nanos(time.value(r)),
+                    duration: Nanos(duration.value(r)),
+                    period: period.value(r),
+                    stacks: Vec::new(),
+                    values: Vec::new(),
+                    links: Links {
+                        trace_id: has(0),
+                        span_id: has(1),
+                        profile_id: has(2),
+                    },
+                });
+                self.last = Some((
+                    profile_type.value(r).to_owned(),
+                    delta.value(r),
+                    series.value(r),
+                    time.value(r),
+                    duration.value(r),
+                    period.value(r),
+                ));
+            }
+            let p = self.rows.last_mut().expect("a profile row was just pushed");
+            p.stacks.push(refs[stack.value(r) as usize]);
+            p.values.push(value.value(r));
+            let targets = [
+                &mut p.links.trace_id,
+                &mut p.links.span_id,
+                &mut p.links.profile_id,
+            ];
+            for (i, target) in targets.into_iter().enumerate() {
+                if let (Some(values), Some(column)) = (target.as_mut(), &links[i]) {
+                    let c = column.as_string::<i32>();
+                    values.push((!c.is_null(r)).then(|| c.value(r).to_owned()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
