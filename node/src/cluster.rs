@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bootstrap;
+pub mod compactor;
 pub mod controller;
 pub mod flight;
 pub mod meta;

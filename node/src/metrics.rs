@@ -36,6 +36,14 @@ pub struct Metrics {
     pub flushes: AtomicU64,
     pub flush_failures: AtomicU64,
     pub flush_time: Summary,
+    pub compactions: AtomicU64,
+    pub compaction_failures: AtomicU64,
+    pub compaction_input_bytes: AtomicU64,
+    pub compaction_output_bytes: AtomicU64,
+    /// Jobs the last round left waiting, over the shards this node leads.
+    pub compaction_pending: AtomicU64,
+    /// How long ago the oldest waiting job's window ended, at the last round.
+    pub compaction_lag_seconds: AtomicU64,
 }
 
 /// Values read at scrape time: sums over the node's shard replicas, and each Raft group's
@@ -131,7 +139,42 @@ impl Metrics {
                 "Flushes that failed (retried).",
                 &self.flush_failures,
             ),
+            (
+                "firn_compactions_total",
+                "Compaction jobs whose output replaced their inputs.",
+                &self.compactions,
+            ),
+            (
+                "firn_compaction_failures_total",
+                "Compaction jobs that failed (retried).",
+                &self.compaction_failures,
+            ),
+            (
+                "firn_compaction_input_bytes_total",
+                "Block bytes compaction read.",
+                &self.compaction_input_bytes,
+            ),
+            (
+                "firn_compaction_output_bytes_total",
+                "Block bytes compaction wrote.",
+                &self.compaction_output_bytes,
+            ),
         ];
+        for (name, help, value) in [
+            (
+                "firn_compaction_pending_jobs",
+                "Compaction jobs waiting on the shards this node leads, at the last round.",
+                &self.compaction_pending,
+            ),
+            (
+                "firn_compaction_lag_seconds",
+                "Seconds since the oldest waiting compaction window ended (0: none waiting).",
+                &self.compaction_lag_seconds,
+            ),
+        ] {
+            header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         for (name, help, value) in counters {
             header(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

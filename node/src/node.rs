@@ -146,6 +146,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             loops.spawn(cluster::controller::run(cluster.clone(), shutdown.clone()));
             loops.spawn(metering::run(cluster.clone(), shutdown.clone()));
             loops.spawn(retention::run(cluster.clone(), shutdown.clone()));
+            loops.spawn(cluster::compactor::run(cluster.clone(), shutdown.clone()));
         }
         Err(Error::ShuttingDown) => {}
         Err(e) => {

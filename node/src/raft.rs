@@ -37,7 +37,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
-pub use entry::{Command, MAX_KEY_BYTES, Prepared, Record, Response};
+pub use entry::{Command, Compacted, MAX_KEY_BYTES, Prepared, Record, Response};
 use log_store::{LogBytes, LogStore};
 use meta_machine::MetaMachine;
 pub use network::{Transport, TransportError};
@@ -295,6 +295,23 @@ impl RaftGroup {
     pub async fn blocks_dropped(&self, ids: Vec<firn_storage::BlockId>) -> Result<u64> {
         let (index, response) = self.propose(Command::BlocksDropped(ids)).await?;
         response.map_err(|e| Error::Internal(format!("dropping blocks failed: {e}")))?;
+        Ok(index)
+    }
+
+    /// Commits a compaction's swap; returns the entry's index. Whether it landed is in the
+    /// manifest afterwards (its output is there or not).
+    pub async fn blocks_compacted(&self, compacted: entry::Compacted) -> Result<u64> {
+        let (index, response) = self
+            .propose(Command::BlocksCompacted(Box::new(compacted)))
+            .await?;
+        response.map_err(|e| Error::Internal(format!("recording a compaction failed: {e}")))?;
+        Ok(index)
+    }
+
+    /// Commits that retired blocks' objects are deleted; returns the entry's index.
+    pub async fn retired_purged(&self, ids: Vec<firn_storage::BlockId>) -> Result<u64> {
+        let (index, response) = self.propose(Command::RetiredPurged(ids)).await?;
+        response.map_err(|e| Error::Internal(format!("purging retired blocks failed: {e}")))?;
         Ok(index)
     }
 

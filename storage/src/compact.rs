@@ -216,6 +216,24 @@ impl Manifest {
 }
 
 impl Store {
+    /// Applies a compaction's swap ([`Manifest::apply_compaction`]); true if it landed.
+    pub fn apply_compaction(&self, job: &CompactionJob, output: BlockMeta, at: Nanos) -> bool {
+        self.update_manifest(|m| m.apply_compaction(job, output, at))
+    }
+
+    /// Forgets retired blocks whose objects are deleted.
+    pub fn forget_retired(&self, ids: &[BlockId]) -> bool {
+        self.update_manifest(|m| m.forget_retired(ids))
+    }
+
+    /// Deletes a block's objects (they are in no manifest: retired, or a compaction's output
+    /// that did not land).
+    pub async fn delete_block_objects(&self, id: &BlockId) -> Result<()> {
+        let os = self.object_store().as_ref();
+        crate::store::delete(os, &self.paths().block_samples(id)).await?;
+        crate::store::delete(os, &self.paths().block_symbols(id)).await
+    }
+
     /// Runs a job: reads the tenant's rows of every input and writes them as one block `id`
     /// (not uploaded). `None` if the inputs hold no rows of the tenant.
     pub async fn compact(&self, job: &CompactionJob, id: BlockId) -> Result<Option<EncodedBlock>> {

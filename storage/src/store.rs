@@ -409,6 +409,18 @@ impl Store {
         true
     }
 
+    /// Changes the manifest in memory (a Raft group persists the change) when `change` says
+    /// it changed something; returns that.
+    pub(crate) fn update_manifest(&self, change: impl FnOnce(&mut Manifest) -> bool) -> bool {
+        let mut guard = self.manifest.write().expect("manifest lock poisoned");
+        let mut manifest = Manifest::clone(&guard);
+        if !change(&mut manifest) {
+            return false;
+        }
+        *guard = Arc::new(manifest);
+        true
+    }
+
     /// Reads a block's symbol table.
     pub async fn read_symbols(&self, block: &BlockId) -> Result<SymbolTable> {
         read_block_symbols(

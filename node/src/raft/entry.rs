@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use firn_storage::BlockId;
 use firn_storage::block::BlockMeta;
 use firn_storage::buffer::WriteStats;
+use firn_storage::compact::CompactionJob;
 use firn_storage::normalize::Normalized;
 use firn_storage::symbols::PackedSymbols;
+use firn_storage::{BlockId, Nanos};
 use openraft::{BasicNode, EntryPayload, LogId, Membership};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,20 @@ pub enum Command {
     /// Blocks leave the manifest (past their tenants' retention); the leader then deletes
     /// their objects.
     BlocksDropped(Vec<BlockId>),
+    /// A compaction's swap: the job's tenant leaves its inputs, `output` joins the manifest
+    /// (nothing changes unless every input still holds the tenant); emptied inputs are
+    /// retired at `at`.
+    BlocksCompacted(Box<Compacted>),
+    /// Retired blocks whose objects are deleted.
+    RetiredPurged(Vec<BlockId>),
+}
+
+/// The body of [`Command::BlocksCompacted`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Compacted {
+    pub job: CompactionJob,
+    pub output: BlockMeta,
+    pub at: Nanos,
 }
 
 impl std::fmt::Debug for Command {
@@ -78,6 +93,8 @@ impl std::fmt::Debug for Command {
             Command::FlushedThrough(seq) => write!(f, "FlushedThrough({seq})"),
             Command::Meta(command) => write!(f, "Meta({command:?})"),
             Command::BlocksDropped(ids) => write!(f, "BlocksDropped({})", ids.len()),
+            Command::BlocksCompacted(c) => write!(f, "BlocksCompacted({})", c.output.id),
+            Command::RetiredPurged(ids) => write!(f, "RetiredPurged({})", ids.len()),
         }
     }
 }
@@ -95,6 +112,8 @@ const FLUSHED_THROUGH: u8 = 5;
 const META: u8 = 6;
 const NORMALIZED_WRITE: u8 = 7;
 const BLOCKS_DROPPED: u8 = 8;
+const BLOCKS_COMPACTED: u8 = 9;
+const RETIRED_PURGED: u8 = 10;
 
 /// The longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 128;
@@ -169,6 +188,14 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
             serde_json::to_writer(&mut out, ids).expect("block ids serialise");
             BLOCKS_DROPPED
         }
+        EntryPayload::Normal(Command::BlocksCompacted(c)) => {
+            serde_json::to_writer(&mut out, c).expect("a compaction serialises");
+            BLOCKS_COMPACTED
+        }
+        EntryPayload::Normal(Command::RetiredPurged(ids)) => {
+            serde_json::to_writer(&mut out, ids).expect("block ids serialise");
+            RETIRED_PURGED
+        }
         EntryPayload::Membership(m) => {
             out.extend_from_slice(&encode_membership(m));
             MEMBERSHIP
@@ -230,6 +257,14 @@ pub fn decode(index: u64, bytes: impl Into<Bytes>) -> Result<Entry, String> {
         BLOCKS_DROPPED => EntryPayload::Normal(Command::BlocksDropped(
             serde_json::from_slice(body)
                 .map_err(|e| format!("entry {index}: bad dropped block ids: {e}"))?,
+        )),
+        BLOCKS_COMPACTED => EntryPayload::Normal(Command::BlocksCompacted(Box::new(
+            serde_json::from_slice(body)
+                .map_err(|e| format!("entry {index}: bad compaction: {e}"))?,
+        ))),
+        RETIRED_PURGED => EntryPayload::Normal(Command::RetiredPurged(
+            serde_json::from_slice(body)
+                .map_err(|e| format!("entry {index}: bad purged block ids: {e}"))?,
         )),
         other => return Err(format!("entry {index}: unknown kind {other}")),
     };

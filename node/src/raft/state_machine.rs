@@ -472,6 +472,18 @@ fn apply_one(
             shared.store.drop_blocks(&ids);
             Ok(Default::default())
         }
+        EntryPayload::Normal(Command::BlocksCompacted(c)) => {
+            // Refused alike on every replica when an input changed since the job was planned;
+            // the proposer then finds its output absent and deletes it.
+            if !shared.store.apply_compaction(&c.job, c.output, c.at) {
+                tracing::info!(index = id.index, tenant = %c.job.tenant, "a compaction's inputs changed; not applied");
+            }
+            Ok(Default::default())
+        }
+        EntryPayload::Normal(Command::RetiredPurged(ids)) => {
+            shared.store.forget_retired(&ids);
+            Ok(Default::default())
+        }
         EntryPayload::Normal(Command::BlockFlushed(meta)) => shared
             .store
             .add_flushed_block(*meta)

@@ -2,6 +2,7 @@
 
 mod cli;
 mod clients;
+mod compaction;
 mod crash;
 mod go;
 mod grpc;
