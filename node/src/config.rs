@@ -89,6 +89,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_USAGE_FLUSH_SECS")]
     pub usage_flush_secs: Option<u64>,
 
+    /// Bytes of block objects cached on local disk when the object store is remote (S3);
+    /// 0 turns the cache off. [default: 8589934592 (8 GiB)]
+    #[arg(long, env = "FIRN_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
+
+    /// Where the block cache lives (emptied at start). [default: DATA_DIR/cache]
+    #[arg(long, env = "FIRN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
     /// Seconds between compaction rounds on the shards this node leads. [default: 30]
     #[arg(long, env = "FIRN_COMPACTION_INTERVAL_SECS")]
     pub compaction_interval_secs: Option<u64>,
@@ -160,6 +169,8 @@ struct FileConfig {
     usage_flush_secs: Option<u64>,
     compaction_interval_secs: Option<u64>,
     compaction_delete_delay_secs: Option<u64>,
+    cache_bytes: Option<u64>,
+    cache_dir: Option<PathBuf>,
     node_id: Option<u64>,
     advertise: Option<String>,
     join: Option<Vec<String>>,
@@ -218,6 +229,8 @@ pub struct Settings {
     pub usage_flush: Duration,
     pub compaction_interval: Duration,
     pub compaction_delete_delay: Duration,
+    pub cache_bytes: u64,
+    pub cache_dir: PathBuf,
     pub cluster: ClusterSettings,
 }
 
@@ -311,6 +324,12 @@ impl ServeArgs {
                 file.retention_check_secs,
                 300,
             )),
+            cache_bytes: pick(self.cache_bytes, file.cache_bytes, 8 << 30),
+            cache_dir: self
+                .cache_dir
+                .clone()
+                .or(file.cache_dir.clone())
+                .unwrap_or_else(|| data_dir.join("cache")),
             compaction_interval: Duration::from_secs(pick(
                 self.compaction_interval_secs,
                 file.compaction_interval_secs,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct Metrics {
     pub compaction_pending: AtomicU64,
     /// How long ago the oldest waiting job's window ended, at the last round.
     pub compaction_lag_seconds: AtomicU64,
+    /// The local cache of block objects, when the object store is remote.
+    pub disk_cache: std::sync::OnceLock<Arc<firn_storage::disk_cache::DiskCacheStats>>,
 }
 
 /// Values read at scrape time: sums over the node's shard replicas, and each Raft group's
@@ -174,6 +177,37 @@ impl Metrics {
         ] {
             header(&mut out, name, "gauge", help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        if let Some(cache) = self.disk_cache.get() {
+            for (name, kind, help, value) in [
+                (
+                    "firn_disk_cache_bytes",
+                    "gauge",
+                    "Bytes of block objects in the local disk cache.",
+                    &cache.bytes,
+                ),
+                (
+                    "firn_disk_cache_hits_total",
+                    "counter",
+                    "Block object reads served from the local disk cache.",
+                    &cache.hits,
+                ),
+                (
+                    "firn_disk_cache_misses_total",
+                    "counter",
+                    "Block objects downloaded into the local disk cache.",
+                    &cache.misses,
+                ),
+                (
+                    "firn_disk_cache_evictions_total",
+                    "counter",
+                    "Block objects evicted from (or deleted in) the local disk cache.",
+                    &cache.evictions,
+                ),
+            ] {
+                header(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            }
         }
         for (name, help, value) in counters {
             header(&mut out, name, "counter", help);

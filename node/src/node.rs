@@ -55,6 +55,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     })?;
     claim_data_dir(&data_dir, settings.cluster.node_id, settings.auth)?;
     let (object_store, prefix) = open_object_store(&settings)?;
+    // A remote store's block objects are cached on local disk; a local one needs no copy.
+    let (object_store, disk_cache) = match &settings.object_store {
+        ObjectStoreUrl::S3 { .. } if settings.cache_bytes > 0 => {
+            let cache = Arc::new(
+                firn_storage::disk_cache::DiskCache::new(
+                    object_store,
+                    &settings.cache_dir,
+                    settings.cache_bytes,
+                )
+                .map_err(|source| Error::DataDir {
+                    path: settings.cache_dir.clone(),
+                    source,
+                })?,
+            );
+            let stats = cache.stats.clone();
+            (cache as Arc<dyn ObjectStore>, Some(stats))
+        }
+        _ => (object_store, None),
+    };
     let auth = Authenticator::new(
         settings.auth,
         settings.admin_token.as_ref().map(|t| t.0.as_str()),
@@ -71,6 +90,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     )
     .await?;
     let metrics = Arc::new(Metrics::default());
+    if let Some(stats) = disk_cache {
+        let _ = metrics.disk_cache.set(stats);
+    }
     let clock = crate::tenancy::clock();
     let usage = Usage::new(settings.cluster.node_id);
     if let Err(e) = usage

@@ -48,6 +48,9 @@ pub struct QueryConfig {
     pub symbol_cache_entries: usize,
     /// ...and at most this many bytes (least recently loaded go first).
     pub symbol_cache_bytes: usize,
+    /// Parquet footers and page indexes of blocks kept in memory, at most this many bytes
+    /// (DataFusion's file metadata cache: a block's footer is read once, not per query).
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -59,6 +62,7 @@ impl Default for QueryConfig {
             target_partitions: 0,
             symbol_cache_entries: 64,
             symbol_cache_bytes: 256 << 20,
+            metadata_cache_bytes: 64 << 20,
         }
     }
 }
@@ -167,6 +171,7 @@ impl QueryEngine {
     pub fn new(store: Arc<Store>, config: QueryConfig) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
+            .with_metadata_cache_limit(config.metadata_cache_bytes)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
@@ -188,6 +193,11 @@ impl QueryEngine {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Block footers (with page indexes) held in the metadata cache.
+    pub fn cached_footers(&self) -> usize {
+        self.runtime.cache_manager.get_file_metadata_cache().len()
     }
 
     fn context(&self) -> SessionContext {

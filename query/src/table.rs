@@ -24,6 +24,9 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetFileReaderFactory,
+};
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -214,6 +217,14 @@ impl SampleTable {
         };
 
         let mut scans = Vec::new();
+        // Footers and page indexes are read once per block and kept in the runtime's bounded
+        // metadata cache (blocks never change under an id).
+        let runtime = state.runtime_env();
+        let readers: Arc<dyn ParquetFileReaderFactory> =
+            Arc::new(CachedParquetFileReaderFactory::new(
+                runtime.object_store(&self.store_url)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+            ));
         for block in self
             .snapshot
             .manifest
@@ -249,6 +260,7 @@ impl SampleTable {
                 )
                 .with_extension(access);
                 let mut source = ParquetSource::new(file_schema.clone())
+                    .with_parquet_file_reader_factory(readers.clone())
                     .with_enable_page_index(true)
                     .with_pushdown_filters(false);
                 if let Some(predicate) = &predicate {

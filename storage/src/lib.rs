@@ -20,6 +20,7 @@ pub mod buffer;
 pub mod chunk;
 pub mod clock;
 pub mod compact;
+pub mod disk_cache;
 pub mod error;
 pub mod filter;
 pub mod ids;

@@ -74,4 +74,18 @@ fn blocks_live_in_s3_and_survive_a_restart() {
     let (status, folded) = server.merge(&format!("{CPU}{{service_name=\"s3app\"}}"), "folded");
     assert_eq!(status, 200, "{folded}");
     assert_eq!(folded.lines().count(), 20, "{folded}");
+
+    // The blocks read came from S3 once, into the local cache; the same query again reads
+    // them from disk.
+    let misses = crate::harness::metric(&server, "firn_disk_cache_misses_total");
+    assert!(misses > 0, "block objects were downloaded into the cache");
+    assert!(crate::harness::metric(&server, "firn_disk_cache_bytes") > 0);
+    let (_, again) = server.merge(&format!("{CPU}{{service_name=\"s3app\"}}"), "folded");
+    assert_eq!(again, folded);
+    assert_eq!(
+        crate::harness::metric(&server, "firn_disk_cache_misses_total"),
+        misses,
+        "nothing downloaded again"
+    );
+    assert!(crate::harness::metric(&server, "firn_disk_cache_hits_total") > 0);
 }

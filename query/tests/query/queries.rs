@@ -95,6 +95,18 @@ async fn merge_sums_across_block_and_buffer_per_tenant() {
 }
 
 #[tokio::test]
+async fn block_footers_are_read_once_and_cached() {
+    let e = populated().await;
+    assert_eq!(e.cached_footers(), 0);
+    let query = q(&format!("{CPU}{{service_name=\"api\"}}"));
+    let first = e.merge(&tenant("a"), &query).await.expect("merge");
+    assert_eq!(e.cached_footers(), 1, "the one block's footer");
+    let second = e.merge(&tenant("a"), &query).await.expect("merge");
+    assert_eq!(e.cached_footers(), 1, "read from the cache, not again");
+    assert_eq!(first.folded(), second.folded());
+}
+
+#[tokio::test]
 async fn label_filters_work_on_labels_some_blocks_lack() {
     let e = populated().await;
     let eu = e
