@@ -321,6 +321,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         gauges.buffer_samples += replica.store.buffer_samples() as u64;
         gauges.log_bytes += replica.raft.log_bytes();
         gauges.blocks += manifest.blocks.len() as u64;
+        gauges.block_puts += replica.store.block_puts();
         gauges.groups.push((
             crate::ids::GroupId::Shard(replica.id),
             replica.raft.status(),

@@ -57,6 +57,8 @@ pub struct Gauges {
     pub buffer_samples: u64,
     pub log_bytes: u64,
     pub blocks: u64,
+    /// Block objects the node's shard replicas wrote (one PUT each: flushes and compactions).
+    pub block_puts: u64,
     pub groups: Vec<(GroupId, RaftStatus)>,
 }
 
@@ -253,6 +255,13 @@ impl Metrics {
         }
         header(
             &mut out,
+            "firn_block_puts_total",
+            "counter",
+            "Block objects (one PUT each) written by this node's shard replicas since they opened.",
+        );
+        let _ = writeln!(out, "firn_block_puts_total {}", gauges.block_puts);
+        header(
+            &mut out,
             "firn_raft_role",
             "gauge",
             "This node's role in each Raft group it is a member of (1 for the role it holds).",
@@ -329,6 +338,7 @@ mod tests {
             buffer_samples: 7,
             log_bytes: 20,
             blocks: 1,
+            block_puts: 4,
             groups: vec![(
                 GroupId::Shard(firn_storage::ShardId(0)),
                 RaftStatus {

@@ -252,6 +252,18 @@ impl Store {
             )
             .await?;
             let symbols = self.read_symbols(input).await?;
+            // The Parquet file is the object's head (the symbols follow it).
+            let parquet_len = usize::try_from(meta.samples_bytes).unwrap_or(usize::MAX);
+            if parquet_len > samples.len() {
+                return Err(Error::Corrupt {
+                    key: input.to_string(),
+                    reason: format!(
+                        "{} bytes, shorter than its {parquet_len}-byte Parquet file",
+                        samples.len()
+                    ),
+                });
+            }
+            let samples = samples.slice(..parquet_len);
             inputs.push((input.clone(), tenant.row_groups, samples, symbols));
         }
         let (first, last) = job

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  write(seq, request) ─ normalize (caller's thread) ─► Buffer::apply ─► in memory
-//!  flush() ─ cut buffer ─► encode_block (blocking pool) ─► PUT samples.parquet, symbols.bin
+//!  flush() ─ cut buffer ─► encode_block (blocking pool) ─► PUT samples.parquet (+ symbols)
 //!          ─► PUT manifest/<version>.json ─► drop flushed chunks from the buffer
 //!  snapshot() ─► buffer chunks + manifest, for firn-query
 //! ```
@@ -67,6 +67,21 @@ pub struct Store {
     buffer: Mutex<Buffer>,
     manifest: RwLock<Arc<Manifest>>,
     flush_lock: tokio::sync::Mutex<()>,
+    puts: std::sync::atomic::AtomicU64,
+}
+
+/// Marks the symbols in a block object, right before the copy of the Parquet footer (blocks
+/// written before keep them in `symbols.bin` beside the object).
+pub const SYMBOLS_TRAILER: &[u8; 8] = b"FIRNSYM1";
+
+/// The footer section of a Parquet file: metadata, its 4-byte length and `PAR1`.
+fn parquet_footer(file: &[u8]) -> Option<&[u8]> {
+    let n = file.len();
+    if n < 12 || &file[n - 4..] != b"PAR1" {
+        return None;
+    }
+    let len = u32::from_le_bytes(file[n - 8..n - 4].try_into().ok()?) as usize;
+    file.get(n.checked_sub(len + 8)?..)
 }
 
 impl Store {
@@ -88,6 +103,7 @@ impl Store {
             paths,
             config,
             flush_lock: tokio::sync::Mutex::new(()),
+            puts: Default::default(),
         })
     }
 
@@ -106,6 +122,7 @@ impl Store {
             paths: Paths::new(prefix),
             config,
             flush_lock: tokio::sync::Mutex::new(()),
+            puts: Default::default(),
         }
     }
 
@@ -299,20 +316,35 @@ impl Store {
         Ok(Some(meta))
     }
 
-    /// Uploads a block's objects, create-only.
+    /// Uploads a block as one object, create-only: one PUT per flush. The object is a valid
+    /// Parquet file that carries the block's symbols: the Parquet file as written, then the
+    /// symbols, their length and [`SYMBOLS_TRAILER`], then a copy of the file's footer (its
+    /// offsets are absolute, so they still point at the row groups). Any Parquet reader reads
+    /// it from its last footer; Firn reads the first `samples_bytes` as the file and finds the
+    /// symbols from the end (see [`read_block_symbols`]).
     pub async fn upload_block(&self, block: &EncodedBlock) -> Result<()> {
+        let samples = &block.samples;
+        let footer = parquet_footer(samples)
+            .ok_or(Error::Internal("an encoded block is not a Parquet file"))?;
+        let mut object =
+            bytes::BytesMut::with_capacity(samples.len() + block.symbols.len() + 16 + footer.len());
+        object.extend_from_slice(samples);
+        object.extend_from_slice(&block.symbols);
+        object.extend_from_slice(&(block.symbols.len() as u64).to_le_bytes());
+        object.extend_from_slice(SYMBOLS_TRAILER);
+        object.extend_from_slice(footer);
+        self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         put_create_only(
             self.object_store.as_ref(),
             &self.paths.block_samples(&block.meta.id),
-            block.samples.clone(),
-        )
-        .await?;
-        put_create_only(
-            self.object_store.as_ref(),
-            &self.paths.block_symbols(&block.meta.id),
-            block.symbols.clone(),
+            object.freeze(),
         )
         .await
+    }
+
+    /// Block objects written (PUTs, retries included).
+    pub fn block_puts(&self) -> u64 {
+        self.puts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Persists a new manifest version and makes it the current one.
@@ -433,15 +465,60 @@ impl Store {
     }
 }
 
-/// Reads and decodes a block's symbol table.
+/// Reads and decodes a block's symbol table: from its object (before the last footer), or
+/// from the `symbols.bin` of a block written before symbols moved into it.
 pub async fn read_block_symbols(
     store: &dyn ObjectStore,
     paths: &Paths,
     block: &BlockId,
     max_bytes: usize,
 ) -> Result<SymbolTable> {
-    let key = paths.block_symbols(block);
-    let bytes = get(store, &key).await?;
+    let key = paths.block_samples(block);
+    let download = |source| Error::Download {
+        key: key.to_string(),
+        source,
+    };
+    let corrupt = |reason: String| Error::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    let suffix = |n: u64| object_store::GetOptions {
+        range: Some(object_store::GetRange::Suffix(n)),
+        ..Default::default()
+    };
+    // The last footer's length, then what precedes it: the symbols' length and the marker.
+    let tail = store.get_opts(&key, suffix(8)).await.map_err(download)?;
+    let size = tail.meta.size;
+    let tail = tail.bytes().await.map_err(download)?;
+    if tail.len() != 8 || &tail[4..] != b"PAR1" {
+        return Err(corrupt("it does not end as a Parquet file".into()));
+    }
+    let footer = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes"))) + 8;
+    let marker_end = size
+        .checked_sub(footer)
+        .filter(|&e| e >= 16)
+        .ok_or_else(|| corrupt(format!("its footer claims {footer} of {size} bytes")))?;
+    let marker = store
+        .get_range(&key, marker_end - 16..marker_end)
+        .await
+        .map_err(download)?;
+    let bytes = if &marker[8..] == SYMBOLS_TRAILER {
+        let len = u64::from_le_bytes(marker[..8].try_into().expect("8 bytes"));
+        if len > max_bytes as u64 {
+            return Err(corrupt(format!(
+                "its symbols are {len} bytes, past the limit of {max_bytes}"
+            )));
+        }
+        let start = (marker_end - 16)
+            .checked_sub(len)
+            .ok_or_else(|| corrupt(format!("its symbols claim {len} of {size} bytes")))?;
+        store
+            .get_range(&key, start..marker_end - 16)
+            .await
+            .map_err(download)?
+    } else {
+        get(store, &paths.block_symbols(block)).await?
+    };
     decode_symbols(&bytes, max_bytes).map_err(|reason| Error::Corrupt {
         key: key.to_string(),
         reason,
