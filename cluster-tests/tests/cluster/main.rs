@@ -2,6 +2,7 @@
 //! happens, heals, and checks that every acknowledged write is queryable exactly once on
 //! every node. One scenario runs at a time (they share two cores).
 
+mod compaction;
 mod faults;
 mod membership;
 mod tenancy;
