@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import mmap
-import os
 import signal
 import socket
 import subprocess
@@ -45,8 +44,9 @@ class Client:
         return c
 
     def request(self, method: str, path: str, params: dict | None = None, body=None, headers: dict | None = None):
-        """(status, headers (case-insensitive), body). A dropped keep-alive connection is
-        reopened once."""
+        """(status, headers (case-insensitive), body). A keep-alive connection the server
+        closed is reopened once; a write sent twice that way would show in the run's checks,
+        which count every stored row."""
         if params:
             path = f"{path}?{urllib.parse.urlencode(params)}"
         for attempt in (0, 1):
@@ -55,7 +55,7 @@ class Client:
                 c.request(method, path, body=body, headers=headers or {})
                 r = c.getresponse()
                 return r.status, r.headers, r.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (OSError, http.client.HTTPException):
                 c.close()
                 self._local.connection = None
                 if attempt:
@@ -107,21 +107,29 @@ class Server:
             "--flush-interval-secs", str(self.flush_interval),
         ]
 
-    def start(self, timeout: float = 120) -> None:
+    def __enter__(self) -> Server:
+        """Starts the node and waits until it answers `/ready`."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"firn serve exited with {self.process.returncode}; see {self.log}")
-            try:
-                if self.client.request("GET", "/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"firn serve not ready after {timeout} s; see {self.log}")
+        try:
+            wait_until(self._ready, timeout=120, what=f"firn serve to be ready (log: {self.log})", every=0.2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"firn serve exited with {self.process.returncode}; see {self.log}")
+        try:
+            return self.client.request("GET", "/ready")[0] == 200
+        except (OSError, http.client.HTTPException):
+            return False
 
     @property
     def pid(self) -> int:
@@ -129,6 +137,7 @@ class Server:
         return self.process.pid
 
     def stop(self) -> None:
+        """SIGTERM (the node flushes and drains), SIGKILL after a minute."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -149,6 +158,7 @@ class Server:
 
 
 def free_port() -> int:
+    """A localhost port free now (the node binds it a moment later)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -163,24 +173,21 @@ class RssSampler(threading.Thread):
         self.pid = pid
         self.phase = "start"
         self.samples: list[tuple[float, int, str]] = []  # (seconds since start, bytes, phase)
-        self._stop = threading.Event()
+        self._done = threading.Event()
         self._start = time.monotonic()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             try:
                 rss = vm_rss(self.pid)
             except OSError:
                 return  # the process is gone
             self.samples.append((time.monotonic() - self._start, rss, self.phase))
-            self._stop.wait(1.0)
+            self._done.wait(1.0)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
-
-    def peak(self, phases: set[str] | None = None) -> int:
-        return max((b for _, b, p in self.samples if phases is None or p in phases), default=0)
 
 
 def vm_rss(pid: int) -> int:
@@ -225,16 +232,14 @@ class Pack:
 
     def __init__(self, path: str):
         self._file = open(path, "rb")
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if os.path.getsize(path) else None
+        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
 
     def body(self, entry: list[int]) -> bytes:
         offset, length = entry[0], entry[1]
-        assert self._map is not None
         return self._map[offset : offset + length]
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
+        self._map.close()
         self._file.close()
 
 
@@ -357,7 +362,8 @@ def settle(server: Server, not_before_ns: int, log) -> dict:
 def soak(client: Client, segments: list[dict], clients: int, samples_per_s: float, minutes: float, log) -> Ingested:
     """Sends the workload's requests again, in order and looping, paced so that samples go
     out at `samples_per_s`, for `minutes`. Each thread takes the next request and waits for
-    its scheduled time (if the node falls behind, requests go as fast as it answers)."""
+    its scheduled time; if the node falls behind, requests go as fast as it answers, and
+    whatever is still due at the end is not sent (the achieved rate tells)."""
     result = Ingested()
     lock = threading.Lock()
     flat = [(seg["pack"], e) for seg in segments for e in seg["requests"]]
@@ -373,7 +379,7 @@ def soak(client: Client, segments: list[dict], clients: int, samples_per_s: floa
                 state["k"] += 1
                 due = start + state["due"]
                 state["due"] += (entry[3] + entry[4]) / samples_per_s
-            if due >= stop_at:
+            if due >= stop_at or time.monotonic() >= stop_at:
                 return
             delay = due - time.monotonic()
             if delay > 0:
@@ -383,8 +389,10 @@ def soak(client: Client, segments: list[dict], clients: int, samples_per_s: floa
                 result.add(entry, latency)
 
     log(f"soak: {minutes:g} min at {samples_per_s:,.0f} samples/s")
-    run_threads(worker, clients)
+    try:
+        run_threads(worker, clients)
+    finally:
+        for p in packs.values():
+            p.close()
     result.wall_seconds = result.send_seconds = time.monotonic() - start
-    for p in packs.values():
-        p.close()
     return result

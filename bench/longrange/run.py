@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 import driver
 import peers
@@ -77,6 +78,9 @@ class Log:
 def main() -> None:
     args = parse_args()
     out = args.out.resolve()
+    for used in (out / "data", out / "firn-data"):
+        if used.exists():
+            sys.exit(f"{used} exists: give each run a fresh --out")
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out / "run.log")
     protos.compile_into(out / "pb")
@@ -93,52 +97,51 @@ def main() -> None:
     log(f"generated {sum(len(s['requests']) for s in segments):,} requests in {generation_s:.0f} s")
 
     server = driver.Server(args.firn_bin.resolve(), out / "firn-data", out / "firn.log", args.flush_interval_secs, args.compaction_interval_secs)
-    server.start()
-    rss = driver.RssSampler(server.pid)
-    rss.start()
-    client = server.client
-    try:
-        # The default tenant limits (64 MiB/s of ingest) would cap a release build's ingest.
-        status, _, body = client.request(
-            "PUT", "/api/v1/admin/limits", body=json.dumps({"ingestion_rate_bytes": 1 << 40, "ingestion_burst_bytes": 1 << 40})
-        )
-        if status != 200:
-            raise RuntimeError(f"raising the ingest limit: {status} {body!r}")
+    with server:
+        rss = driver.RssSampler(server.pid)
+        rss.start()
+        try:
+            client = server.client
+            # The default tenant limit (64 MiB/s) would cap a release build's ingest.
+            limits = {"ingestion_rate_bytes": 1 << 40, "ingestion_burst_bytes": 1 << 40}
+            status, _, body = client.request("PUT", "/api/v1/admin/limits", body=json.dumps(limits))
+            if status != 200:
+                raise RuntimeError(f"raising the ingest limit: {status} {body!r}")
 
-        rss.phase = "ingest"
-        log(f"ingesting {len(segments)} segments with {args.clients} clients")
-        ingested = driver.ingest(client, segments, args.clients, log)
-        rss.phase = "settle"
-        settled = driver.settle(server, (end // HOUR * HOUR) + 5 * 60 * SECOND + SECOND, log)
-        storage = stored(server, client)
+            rss.phase = "ingest"
+            log(f"ingesting {len(segments)} segments with {args.clients} clients")
+            ingested = driver.ingest(client, segments, args.clients, log)
+            rss.phase = "settle"
+            settled = driver.settle(server, (end // HOUR * HOUR) + 5 * 60 * SECOND + SECOND, log)
+            storage = stored(server, client)
 
-        rss.phase = "checks"
-        duck = peers.DuckDB(out / "data" / "parquet")
-        ch = peers.ChDB(out / "data" / "parquet")
-        checks = verify(client, w, pb, segments, ingested, duck, ch, log)
+            rss.phase = "checks"
+            duck = peers.DuckDB(out / "data" / "parquet")
+            ch = peers.ChDB(out / "data" / "parquet")
+            checks = verify(client, w, pb, segments, ingested, duck, ch, log)
 
-        rss.phase = "queries"
-        compactions_before = client.metrics()["firn_compactions_total"]
-        timings = query_rounds(client, w, duck, ch, args.runs, log)
-        compactions_during = client.metrics()["firn_compactions_total"] - compactions_before
+            rss.phase = "queries"
+            compactions_before = client.metrics()["firn_compactions_total"]
+            timings = query_rounds(client, w, duck, ch, args.runs, log)
+            compactions_during = client.metrics()["firn_compactions_total"] - compactions_before
 
-        rss.phase = "go tool pprof"
-        go = go_pprof(args, w, pb, out, segments, checks, log)
+            rss.phase = "go tool pprof"
+            go = go_pprof(args, w, pb, out, segments, checks, log)
 
-        soaked = None
-        if args.rss_minutes > 0:
-            rss.phase = "soak"
-            rate = ingested.samples / ingested.send_seconds
-            soaked = driver.soak(client, segments, args.clients, rate, args.rss_minutes, log)
-        rss.phase = "end"
-        final_metrics = client.metrics()
-    finally:
-        rss.stop()
-        server.stop()
+            soaked = None
+            soak_rate = ingested.samples / ingested.send_seconds
+            if args.rss_minutes > 0:
+                rss.phase = "soak"
+                soaked = driver.soak(client, segments, args.clients, soak_rate, args.rss_minutes, log)
+            rss.phase = "end"
+            final_metrics = client.metrics()
+        finally:
+            rss.stop()
 
     results = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": environment(args, duck, ch),
+        "clients": args.clients,
         "workload": describe(w, segments, duck),
         "generation_seconds": generation_s,
         "ingest": summary(ingested),
@@ -150,6 +153,7 @@ def main() -> None:
         "compactions_during_queries": compactions_during,
         "go_pprof": go,
         "soak": summary(soaked) if soaked else None,
+        "soak_target": soak_rate,
         "rss": {"budget_bytes": args.rss_budget_mib << 20, "samples": rss.samples},
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -158,11 +162,22 @@ def main() -> None:
 
 
 def stored(server: driver.Server, client: driver.Client) -> dict:
-    """Block bytes under objects/ and the rows stored, by profile type."""
+    """Block bytes under objects/ (and how much of them is the Parquet row groups, the rest
+    being symbols, footers and page indexes) and the rows stored, by profile type."""
     files = server.block_files()
+    objects = server.data_dir / "objects"
+    row_groups = 0
+    for f in files:
+        if f.endswith(".parquet"):
+            meta = pq.ParquetFile(objects / f).metadata
+            for i in range(meta.num_row_groups):
+                group = meta.row_group(i)
+                row_groups += sum(group.column(j).total_compressed_size for j in range(group.num_columns))
     rows = {t: int(n) for t, n in client.sql("SELECT profile_type, count(*) FROM samples GROUP BY profile_type")}
     return {
         "block_bytes": sum(files.values()),
+        "row_group_bytes": row_groups,
+        "files": len(files),
         "blocks": len({Path(f).parent for f in files}),
         "rows": rows,
     }
@@ -181,9 +196,12 @@ def verify(client, w, pb, segments, ingested, duck, ch, log) -> dict:
     log(f"stored CPU rows, first and last time: {cpu}; sent: {expected}")
     if cpu != expected:
         raise AssertionError(f"Firn stored CPU rows {cpu}, the workload sent {expected}")
-    alloc = spans["memory:alloc_space:bytes:space:bytes"][0]
-    if alloc != ingested.mem_samples:
-        raise AssertionError(f"Firn stored {alloc} alloc_space rows, the workload sent {ingested.mem_samples}")
+    for profile_type, sent in (
+        ("process_cpu:samples:count:cpu:nanoseconds", ingested.cpu_samples),
+        ("memory:alloc_space:bytes:space:bytes", ingested.mem_samples),
+    ):
+        if spans[profile_type][0] != sent:
+            raise AssertionError(f"Firn stored {spans[profile_type][0]} rows of {profile_type}, the workload sent {sent}")
 
     totals = {}
     for name, span in RANGES:
@@ -248,10 +266,11 @@ def query_rounds(client, w, duck, ch, runs: int, log) -> list[dict]:
             ("merge", name, duck.name, lambda lo=lo, hi=hi: duck.run(w.queried, lo, hi)),
             ("merge", name, ch.name, lambda lo=lo, hi=hi: ch.run(w.queried, lo, hi)),
         ]
-    lo, hi = w.end - DAY, w.end
-    cases.append(("series by pod, step 60 s", "24h", "Firn", lambda: client.get_ok("/api/v1/series", series_params(w, lo, hi))))
-    lo = w.end - 7 * DAY
-    cases.append(("label values (pod)", "7d", "Firn", lambda: client.get_ok("/api/v1/labels/pod/values", {"from": lo, "until": hi})))
+    day, week = (w.end - DAY, w.end), {"from": w.end - 7 * DAY, "until": w.end}
+    cases += [
+        (f"`/api/v1/series` of {w.queried} by pod, step 60 s", "24h", "Firn", lambda: client.get_ok("/api/v1/series", series_params(w, *day))),
+        ("`/api/v1/labels/pod/values`", "7d", "Firn", lambda: client.get_ok("/api/v1/labels/pod/values", week)),
+    ]
     for *_, run in cases:
         run()
     seconds: list[list[float]] = [[] for _ in cases]
@@ -268,7 +287,7 @@ def query_rounds(client, w, duck, ch, runs: int, log) -> list[dict]:
 def go_pprof(args, w, pb, out: Path, segments, checks, log) -> list[dict]:
     """`go tool pprof -proto` merging the queried service's raw CPU profiles of the last hour
     (`--pprof-runs` times), then of the last day (at most twice, if a merge finishes within
-    `--pprof-timeout`); the hour's merge must total what Firn answered."""
+    `--pprof-timeout`); each merged profile must total what Firn answered for its range."""
     raw_dir = out / "data" / "raw"
     files = sorted(f for s in segments for f in s["raw"])
     results = []
@@ -296,6 +315,7 @@ def summary(i: driver.Ingested) -> dict:
     return {
         "requests": i.requests,
         "bytes": i.bytes,
+        "samples": i.samples,
         "cpu_samples": i.cpu_samples,
         "mem_samples": i.mem_samples,
         "retries": i.retries,
@@ -333,7 +353,11 @@ def describe(w, segments, duck) -> dict:
 
 def environment(args, duck, ch) -> dict:
     firn_version = subprocess.run([str(args.firn_bin), "--version"], capture_output=True, text=True).stdout.strip()
+    repo = protos.REPO
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
     return {
+        "commit": f"{commit}{' with uncommitted changes' if dirty else ''}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cores": os.cpu_count(),
         "machine": platform.platform(),

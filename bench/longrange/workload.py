@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +96,14 @@ CALLBACK_CHAINS = [
     ("html/template.(*Template).Execute", "text/template.(*state).walk", "text/template.(*state).evalCommand", "text/template.(*state).evalCall", "reflect.Value.Call", "reflect.Value.call"),
     ("context.(*cancelCtx).propagateCancel.func2",),
 ]
+# The services' own code: packages of this module, functions named from these words.
+OWN_MODULE = "github.com/acme/"
 PACKAGES = [
     "api", "store", "cache", "pricing", "inventory", "auth", "session", "index", "codec",
     "queue", "ledger", "rules", "geo", "render", "client", "metrics",
 ]
 TYPES = ["Server", "Handler", "Repo", "Cache", "Client", "Engine", "Planner", "Encoder", "Pool", "Worker"]
 VERBS = ["Get", "List", "Put", "Load", "Apply", "Resolve", "Build", "Encode", "Decode", "Score", "Check", "Merge", "Fetch", "Sync"]
-OWN_MODULE = "github.com/acme/"
 NOUNS = ["Order", "Item", "Price", "Cart", "User", "Token", "Rule", "Batch", "Page", "Quote", "Rate", "Entry"]
 
 
@@ -113,7 +113,7 @@ class Tier:
     first `pods` pods of each, one profile every `interval` seconds (drawn uniformly)."""
 
     name: str
-    span: int
+    span: int  # seconds
     services: int
     pods: int
     interval: tuple[float, float]
@@ -121,6 +121,8 @@ class Tier:
 
 @dataclass(frozen=True)
 class Scale:
+    """The shape of a workload."""
+
     services: int
     pods: int
     # Service functions per service (library frames come on top).
@@ -339,6 +341,8 @@ def gzip(raw: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Process:
+    """One pod of a service: its labels, CPU load and allocation rate, and when it runs."""
+
     index: int
     service: int
     pod: str
@@ -433,16 +437,10 @@ class Workload:
 
     def describe(self) -> dict:
         """What the data is, for the report."""
-        tiers = []
-        for t in self.scale.tiers:
-            tiers.append(
-                {
-                    "tier": t.name,
-                    "services": t.services,
-                    "pods_per_service": t.pods,
-                    "interval_s": list(t.interval),
-                }
-            )
+        tiers = [
+            {"tier": t.name, "services": t.services, "pods_per_service": t.pods, "interval_s": list(t.interval)}
+            for t in self.scale.tiers
+        ]
         return {
             "scale": self.scale_name,
             "seed": self.seed,
@@ -472,9 +470,11 @@ def generate(workload: Workload, pb, out: Path, workers: int) -> list[dict]:
     _WORKLOAD, _PB = workload, pb
     for d in ("segments", "parquet", "raw"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    jobs = [(i, out) for i in range(len(workload.segments))]
+    # The largest segments first, so that no worker is left with a big one at the end.
+    sizes = [sum(int(((t >= a) & (t < b)).sum()) for t in workload.times) for a, b in workload.segments]
+    jobs = [(i, out) for i in sorted(range(len(sizes)), key=lambda i: -sizes[i])]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        indexes = pool.map(_generate_segment, jobs, chunksize=1)
+        indexes = sorted(pool.imap_unordered(_generate_segment, jobs), key=lambda x: x["segment"])
     (out / "segments.json").write_text(json.dumps(indexes))
     return indexes
 
