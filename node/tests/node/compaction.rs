@@ -97,8 +97,9 @@ fn flushed_blocks_become_one_block_per_tenant_and_window() {
             "2",
         ],
     );
-    // Two hours ago: the window is over, so each flush is compacted as it lands.
-    let base = now_nanos() / 1_000_000_000 - 2 * 3600;
+    // The start of an hour that ended over an hour ago: every round falls in one window that
+    // is over, so each flush is compacted as it lands.
+    let base = (now_nanos() / 1_000_000_000 - 3 * 3600) / 3600 * 3600 + 60;
     for round in 0..3i64 {
         let flushes = metric(&server, "firn_flushes_total");
         for (tenant, frame) in [("alpha", "alpha_work"), ("beta", "beta_work")] {
