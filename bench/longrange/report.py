@@ -128,24 +128,34 @@ def ingest_section(r: dict, _timings: dict) -> list[str]:
     ] + ingest_rows(r["ingest"])
 
 
+CPU_TYPE = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+
+
 def storage_section(r: dict, _timings: dict) -> list[str]:
     st = r["storage"]
-    cpu_rows = st["rows"].get("process_cpu:cpu:nanoseconds:cpu:nanoseconds", 0)
+    cpu_rows = st["rows"].get(CPU_TYPE, 0)
     all_rows = sum(st["rows"].values())
-    per_cpu = st["block_bytes"] / cpu_rows
+    all_in = st["block_bytes"] / cpu_rows
     per_row = st["block_bytes"] / all_rows
+    cpu_bytes = st["type_bytes"].get(CPU_TYPE, 0)
+    per_cpu = cpu_bytes / max(st["type_rows"].get(CPU_TYPE, 0), 1)
     # `name:sample_type:...` rows by their sample type.
     by_type = ", ".join(f"{t.split(':')[1]} {n(c)}" for t, c in sorted(st["rows"].items()))
+    per_type = ", ".join(
+        f"{t.split(':')[1]} {st['type_bytes'][t] / max(st['type_rows'][t], 1):.2f}" for t in sorted(st["type_bytes"])
+    )
     return [
         "## Storage after compaction",
         "",
         "Block bytes: every file of a block under the data directory's `objects/` once compaction has "
         "settled (no job pending, compacted-away blocks deleted); of them, the Parquet row groups (column "
         "chunks, from each file's footer), the rest being the blocks' symbols, footers and page indexes. CPU samples: rows of "
-        "`process_cpu:cpu:nanoseconds:cpu:nanoseconds` (`SELECT profile_type, count(*) FROM samples GROUP BY "
-        "profile_type`), one per pprof CPU sample. The same bytes also hold each CPU sample's `samples:count` "
-        "row and the memory profiles' rows (a block mixes every type), so bytes per CPU sample charges all "
-        "four types to the CPU rows; bytes per row (every type) is the figure the engine bench reports.",
+        f"`{CPU_TYPE}` (`SELECT profile_type, count(*) FROM samples GROUP BY "
+        "profile_type`), one per pprof CPU sample. A block's row group holds one profile type, so a type's "
+        "bytes are its row groups' plus, by its share of each file's rows, the file's symbols, footer and page "
+        "indexes: bytes per CPU sample. The same blocks also hold each CPU sample's `samples:count` row (another "
+        "profile type, as in Pyroscope and Parca) and the memory profiles'; charging every byte of every type "
+        "to the CPU rows gives the all-in figure.",
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -153,9 +163,13 @@ def storage_section(r: dict, _timings: dict) -> list[str]:
         f"| of which Parquet row groups / symbols, footers, page indexes | {n(st['row_group_bytes'])} / "
         f"{n(st['block_bytes'] - st['row_group_bytes'])} | |",
         f"| CPU samples stored (`cpu:nanoseconds` rows) | {n(cpu_rows)} | |",
-        f"| **block bytes per CPU sample** | **{per_cpu:.2f}** | <= {BYTES_PER_SAMPLE_TARGET}: {met(per_cpu <= BYTES_PER_SAMPLE_TARGET)} |",
+        f"| bytes of the `cpu:nanoseconds` type | {n(cpu_bytes)} | |",
+        f"| **bytes per CPU sample** | **{per_cpu:.2f}** | <= {BYTES_PER_SAMPLE_TARGET}: {met(per_cpu <= BYTES_PER_SAMPLE_TARGET)} |",
+        f"| bytes per sample, by type | {per_type} | |",
         f"| rows of every type | {n(all_rows)} ({by_type}) | |",
-        f"| block bytes per row (every type) | {per_row:.2f} | <= {BYTES_PER_SAMPLE_TARGET}: {met(per_row <= BYTES_PER_SAMPLE_TARGET)} |",
+        f"| block bytes per row (every type) | {per_row:.2f} | |",
+        f"| all-in: every block byte per CPU sample | {all_in:.2f} | |",
+        f"| row groups mixing types (none expected) | {n(st['mixed_row_groups'])} | |",
         f"| compactions when settled | {n(r['settled_metrics'].get('firn_compactions_total', 0))} | |",
     ]
 
@@ -269,6 +283,19 @@ def rss_section(r: dict, _timings: dict) -> list[str]:
             f"{soak['wall_seconds'] / 60:.1f} min, acknowledgements p50 {secs(soak['ack_p50'])}, p99 "
             f"{secs(soak['ack_p99'])}, {n(soak['retries'])} retried; peak RSS {mib(max(phases.get('soak', [0])))}.",
         ]
+        puts = r.get("soak_puts")
+        if puts:
+            intervals = soak["wall_seconds"] / puts["flush_interval_secs"]
+            flush_puts = puts["firn_block_puts_total"] - puts["firn_compactions_total"]
+            rate = flush_puts / (intervals * max(puts["shards"], 1))
+            lines += [
+                "",
+                "Object-store writes in the soak (steady ingest): "
+                f"{n(puts['firn_block_puts_total'])} block PUTs (`firn_block_puts_total`): {n(flush_puts)} of "
+                f"{n(puts['firn_flushes_total'])} flushes and {n(puts['firn_compactions_total'])} compaction outputs, over "
+                f"{n(intervals)} flush intervals of {puts['flush_interval_secs']} s on {puts['shards']} shard(s): "
+                f"**{rate:.2f} PUTs per shard per flush interval** (target at most 1: {met(rate <= 1)}).",
+            ]
     else:
         lines += ["", "No soak in this run (`--rss-minutes N` keeps ingesting at the measured rate for N minutes)."]
     return lines

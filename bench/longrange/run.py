@@ -55,8 +55,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--rss-budget-mib",
         type=int,
-        default=2304,
-        help="RSS the node should stay under; default: its configured bounds (1 GiB buffer, 256 MiB in-flight writes, 1 GiB query pool)",
+        default=2560,
+        help="RSS the node should stay under; default: its configured bounds (1 GiB buffer, 256 MiB in-flight writes, "
+        "1 GiB query pool, 256 MiB compaction job)",
     )
     return p.parse_args()
 
@@ -128,11 +129,15 @@ def main() -> None:
             rss.phase = "go tool pprof"
             go = go_pprof(args, w, pb, out, segments, checks, log)
 
-            soaked = None
+            soaked = soak_puts = None
             soak_rate = ingested.samples / ingested.send_seconds
             if args.rss_minutes > 0:
                 rss.phase = "soak"
-                soaked = driver.soak(client, segments, args.clients, soak_rate, args.rss_minutes, log)
+                soaked, soak_puts = puts_during(
+                    client, lambda: driver.soak(client, segments, args.clients, soak_rate, args.rss_minutes, log)
+                )
+                soak_puts["shards"] = shards(client)
+                soak_puts["flush_interval_secs"] = args.flush_interval_secs
             rss.phase = "end"
             final_metrics = client.metrics()
         finally:
@@ -154,6 +159,7 @@ def main() -> None:
         "go_pprof": go,
         "soak": summary(soaked) if soaked else None,
         "soak_target": soak_rate,
+        "soak_puts": soak_puts,
         "rss": {"budget_bytes": args.rss_budget_mib << 20, "samples": rss.samples},
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -163,16 +169,35 @@ def main() -> None:
 
 def stored(server: driver.Server, client: driver.Client) -> dict:
     """Block bytes under objects/ (and how much of them is the Parquet row groups, the rest
-    being symbols, footers and page indexes) and the rows stored, by profile type."""
+    being symbols, footers and page indexes), the rows stored by profile type, and the bytes of
+    each type: its row groups (a block's row group holds one profile type), plus its share by
+    rows of its files' other bytes."""
     files = server.block_files()
     objects = server.data_dir / "objects"
     row_groups = 0
-    for f in files:
-        if f.endswith(".parquet"):
-            meta = pq.ParquetFile(objects / f).metadata
-            for i in range(meta.num_row_groups):
-                group = meta.row_group(i)
-                row_groups += sum(group.column(j).total_compressed_size for j in range(group.num_columns))
+    type_bytes: dict[str, float] = {}
+    type_rows: dict[str, int] = {}
+    mixed = 0
+    for f, size in files.items():
+        if not f.endswith(".parquet"):
+            continue
+        meta = pq.ParquetFile(objects / f).metadata
+        column = meta.schema.to_arrow_schema().get_field_index("profile_type")
+        groups = []
+        for i in range(meta.num_row_groups):
+            group = meta.row_group(i)
+            stats = group.column(column).statistics
+            kind = stats.min if stats is not None and stats.has_min_max and stats.min == stats.max else None
+            if kind is None:
+                mixed += 1
+            groups.append((kind, group.num_rows, sum(group.column(j).total_compressed_size for j in range(group.num_columns))))
+        in_groups = sum(g[2] for g in groups)
+        row_groups += in_groups
+        rows_in_file = sum(g[1] for g in groups) or 1
+        for kind, rows, size_of in groups:
+            kind = kind if isinstance(kind, str) else (kind.decode() if kind is not None else "mixed")
+            type_rows[kind] = type_rows.get(kind, 0) + rows
+            type_bytes[kind] = type_bytes.get(kind, 0) + size_of + (size - in_groups) * rows / rows_in_file
     rows = {t: int(n) for t, n in client.sql("SELECT profile_type, count(*) FROM samples GROUP BY profile_type")}
     return {
         "block_bytes": sum(files.values()),
@@ -180,7 +205,24 @@ def stored(server: driver.Server, client: driver.Client) -> dict:
         "files": len(files),
         "blocks": len({Path(f).parent for f in files}),
         "rows": rows,
+        "type_bytes": {t: round(b) for t, b in type_bytes.items()},
+        "type_rows": type_rows,
+        "mixed_row_groups": mixed,
     }
+
+
+def shards(client: driver.Client) -> int:
+    """The node's shards: its Raft groups other than the meta group."""
+    return sum(1 for k in client.metrics() if k.startswith("firn_raft_role{") and 'role="leader"' in k and 'group="meta"' not in k)
+
+
+def puts_during(client: driver.Client, run) -> tuple[object, dict]:
+    """Runs `run()` and counts the block PUTs, flushes and compactions meanwhile."""
+    names = ("firn_block_puts_total", "firn_flushes_total", "firn_compactions_total")
+    before = client.metrics()
+    result = run()
+    after = client.metrics()
+    return result, {k: after.get(k, 0) - before.get(k, 0) for k in names}
 
 
 def verify(client, w, pb, segments, ingested, duck, ch, log) -> dict:

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRN_COMPACTION_DELETE_DELAY_SECS")]
     pub compaction_delete_delay_secs: Option<u64>,
 
+    /// Memory one compaction job may use, in bytes: it bounds the rows a job merges (a window
+    /// with more becomes several blocks). [default: 256 MiB]
+    #[arg(long, env = "FIRN_COMPACTION_MEMORY_BYTES")]
+    pub compaction_memory_bytes: Option<u64>,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
@@ -169,6 +174,7 @@ struct FileConfig {
     usage_flush_secs: Option<u64>,
     compaction_interval_secs: Option<u64>,
     compaction_delete_delay_secs: Option<u64>,
+    compaction_memory_bytes: Option<u64>,
     cache_bytes: Option<u64>,
     cache_dir: Option<PathBuf>,
     node_id: Option<u64>,
@@ -229,6 +235,7 @@ pub struct Settings {
     pub usage_flush: Duration,
     pub compaction_interval: Duration,
     pub compaction_delete_delay: Duration,
+    pub compaction_memory_bytes: u64,
     pub cache_bytes: u64,
     pub cache_dir: PathBuf,
     pub cluster: ClusterSettings,
@@ -340,6 +347,11 @@ impl ServeArgs {
                 file.compaction_delete_delay_secs,
                 300,
             )),
+            compaction_memory_bytes: pick(
+                self.compaction_memory_bytes,
+                file.compaction_memory_bytes,
+                256 << 20,
+            ),
             usage_flush: Duration::from_secs(pick(
                 self.usage_flush_secs,
                 file.usage_flush_secs,
@@ -392,6 +404,7 @@ impl Settings {
             "compaction-interval-secs",
             self.compaction_interval.as_secs(),
         )?;
+        positive("compaction-memory-bytes", self.compaction_memory_bytes)?;
         positive("flush-bytes", self.flush_bytes as u64)?;
         positive("flush-interval-secs", self.flush_interval.as_secs())?;
         positive("log-budget-bytes", self.log_budget_bytes)?;

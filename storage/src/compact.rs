@@ -4,7 +4,8 @@
 //! ```text
 //!  plan:    per tenant, its entries in the manifest by window (an hour while recent, a day
 //!           once the day is over) ─► a job when a window has two entries or more, or one in
-//!           a block shared with other tenants (at most `max_input_bytes` per job)
+//!           a block shared with other tenants (at most `memory_bytes / JOB_BYTES_PER_ROW` rows
+//!           per job)
 //!  run:     read the tenant's row groups of each input ─► stacks remapped into one symbol
 //!           table ─► rows regrouped into profiles ─► one block, as a flush writes it
 //!  swap:    (a Raft command on a server) every input still holds the tenant, else nothing
@@ -13,8 +14,8 @@
 //!           queries already reading it finish
 //! ```
 //!
-//! A job's memory is bounded by its input: the rows of at most `max_input_bytes` of blocks,
-//! decoded.
+//! A job's memory is bounded by its rows: it reads one input object at a time, a batch at a
+//! time, into its output's profiles, so it holds about `JOB_BYTES_PER_ROW` per row merged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +41,11 @@ use crate::symbols::{SymbolRef, SymbolTable};
 const HOUR: Nanos = Nanos(3_600_000_000_000);
 const DAY: Nanos = Nanos(24 * 3_600_000_000_000);
 
+/// A job's memory per row it merges, at its peak (encoding the output): the regrouped stack and
+/// value (12 bytes, up to twice that while vectors grow), the output chunk's (12), the sort
+/// order of its profiles and samples, and the encoded row group.
+pub const JOB_BYTES_PER_ROW: u64 = 64;
+
 /// When and how much to compact.
 #[derive(Clone, Copy, Debug)]
 pub struct CompactionOptions {
@@ -49,8 +55,8 @@ pub struct CompactionOptions {
     pub old_window: Nanos,
     /// How long after a window ends its entries wait (late writes still land in it).
     pub settle: Nanos,
-    /// Block bytes one job reads at most (its memory is about their decoded size).
-    pub max_input_bytes: u64,
+    /// Memory one job may use: it merges at most `memory_bytes / JOB_BYTES_PER_ROW` rows.
+    pub memory_bytes: u64,
 }
 
 impl Default for CompactionOptions {
@@ -59,7 +65,7 @@ impl Default for CompactionOptions {
             window: HOUR,
             old_window: DAY,
             settle: Nanos(5 * 60 * 1_000_000_000),
-            max_input_bytes: 256 << 20,
+            memory_bytes: 256 << 20,
         }
     }
 }
@@ -100,7 +106,7 @@ pub struct RetiredBlock {
 
 /// A tenant's window: (tenant, window length, window start).
 type WindowKey = (TenantId, Nanos, Nanos);
-/// A block in a window: its id, the bytes of the tenant's share, whether other tenants share it.
+/// A block in a window: its id, the tenant's rows in it, whether other tenants share it.
 type Entry = (BlockId, u64, bool);
 
 /// The jobs the manifest offers at `now`, oldest windows first, at most `limit`.
@@ -127,22 +133,22 @@ pub fn plan(
                 // Spans windows (kept as it is), or its window is still filling.
                 continue;
             }
-            let share = block.bytes() * meta.rows / block.rows.max(1);
             windows
                 .entry((tenant.clone(), window, start))
                 .or_default()
-                .push((block.id.clone(), share, shared));
+                .push((block.id.clone(), meta.rows, shared));
         }
     }
     let mut jobs = Vec::new();
     for ((tenant, window, start), mut entries) in windows {
         entries.sort();
-        let mut bytes = 0u64;
+        let max_rows = options.memory_bytes / JOB_BYTES_PER_ROW;
+        let mut rows = 0u64;
         let inputs: Vec<(BlockId, bool)> = entries
             .into_iter()
             .take_while(|(_, share, _)| {
-                bytes += share;
-                bytes <= options.max_input_bytes
+                rows += share;
+                rows <= max_rows
             })
             .map(|(id, _, shared)| (id, shared))
             .collect();
@@ -246,17 +252,28 @@ impl Store {
             let Some(tenant) = meta.tenants.get(&job.tenant) else {
                 return Ok(None);
             };
+            inputs.push((meta, tenant.row_groups));
+        }
+        let (first, last) = inputs
+            .iter()
+            .fold((SeqNo(u64::MAX), SeqNo(0)), |(f, l), (b, _)| {
+                (f.min(b.first_seq), l.max(b.last_seq))
+            });
+        // One input's object is in memory at a time, and its rows are decoded a batch at a
+        // time into the job's profiles: the job holds its output's rows, not its inputs'.
+        let mut state = Some((SymbolTable::new(), Regrouped::default()));
+        for (meta, row_groups) in inputs {
             let samples = get(
                 self.object_store().as_ref(),
-                &self.paths().block_samples(input),
+                &self.paths().block_samples(&meta.id),
             )
             .await?;
-            let symbols = self.read_symbols(input).await?;
+            let block_symbols = self.read_symbols(&meta.id).await?;
             // The Parquet file is the object's head (the symbols follow it).
             let parquet_len = usize::try_from(meta.samples_bytes).unwrap_or(usize::MAX);
             if parquet_len > samples.len() {
                 return Err(Error::Corrupt {
-                    key: input.to_string(),
+                    key: meta.id.to_string(),
                     reason: format!(
                         "{} bytes, shorter than its {parquet_len}-byte Parquet file",
                         samples.len()
@@ -264,69 +281,35 @@ impl Store {
                 });
             }
             let samples = samples.slice(..parquet_len);
-            inputs.push((input.clone(), tenant.row_groups, samples, symbols));
+            let input = meta.id.clone();
+            let (mut symbols, mut rows) = state.take().expect("state is put back after each input");
+            state = Some(
+                tokio::task::spawn_blocking(move || {
+                    add_input(
+                        &input,
+                        row_groups,
+                        samples,
+                        &block_symbols,
+                        &mut symbols,
+                        &mut rows,
+                    )
+                    .map(|()| (symbols, rows))
+                })
+                .await
+                .map_err(|_| Error::Internal("a compaction task panicked"))??,
+            );
         }
-        let (first, last) = job
-            .inputs
-            .iter()
-            .filter_map(|id| manifest.blocks.iter().find(|b| b.id == *id))
-            .fold((SeqNo(u64::MAX), SeqNo(0)), |(f, l), b| {
-                (f.min(b.first_seq), l.max(b.last_seq))
-            });
+        let (symbols, rows) = state.take().expect("state is put back after each input");
+        let rows = rows.rows;
+        if rows.is_empty() {
+            return Ok(None);
+        }
         let tenant = job.tenant.clone();
         let options = self.config().block;
         tokio::task::spawn_blocking(move || {
-            let mut symbols = SymbolTable::new();
-            let mut rows = Regrouped::default();
-            for (input, (from, to), samples, block_symbols) in inputs {
-                let corrupt = |reason: String| Error::Corrupt {
-                    key: input.to_string(),
-                    reason,
-                };
-                let batches = ParquetRecordBatchReaderBuilder::try_new(samples)
-                    .and_then(|b| {
-                        b.with_row_groups((from..to).collect())
-                            .with_batch_size(8192)
-                            .build()
-                    })
-                    .map_err(|e| corrupt(e.to_string()))?
-                    .collect::<std::result::Result<Vec<RecordBatch>, _>>()
-                    .map_err(|source| Error::Arrow {
-                        what: "a compacted block's rows",
-                        source,
-                    })?;
-                // Only the stacks these rows use join the table (a shared block holds other
-                // tenants' too). Block rows name a stack by its ordinal in the block's table.
-                let mut used = std::collections::BTreeSet::new();
-                for batch in &batches {
-                    let stack = batch
-                        .column_by_name(schema::STACK)
-                        .ok_or_else(|| corrupt("no stack column".into()))?
-                        .as_primitive::<Int32Type>();
-                    used.extend(stack.values().iter().copied());
-                }
-                let count = block_symbols.stack_count();
-                if let Some(bad) = used.iter().find(|&&o| o < 0 || o as usize >= count) {
-                    return Err(corrupt(format!(
-                        "stack ordinal {bad} past the block's {count} stacks"
-                    )));
-                }
-                let mut refs = vec![SymbolRef::MAX; count];
-                let copied =
-                    symbols.copy_stacks_from(&block_symbols, used.iter().map(|&o| o as SymbolRef));
-                for (&ordinal, r) in used.iter().zip(copied) {
-                    refs[ordinal as usize] = r;
-                }
-                for batch in &batches {
-                    rows.add(batch, &refs).map_err(corrupt)?;
-                }
-            }
-            let rows = rows.rows;
-            if rows.is_empty() {
-                return Ok(None);
-            }
             let identity: Vec<SymbolRef> = (0..symbols.stack_count() as u32).collect();
             let chunk = Chunk::build(last.max(first), tenant, &rows, &identity)?;
+            drop(rows);
             encode_block(id, &[Arc::new(chunk)], &symbols, &options).map(|mut block| {
                 block.meta.first_seq = first.min(last);
                 block.meta.last_seq = last;
@@ -336,6 +319,63 @@ impl Store {
         .await
         .map_err(|_| Error::Internal("a compaction task panicked"))?
     }
+}
+
+/// Adds one input's row groups `from..to` of the tenant to the job's profiles, copying the
+/// stacks they use into `symbols` as they are met (a shared block holds other tenants' too).
+fn add_input(
+    input: &BlockId,
+    (from, to): (usize, usize),
+    samples: bytes::Bytes,
+    block_symbols: &SymbolTable,
+    symbols: &mut SymbolTable,
+    rows: &mut Regrouped,
+) -> Result<()> {
+    let corrupt = |reason: String| Error::Corrupt {
+        key: input.to_string(),
+        reason,
+    };
+    let batches = ParquetRecordBatchReaderBuilder::try_new(samples)
+        .and_then(|b| {
+            b.with_row_groups((from..to).collect())
+                .with_batch_size(8192)
+                .build()
+        })
+        .map_err(|e| corrupt(e.to_string()))?;
+    let count = block_symbols.stack_count();
+    // Block rows name a stack by its ordinal in the block's table.
+    let mut refs = vec![SymbolRef::MAX; count];
+    for batch in batches {
+        let batch = batch.map_err(|source| Error::Arrow {
+            what: "a compacted block's rows",
+            source,
+        })?;
+        let stack = batch
+            .column_by_name(schema::STACK)
+            .ok_or_else(|| corrupt("no stack column".into()))?
+            .as_primitive::<Int32Type>();
+        let mut new = Vec::new();
+        for &ordinal in stack.values().iter() {
+            let Some(r) = usize::try_from(ordinal).ok().filter(|&o| o < count) else {
+                return Err(corrupt(format!(
+                    "stack ordinal {ordinal} past the block's {count} stacks"
+                )));
+            };
+            if refs[r] == SymbolRef::MAX {
+                // Marked now so a repeat in this batch is not copied twice.
+                refs[r] = SymbolRef::MAX - 1;
+                new.push(r as SymbolRef);
+            }
+        }
+        for (&ordinal, r) in new
+            .iter()
+            .zip(symbols.copy_stacks_from(block_symbols, new.iter().copied()))
+        {
+            refs[ordinal as usize] = r;
+        }
+        rows.add(&batch, &refs).map_err(corrupt)?;
+    }
+    Ok(())
 }
 
 /// Block rows (one per sample) regrouped into profiles: consecutive samples with the same
@@ -399,7 +439,6 @@ impl Regrouped {
                     let v = values.as_string::<i32>();
                     (!v.is_null(r)).then(|| (name.clone(), v.value(r).to_owned()))
                 });
-                let has = |i: usize| links[i].as_ref().map(|_| Vec::new());
                 self.rows.push(ProfileRows {
                     profile_type: ProfileType::parse(profile_type.value(r))
                         .map_err(|e| e.to_string())?,
@@ -410,11 +449,9 @@ impl Regrouped {
                     period: period.value(r),
                     stacks: Vec::new(),
                     values: Vec::new(),
-                    links: Links {
-                        trace_id: has(0),
-                        span_id: has(1),
-                        profile_id: has(2),
-                    },
+                    // A link column holds something only once a sample has a link (most
+                    // profiles have none, and a `None` per sample would cost 24 bytes).
+                    links: Links::default(),
                 });
                 self.last = Some((
                     profile_type.value(r).to_owned(),
@@ -434,9 +471,17 @@ impl Regrouped {
                 &mut p.links.profile_id,
             ];
             for (i, target) in targets.into_iter().enumerate() {
-                if let (Some(values), Some(column)) = (target.as_mut(), &links[i]) {
-                    let c = column.as_string::<i32>();
-                    values.push((!c.is_null(r)).then(|| c.value(r).to_owned()));
+                let Some(column) = &links[i] else { continue };
+                let c = column.as_string::<i32>();
+                let value = (!c.is_null(r)).then(|| c.value(r).to_owned());
+                match (target.as_mut(), value) {
+                    (Some(values), value) => values.push(value),
+                    (None, Some(value)) => {
+                        let mut values = vec![None; p.stacks.len() - 1];
+                        values.push(Some(value));
+                        *target = Some(values);
+                    }
+                    (None, None) => {}
                 }
             }
         }

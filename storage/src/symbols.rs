@@ -418,7 +418,7 @@ impl SymbolTable {
     }
 
     /// The content fingerprint of one of this table's locations (recomputed; used when copying).
-    fn location_key(&self, l: SymbolRef) -> u128 {
+    pub(super) fn location_key(&self, l: SymbolRef) -> u128 {
         let location = &self.locations[l as usize];
         let mapping = (location.mapping != 0).then(|| {
             let m = &self.mappings[location.mapping as usize - 1];

@@ -43,7 +43,10 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
                 continue;
             }
             let now = cluster.tenancy.now();
-            let options = CompactionOptions::default();
+            let options = CompactionOptions {
+                memory_bytes: cluster.settings.compaction_memory_bytes,
+                ..CompactionOptions::default()
+            };
             let jobs = plan(&replica.store.manifest(), now, &options, usize::MAX);
             pending += jobs.len() as u64;
             if let Some(oldest) = jobs.first() {

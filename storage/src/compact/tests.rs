@@ -208,12 +208,35 @@ async fn recent_and_large_windows_wait() {
         plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10).len(),
         2
     );
-    // A job reads at most max_input_bytes: with room for none, no job.
+    // A job merges at most memory_bytes / JOB_BYTES_PER_ROW rows: with room for none, no job;
+    // with room for a window's first two inputs, a job of those two.
     let small = CompactionOptions {
-        max_input_bytes: 1,
+        memory_bytes: 1,
         ..options
     };
     assert!(plan(&store.manifest(), Nanos(66 * MINUTE), &small, 10).is_empty());
+    let job = &plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10)[0];
+    assert!(job.inputs.len() >= 3, "{job:?}");
+    let rows_of = |id: &BlockId| {
+        store
+            .manifest()
+            .blocks
+            .iter()
+            .find(|b| b.id == *id)
+            .expect("input")
+            .tenants[&job.tenant]
+            .rows
+    };
+    let two = CompactionOptions {
+        memory_bytes: (rows_of(&job.inputs[0]) + rows_of(&job.inputs[1])) * JOB_BYTES_PER_ROW,
+        ..options
+    };
+    let capped = plan(&store.manifest(), Nanos(66 * MINUTE), &two, 10);
+    let capped = capped
+        .iter()
+        .find(|j| j.tenant == job.tenant)
+        .expect("a job");
+    assert_eq!(capped.inputs, job.inputs[..2]);
     // Past a day, windows are days.
     let jobs = plan(&store.manifest(), Nanos(26 * 60 * MINUTE), &options, 10);
     assert!(jobs.iter().all(|j| j.window == DAY), "{jobs:?}");

@@ -1,12 +1,20 @@
 //! The on-disk form of a symbol table: a columnar protobuf message compressed with zstd,
 //! prefixed by a magic and version. Deterministic: the same table gives the same bytes.
+//!
+//! A stack's id is the fingerprint of its locations' contents, so version 2 leaves the ids out
+//! (16 incompressible bytes a stack, a quarter of an hour block's symbols) and the reader
+//! recomputes them. The writer checks that every id is its fingerprint and writes version 1,
+//! ids included, for a table where one is not.
 
 use prost::Message;
 
 use super::{Function, HashMap, Line, Location, Mapping, Stack, SymbolTable};
 use crate::ids::StackId;
 
-const MAGIC: &[u8; 5] = b"FSYM1";
+/// Stack ids stored.
+const MAGIC_V1: &[u8; 5] = b"FSYM1";
+/// Stack ids recomputed from the locations.
+const MAGIC_V2: &[u8; 5] = b"FSYM2";
 const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -93,13 +101,20 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
             file.line_number.push(line.line);
         }
     }
+    let keys = location_keys(table);
+    let derivable = table
+        .stacks
+        .iter()
+        .all(|s| s.id == stack_id(&keys, &s.locations));
     for s in &table.stacks {
-        file.stack_ids.extend_from_slice(&s.id.to_bytes());
+        if !derivable {
+            file.stack_ids.extend_from_slice(&s.id.to_bytes());
+        }
         file.stack_len.push(s.locations.len() as u32);
         file.stack_locations.extend_from_slice(&s.locations);
     }
     let raw = file.encode_to_vec();
-    let mut out = MAGIC.to_vec();
+    let mut out = if derivable { MAGIC_V2 } else { MAGIC_V1 }.to_vec();
     out.extend(
         zstd::bulk::compress(&raw, ZSTD_LEVEL)
             .expect("zstd compression of an in-memory buffer cannot fail"),
@@ -110,9 +125,15 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
 /// Reads a table written by [`encode_symbols`], checking every reference. The result is meant
 /// for lookups and for copying stacks out; it is not interned into.
 pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTable, String> {
-    let body = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or("missing symbol file magic")?;
+    let (body, ids_stored) = match bytes.strip_prefix(MAGIC_V2.as_slice()) {
+        Some(body) => (body, false),
+        None => (
+            bytes
+                .strip_prefix(MAGIC_V1.as_slice())
+                .ok_or("missing symbol file magic")?,
+            true,
+        ),
+    };
     let raw = zstd::bulk::decompress(body, max_decompressed).map_err(|e| format!("zstd: {e}"))?;
     let file = SymbolFile::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
     let strings = file.strings.len() as u32;
@@ -207,13 +228,21 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             is_folded: file.loc_folded[i],
         });
     }
-    if file.stack_ids.len() != 16 * file.stack_len.len() {
+    let expected_ids = if ids_stored {
+        16 * file.stack_len.len()
+    } else {
+        0
+    };
+    if file.stack_ids.len() != expected_ids {
         return Err("stack id column has the wrong length".into());
     }
+    let keys = if ids_stored {
+        Vec::new()
+    } else {
+        location_keys(&table)
+    };
     let mut next = 0usize;
     for (i, &len) in file.stack_len.iter().enumerate() {
-        let id =
-            StackId::from_bytes(&file.stack_ids[16 * i..16 * i + 16]).expect("slice is 16 bytes");
         let end = next
             .checked_add(len as usize)
             .filter(|&e| e <= file.stack_locations.len())
@@ -223,6 +252,11 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             check("stack location", l, locations as u32)?;
         }
         next = end;
+        let id = if ids_stored {
+            StackId::from_bytes(&file.stack_ids[16 * i..16 * i + 16]).expect("slice is 16 bytes")
+        } else {
+            stack_id(&keys, locs)
+        };
         table.stack_refs.insert(id, i as u32);
         table.stacks.push(Stack {
             id,
@@ -231,4 +265,16 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
     }
     table.bytes = bytes.len() * 4;
     Ok(table)
+}
+
+/// The content fingerprint of every location of `table`.
+fn location_keys(table: &SymbolTable) -> Vec<u128> {
+    (0..table.locations.len() as u32)
+        .map(|l| table.location_key(l))
+        .collect()
+}
+
+/// A stack's id from its locations (checked to be in range).
+fn stack_id(keys: &[u128], locations: &[u32]) -> StackId {
+    super::stack_fingerprint(locations.iter().map(|&l| keys[l as usize]))
 }

@@ -63,3 +63,26 @@ proptest! {
         prop_assert_eq!(decoded.strings(), table.strings());
     }
 }
+
+#[test]
+fn stack_ids_are_recomputed_unless_one_is_not_its_fingerprint() {
+    let (table, refs) = table_of("a;b 1\nc;b 2\n");
+    let bytes = encode_symbols(&table);
+    assert!(bytes.starts_with(b"FSYM2"), "ids left out");
+    let decoded = decode_symbols(&bytes, 1 << 20).expect("decode");
+    for &r in &refs {
+        assert_eq!(decoded.stack(r).id, table.stack(r).id, "recomputed id");
+    }
+
+    // A table whose stack id is not its fingerprint keeps its ids.
+    let (mut odd, _) = table_of("a;b 1\nc;b 2\n");
+    let old = odd.stacks[0].id;
+    odd.stacks[0].id = StackId(7);
+    odd.stack_refs.remove(&old);
+    odd.stack_refs.insert(StackId(7), 0);
+    let bytes = encode_symbols(&odd);
+    assert!(bytes.starts_with(b"FSYM1"), "ids stored");
+    let decoded = decode_symbols(&bytes, 1 << 20).expect("decode");
+    assert_eq!(decoded.stack(0).id, StackId(7));
+    assert_eq!(decoded.stack(1).id, table.stack(1).id);
+}

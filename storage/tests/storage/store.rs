@@ -307,10 +307,6 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
     let ids: Vec<_> = (0..symbols.stack_count() as u32)
         .map(|r| symbols.stack(r).id)
         .collect();
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "stack table sorted by id"
-    );
 
     let bytes = store
         .object_store()
@@ -320,24 +316,49 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
         .bytes()
         .await
         .expect("bytes");
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
-    let column = builder
-        .metadata()
-        .row_group(0)
-        .columns()
-        .iter()
-        .find(|c| c.column_path().string() == firn_storage::schema::STACK)
-        .expect("a stack column")
-        .clone();
     assert!(
-        column
-            .encodings()
-            .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED),
-        "{:?}",
-        column.encodings().collect::<Vec<_>>()
+        bytes.windows(5).any(|w| w == b"FSYM2"),
+        "a pprof's stack ids are their fingerprints, so the block's symbols leave them out"
+    );
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
+    let metadata = builder.metadata().clone();
+    for row_group in metadata.row_groups() {
+        let column = row_group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == firn_storage::schema::STACK)
+            .expect("a stack column");
+        assert!(
+            column
+                .encodings()
+                .all(|e| e != parquet::basic::Encoding::DELTA_BINARY_PACKED),
+            "stack ordinals are plain: {:?}",
+            column.encodings().collect::<Vec<_>>()
+        );
+        assert!(
+            matches!(column.compression(), parquet::basic::Compression::ZSTD(_)),
+            "{:?}",
+            column.compression()
+        );
+        let types = row_group
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == firn_storage::schema::PROFILE_TYPE)
+            .and_then(|c| c.statistics())
+            .expect("profile type statistics");
+        assert_eq!(
+            types.min_bytes_opt(),
+            types.max_bytes_opt(),
+            "a row group holds one profile type"
+        );
+    }
+    assert!(
+        metadata.num_row_groups() >= 2,
+        "two sample types, two row groups"
     );
     assert!(builder.schema().field_with_name("stack_id").is_err());
     let mut previous: Option<(u64, i64, String, i32)> = None;
+    let mut uses = vec![0u64; ids.len()];
     for batch in builder.build().expect("reader") {
         let batch = batch.expect("batch");
         let stack = batch
@@ -372,8 +393,20 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
             }
             previous = Some((profile.0, profile.1, profile.2, ordinal));
         }
+        for i in 0..batch.num_rows() {
+            uses[stack.value(i) as usize] += 1;
+        }
         assert_eq!(stack.null_count(), 0);
     }
+    // One service: the most used stacks come first.
+    assert!(
+        uses.windows(2).all(|w| w[0] >= w[1]),
+        "ordinals by use count, most first: {uses:?}"
+    );
+    assert!(
+        uses.iter().all(|&u| u > 0),
+        "every stack in the table is used"
+    );
 
     let tenant = &block.tenants[&TenantId::new("team-a").expect("valid")];
     assert_eq!(tenant.deltas, std::collections::BTreeSet::from([true]));
