@@ -236,6 +236,19 @@ pub async fn authorize(
     use axum::response::IntoResponse;
     let path = request.uri().path().to_owned();
     let surface = Surface::of(&path);
+    if state.cluster.draining.is_cancelled()
+        && !matches!(surface, Surface::Internal | Surface::Open)
+    {
+        // Stopping: clients go to another node; peers still reach this one for the handover.
+        let e = Error::ShuttingDown;
+        return if Surface::is_rpc(&path) {
+            rpc::error_for(request.headers(), e)
+        } else if path == otlp::HTTP_PATH {
+            otlp::error_for(request.headers(), e)
+        } else {
+            e.into_response()
+        };
+    }
     let meta = state.cluster.state();
     let admitted = state
         .cluster

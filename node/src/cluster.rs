@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod compactor;
 pub mod controller;
 pub mod flight;
+pub mod handoff;
 pub mod meta;
 pub mod peers;
 pub mod placement;
@@ -84,8 +85,19 @@ pub struct Cluster {
     leaders: RwLock<BTreeMap<ShardId, NodeId>>,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Cancelled when the node starts to stop: clients' requests are refused and `/ready`
+    /// fails, while node-to-node RPCs go on serving for the handover.
+    pub draining: CancellationToken,
     /// Auth, limits, usage.
     pub tenancy: Arc<Tenancy>,
+}
+
+/// Stops every Raft member of the node: its shard replicas', then its meta group member's.
+pub async fn shutdown_raft(cluster: &Cluster) {
+    for replica in cluster.replicas() {
+        replica.raft.shutdown().await;
+    }
+    cluster.meta.shutdown().await;
 }
 
 impl Cluster {
@@ -118,6 +130,7 @@ impl Cluster {
             leaders: RwLock::new(BTreeMap::new()),
             tasks: TaskTracker::new(),
             shutdown,
+            draining: CancellationToken::new(),
             tenancy,
         }
     }
@@ -234,7 +247,7 @@ impl Cluster {
     /// leader.
     pub fn ready(&self) -> bool {
         let state = self.state();
-        if state.settings.is_none() || self.retired() {
+        if state.settings.is_none() || self.retired() || self.draining.is_cancelled() {
             return false;
         }
         state

@@ -142,6 +142,12 @@ pub struct ClusterArgs {
     #[arg(long, env = "FIRN_PEERS", value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
 
+    /// In a StatefulSet: this pod's name (`NAME-ORDINAL`, e.g. from the downward API). The
+    /// node id is then ORDINAL + 1 unless `--node-id` says otherwise, and a pod whose address
+    /// is not among `--peers` (one added by scaling up) joins through them.
+    #[arg(long, env = "FIRN_STATEFULSET_POD")]
+    pub statefulset_pod: Option<String>,
+
     /// Shard groups of a new cluster (fixed afterwards). [default: one per peer, 1 alone]
     #[arg(long, env = "FIRN_SHARDS")]
     pub shards: Option<u32>,
@@ -179,6 +185,7 @@ struct FileConfig {
     cache_dir: Option<PathBuf>,
     node_id: Option<u64>,
     advertise: Option<String>,
+    statefulset_pod: Option<String>,
     join: Option<Vec<String>>,
     peers: Option<Vec<String>>,
     shards: Option<u32>,
@@ -439,7 +446,21 @@ impl ClusterArgs {
             value,
             reason: reason.to_owned(),
         };
-        let node_id = pick(self.node_id, file.node_id, 1);
+        let ordinal = match self
+            .statefulset_pod
+            .as_ref()
+            .or(file.statefulset_pod.as_ref())
+        {
+            Some(pod) => Some(pod_ordinal(pod).ok_or_else(|| {
+                invalid(
+                    "statefulset-pod",
+                    pod.clone(),
+                    "a StatefulSet pod's name ends in -ORDINAL, like firn-2",
+                )
+            })?),
+            None => None,
+        };
+        let node_id = pick(self.node_id, file.node_id, ordinal.map_or(1, |o| o + 1));
         if node_id == 0 {
             return Err(invalid("node-id", "0".into(), "node ids start at 1"));
         }
@@ -470,6 +491,17 @@ impl ClusterArgs {
                 format!("127.0.0.1:{}", listen.port())
             }
             None => listen.to_string(),
+        };
+        let membership = match membership {
+            // A StatefulSet's --peers are the pods that formed the cluster (ordinals 0 to
+            // peers - 1); a later pod joins through them. A founding pod whose address is
+            // missing from them is a mistake, refused below.
+            Membership::Peers(p)
+                if ordinal.is_some_and(|o| o >= p.len() as u64) && !p.contains(&advertise) =>
+            {
+                Membership::Join(p)
+            }
+            m => m,
         };
         if let Membership::Peers(p) = &membership
             && !p.contains(&advertise)
@@ -542,6 +574,15 @@ fn non_empty(list: Option<Vec<String>>) -> Option<Vec<String>> {
             .collect::<Vec<_>>()
     })
     .filter(|l| !l.is_empty())
+}
+
+/// The ordinal of a StatefulSet pod's name (`firn-2` is 2).
+fn pod_ordinal(pod: &str) -> Option<u64> {
+    let (name, ordinal) = pod.rsplit_once('-')?;
+    if name.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ordinal.parse::<u64>().ok().filter(|&o| o < u64::MAX)
 }
 
 /// Checks `HOST:PORT` addresses (a host name or an IP, and a port).
@@ -761,6 +802,20 @@ mod tests {
             ),
             (
                 ClusterArgs {
+                    statefulset_pod: Some("firn".into()),
+                    ..Default::default()
+                },
+                "statefulset-pod",
+            ),
+            (
+                ClusterArgs {
+                    statefulset_pod: Some("firn-x1".into()),
+                    ..Default::default()
+                },
+                "statefulset-pod",
+            ),
+            (
+                ClusterArgs {
                     shards: Some(0),
                     ..Default::default()
                 },
@@ -783,6 +838,62 @@ mod tests {
             .to_string();
             assert!(err.starts_with(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_statefulset_pod_is_node_ordinal_plus_one_and_a_later_pod_joins() {
+        let peers: Vec<String> = (0..3)
+            .map(|i| format!("firn-{i}.firn-headless.ns.svc.cluster.local:4040"))
+            .collect();
+        let pod = |ordinal: u32| {
+            ServeArgs {
+                cluster: ClusterArgs {
+                    statefulset_pod: Some(format!("firn-{ordinal}")),
+                    advertise: Some(format!(
+                        "firn-{ordinal}.firn-headless.ns.svc.cluster.local:4040"
+                    )),
+                    peers: Some(peers.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .resolve()
+            .expect("valid")
+            .cluster
+        };
+        let first = pod(0);
+        assert_eq!(first.node_id, crate::ids::NodeId(1));
+        assert_eq!(first.membership, Membership::Peers(peers.clone()));
+        assert_eq!(first.shards, 3, "one shard per initial pod");
+        let later = pod(4);
+        assert_eq!(later.node_id, crate::ids::NodeId(5));
+        assert_eq!(later.membership, Membership::Join(peers.clone()));
+        // A founding pod whose address is not among the peers is a mistake, not a joiner.
+        let misnamed = ServeArgs {
+            cluster: ClusterArgs {
+                statefulset_pod: Some("firn-1".into()),
+                advertise: Some("firn-1.elsewhere:4040".into()),
+                peers: Some(peers.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("refused")
+        .to_string();
+        assert!(misnamed.starts_with("peers"), "{misnamed}");
+        // --node-id still wins.
+        let pinned = ServeArgs {
+            cluster: ClusterArgs {
+                statefulset_pod: Some("firn-0".into()),
+                node_id: Some(7),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(pinned.cluster.node_id, crate::ids::NodeId(7));
     }
 
     #[test]

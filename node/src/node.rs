@@ -156,9 +156,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             source,
         })?;
     tracing::info!(listen = %settings.listen, node = %cluster.id, advertise = %cluster.addr, data_dir = %data_dir.display(), "serving");
-    let server = tokio::spawn(
+    // The server outlives `shutdown`: while the node drains, peers still reach it (the
+    // handover's votes and replication), and only then does it close.
+    let close_server = CancellationToken::new();
+    let mut server = tokio::spawn(
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(close_server.clone().cancelled_owned())
             .into_future(),
     );
     let loops = tokio_util::task::TaskTracker::new();
@@ -175,28 +178,40 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             tracing::error!(error = %e, "the node cannot join its cluster");
             shutdown.cancel();
             stop(&cluster, loops).await;
+            close_server.cancel();
             let _ = server.await;
+            cluster::shutdown_raft(&cluster).await;
             return Err(e);
         }
     }
-    let served = server
-        .await
-        .map_err(|e| Error::Internal(format!("HTTP server task failed: {e}")))?;
+    let ended_early = tokio::select! {
+        () = shutdown.cancelled() => None,
+        served = &mut server => Some(served),
+    };
     shutdown.cancel();
     stop(&cluster, loops).await;
+    close_server.cancel();
+    let served = match ended_early {
+        Some(served) => served,
+        None => server.await,
+    }
+    .map_err(|e| Error::Internal(format!("HTTP server task failed: {e}")))?;
+    cluster::shutdown_raft(&cluster).await;
     served.map_err(|e| Error::Internal(format!("HTTP server failed: {e}")))
 }
 
-/// Stops the loops, the replicas (their leaders flush first) and the meta group member.
+/// Drains the node: refuses clients' requests, stops the loops and the replicas' (their
+/// leaders flush first), and hands over the groups it leads. The Raft members keep running
+/// until the server has closed ([`cluster::shutdown_raft`]).
 async fn stop(cluster: &Cluster, loops: tokio_util::task::TaskTracker) {
+    cluster.draining.cancel();
     loops.close();
     loops.wait().await;
     cluster.tasks.close();
     cluster.tasks.wait().await;
-    for replica in cluster.replicas() {
-        replica.close().await;
-    }
-    cluster.meta.shutdown().await;
+    let replicas = cluster.replicas();
+    futures::future::join_all(replicas.iter().map(|r| r.stop_loops())).await;
+    cluster::handoff::run(cluster).await;
 }
 
 /// Records which node owns `dir` and its auth mode, refusing a directory another node id

@@ -105,12 +105,17 @@ impl std::fmt::Debug for RaftGroup {
 /// that tail. Measured on the cluster bench (3 nodes, RF 3, against one node): 50 ms
 /// heartbeats and batches of 64 entries gave 0.26 of one node's ingest; 100 ms heartbeats and
 /// batches of at most 16 entries 0.55, so a follower is never long without a message.
+/// How long a follower refuses other candidates after hearing from its leader (openraft's
+/// leader lease is the longest election timeout).
+pub const LEADER_LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX_MS);
+const ELECTION_TIMEOUT_MAX_MS: u64 = 500;
+
 fn base_config() -> Config {
     Config {
         cluster_name: "firn".into(),
         heartbeat_interval: 100,
         election_timeout_min: 250,
-        election_timeout_max: 500,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         // Snapshots are written as chunks of this size, each within the timeout.
         snapshot_max_chunk_size: 4 << 20,
         install_snapshot_timeout: 10_000,
@@ -474,6 +479,12 @@ impl RaftGroup {
                 RaftError::APIError(e) => self.client_error(e),
                 RaftError::Fatal(e) => fatal(e),
             })
+    }
+
+    /// On a leader that is handing over: stops its idle heartbeats, so that its followers'
+    /// leases run out and they grant a candidate their votes.
+    pub fn stop_heartbeats(&self) {
+        self.raft.runtime_config().heartbeat(false);
     }
 
     /// Starts an election on this member (to move leadership to a preferred node).

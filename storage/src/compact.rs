@@ -141,17 +141,31 @@ pub fn plan(
     }
     let mut jobs = Vec::new();
     for ((tenant, window, start), mut entries) in windows {
-        entries.sort();
+        // The smallest inputs first, while they fit in the job's rows: a window with more
+        // becomes several blocks, and a block already half the cap or more is left as it is
+        // unless it is shared (its tenant's rows still leave it). A shared block whose share
+        // alone is over the cap is taken out by itself.
         let max_rows = options.memory_bytes / JOB_BYTES_PER_ROW;
+        entries.sort_by_key(|(id, share, _)| (*share, id.clone()));
         let mut rows = 0u64;
-        let inputs: Vec<(BlockId, bool)> = entries
-            .into_iter()
-            .take_while(|(_, share, _)| {
+        let mut inputs: Vec<(BlockId, bool)> = Vec::new();
+        let mut oversized_shared = None;
+        for (id, share, shared) in entries {
+            if !shared && share.saturating_mul(2) >= max_rows {
+                continue;
+            }
+            if rows.saturating_add(share) <= max_rows {
                 rows += share;
-                rows <= max_rows
-            })
-            .map(|(id, _, shared)| (id, shared))
-            .collect();
+                inputs.push((id, shared));
+            } else if shared && share > max_rows && oversized_shared.is_none() {
+                oversized_shared = Some(id);
+            }
+        }
+        if inputs.is_empty()
+            && let Some(id) = oversized_shared
+        {
+            inputs.push((id, true));
+        }
         let worth = inputs.len() >= 2 || inputs.iter().any(|(_, shared)| *shared);
         if worth {
             jobs.push(CompactionJob {
@@ -471,9 +485,10 @@ impl Regrouped {
                 &mut p.links.profile_id,
             ];
             for (i, target) in targets.into_iter().enumerate() {
-                let Some(column) = &links[i] else { continue };
-                let c = column.as_string::<i32>();
-                let value = (!c.is_null(r)).then(|| c.value(r).to_owned());
+                let value = links[i].as_ref().and_then(|column| {
+                    let c = column.as_string::<i32>();
+                    (!c.is_null(r)).then(|| c.value(r).to_owned())
+                });
                 match (target.as_mut(), value) {
                     (Some(values), value) => values.push(value),
                     (None, Some(value)) => {

@@ -76,14 +76,36 @@ fn rolling_restart_of_every_node_under_ingest() {
         writers.wait_for_more(50, Duration::from_secs(30)),
         "writes are acknowledged"
     );
+    let mut led_total = 0;
     for i in 0..cluster.nodes.len() {
         let id = cluster.nodes[i].spec.id;
         assert!(
             writers.wait_for_more(100, Duration::from_secs(30)),
             "writes go on"
         );
-        narrate(t, &format!("SIGTERM node {id}, then start it again"));
+        let led: Vec<usize> = (0..3)
+            .filter(|&s| cluster.shard_leader(s) == Some(id))
+            .collect();
+        led_total += led.len();
+        let log_before = std::fs::read_to_string(cluster.nodes[i].log_path()).unwrap_or_default();
+        narrate(
+            t,
+            &format!("SIGTERM node {id} (leading shards {led:?}), then start it again"),
+        );
         cluster.nodes[i].stop(Duration::from_secs(30));
+        // A stopping leader hands each of its shards to a caught-up voter before it exits.
+        let log = std::fs::read_to_string(cluster.nodes[i].log_path()).unwrap_or_default();
+        let stop_log = &log[log_before.len().min(log.len())..];
+        for shard in &led {
+            assert!(
+                stop_log
+                    .lines()
+                    .any(|l| l.contains("leadership handed over")
+                        && l.contains(&format!("group={shard} "))
+                        && l.contains("moved=true")),
+                "node {id} handed shard {shard} over:\n{stop_log}"
+            );
+        }
         cluster.nodes[i].start();
         cluster.nodes[i].wait_ready(READY);
         assert!(
@@ -91,6 +113,7 @@ fn rolling_restart_of_every_node_under_ingest() {
             "writes go on after node {id} restarted"
         );
     }
+    assert!(led_total > 0, "some stopped node led a shard");
     cluster.wait_settled(READY);
     let writes = writers.finish();
     let verdict = check(&cluster, &writes, &[0, 1, 2]);

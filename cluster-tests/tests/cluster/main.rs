@@ -4,7 +4,9 @@
 
 mod compaction;
 mod faults;
+mod helm;
 mod membership;
+mod statefulset;
 mod tenancy;
 
 use std::sync::{Arc, RwLock};

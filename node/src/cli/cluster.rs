@@ -23,6 +23,16 @@ pub enum ClusterCommand {
         #[arg(long, default_value_t = 300)]
         wait_secs: u64,
     },
+    /// Remove every active node whose id is above N, as a StatefulSet scaled down to N pods
+    /// drops `NAME-N` and up (node id = ordinal + 1), and wait until they are retired. Nothing
+    /// to remove is not an error: the Helm chart runs it before every upgrade.
+    Shrink {
+        #[arg(long)]
+        to: u64,
+        /// Wait until the nodes are retired (at most this many seconds; 0 = do not wait).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
 }
 
 pub fn run(remote: &Remote, command: &ClusterCommand) -> anyhow::Result<()> {
@@ -38,34 +48,83 @@ pub fn run(remote: &Remote, command: &ClusterCommand) -> anyhow::Result<()> {
             stdout(&render(&status))
         }
         ClusterCommand::RemoveNode { id, wait_secs } => {
-            let url = remote.endpoint(&format!("/api/v1/cluster/nodes/{id}"));
-            remote.call(remote.agent().delete(&url), None)?;
-            stdout(&format!(
-                "node {id} is leaving: its replicas move to the other nodes\n"
-            ))?;
-            if *wait_secs == 0 {
-                return Ok(());
-            }
-            let deadline = Instant::now() + Duration::from_secs(*wait_secs);
-            loop {
-                let status = get_json(
-                    remote,
-                    remote.agent().get(&remote.endpoint("/api/v1/cluster")),
-                )?;
-                let retired = status["retired"]
-                    .as_array()
-                    .is_some_and(|r| r.iter().any(|n| n.as_u64() == Some(*id)));
-                if retired {
-                    return stdout(&format!("node {id} is retired; it can be stopped\n"));
-                }
-                if Instant::now() >= deadline {
-                    bail!(
-                        "node {id} is not retired after {wait_secs} s; see `firn cluster status`"
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
+            remove(remote, *id)?;
+            wait_retired(remote, &[*id], *wait_secs)
         }
+        ClusterCommand::Shrink { to, wait_secs } => {
+            if *to == 0 {
+                bail!("--to must be at least 1: a cluster keeps one node");
+            }
+            let status = get_json(
+                remote,
+                remote.agent().get(&remote.endpoint("/api/v1/cluster")),
+            )?;
+            let retired = retired(&status);
+            let leaving: Vec<u64> = status["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["id"].as_u64())
+                .filter(|id| id > to && !retired.contains(id))
+                .collect();
+            if leaving.is_empty() {
+                return stdout(&format!("no node above {to}: nothing to remove\n"));
+            }
+            for &id in &leaving {
+                remove(remote, id)?;
+            }
+            wait_retired(remote, &leaving, *wait_secs)
+        }
+    }
+}
+
+/// The retired node ids of a cluster status.
+fn retired(status: &serde_json::Value) -> Vec<u64> {
+    status["retired"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_u64())
+        .collect()
+}
+
+/// Starts removing node `id` (idempotent: a node already leaving stays so).
+fn remove(remote: &Remote, id: u64) -> anyhow::Result<()> {
+    let url = remote.endpoint(&format!("/api/v1/cluster/nodes/{id}"));
+    remote.call(remote.agent().delete(&url), None)?;
+    stdout(&format!(
+        "node {id} is leaving: its replicas move to the other nodes\n"
+    ))
+}
+
+/// Waits up to `wait_secs` (0: not at all) until every node of `ids` is retired.
+fn wait_retired(remote: &Remote, ids: &[u64], wait_secs: u64) -> anyhow::Result<()> {
+    if wait_secs == 0 {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    loop {
+        let status = get_json(
+            remote,
+            remote.agent().get(&remote.endpoint("/api/v1/cluster")),
+        )?;
+        let retired = retired(&status);
+        let waiting: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !retired.contains(id))
+            .collect();
+        if waiting.is_empty() {
+            let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+            return stdout(&format!(
+                "node {} retired; it can be stopped\n",
+                list.join(", ")
+            ));
+        }
+        if Instant::now() >= deadline {
+            bail!("node {waiting:?} not retired after {wait_secs} s; see `firn cluster status`");
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -126,6 +126,16 @@ impl Peers {
         Ok(reply.into_inner().index)
     }
 
+    /// Asks the node at `addr` to campaign for a shard's group (or the meta group's).
+    pub async fn campaign(&self, addr: &str, shard: u32, meta: bool) -> Result<()> {
+        let mut client = self.client(addr)?;
+        client
+            .campaign(self.request(pb::CampaignRequest { shard, meta }, CONTROL_TIMEOUT))
+            .await
+            .map_err(|s| status_error(addr, s))?;
+        Ok(())
+    }
+
     pub async fn forward(
         &self,
         addr: &str,

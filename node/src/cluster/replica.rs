@@ -133,10 +133,16 @@ impl ShardReplica {
     /// Stops the loops (the flusher flushes once more if this replica leads and `flush`),
     /// then the Raft member.
     pub async fn close(&self) {
+        self.stop_loops().await;
+        self.raft.shutdown().await;
+    }
+
+    /// Stops the loops (the flusher flushes once more if this replica leads); the Raft member
+    /// keeps running.
+    pub async fn stop_loops(&self) {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        self.raft.shutdown().await;
     }
 }
 

@@ -37,6 +37,16 @@ impl ClusterService {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
+
+    /// This node's replica of `shard`, or `unavailable` naming what it lacks.
+    fn held(&self, shard: ShardId) -> Result<Arc<crate::cluster::replica::ShardReplica>, Status> {
+        self.cluster.replica(shard).ok_or_else(|| {
+            Status::unavailable(format!(
+                "node {} holds no replica of shard {shard}",
+                self.cluster.id
+            ))
+        })
+    }
 }
 
 /// A node error as a gRPC status for a peer.
@@ -83,6 +93,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
+        if self.cluster.draining.is_cancelled() {
+            // A stopping node commits nothing new, so its followers' leases can run out for
+            // the handover; the sender tries the shard's next leader.
+            return Err(status(Error::ShuttingDown));
+        }
         let r = request.into_inner();
         let results = self
             .cluster
@@ -139,6 +154,20 @@ impl pb::cluster_server::Cluster for ClusterService {
         }))
     }
 
+    async fn campaign(
+        &self,
+        request: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignReply>, Status> {
+        let r = request.into_inner();
+        if r.meta {
+            self.cluster.meta.campaign().await.map_err(status)?;
+        } else {
+            let replica = self.held(ShardId(r.shard))?;
+            replica.raft.campaign().await.map_err(status)?;
+        }
+        Ok(Response::new(pb::CampaignReply {}))
+    }
+
     async fn read_index(
         &self,
         request: Request<pb::ReadIndexRequest>,
@@ -159,13 +188,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             })?;
             return Ok(Response::new(pb::ReadIndexReply { index }));
         }
-        let shard = ShardId(r.shard);
-        let replica = self.cluster.replica(shard).ok_or_else(|| {
-            Status::unavailable(format!(
-                "node {} holds no replica of shard {shard}",
-                self.cluster.id
-            ))
-        })?;
+        let replica = self.held(ShardId(r.shard))?;
         let index = replica.raft.read_index().await.map_err(|e| {
             status(match e {
                 Error::NotLeader { group, leader } => Error::NotLeader {

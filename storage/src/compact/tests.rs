@@ -208,13 +208,16 @@ async fn recent_and_large_windows_wait() {
         plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10).len(),
         2
     );
-    // A job merges at most memory_bytes / JOB_BYTES_PER_ROW rows: with room for none, no job;
-    // with room for a window's first two inputs, a job of those two.
+    // A job merges at most memory_bytes / JOB_BYTES_PER_ROW rows: with room for none, a
+    // tenant's share of a shared block still leaves it, one block a job; with room for a
+    // window's first two inputs, a job of those two.
     let small = CompactionOptions {
         memory_bytes: 1,
         ..options
     };
-    assert!(plan(&store.manifest(), Nanos(66 * MINUTE), &small, 10).is_empty());
+    let alone = plan(&store.manifest(), Nanos(66 * MINUTE), &small, 10);
+    assert!(!alone.is_empty());
+    assert!(alone.iter().all(|j| j.inputs.len() == 1), "{alone:?}");
     let job = &plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10)[0];
     assert!(job.inputs.len() >= 3, "{job:?}");
     let rows_of = |id: &BlockId| {

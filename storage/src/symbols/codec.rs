@@ -3,8 +3,9 @@
 //!
 //! A stack's id is the fingerprint of its locations' contents, so version 2 leaves the ids out
 //! (16 incompressible bytes a stack, a quarter of an hour block's symbols) and the reader
-//! recomputes them. The writer checks that every id is its fingerprint and writes version 1,
-//! ids included, for a table where one is not.
+//! recomputes them. The writer checks every id against its recomputed fingerprint and keeps
+//! the few that differ (a location folded into one with another mapping base, say), listed by
+//! stack. Version 1 files, every id stored, are still read.
 
 use prost::Message;
 
@@ -49,6 +50,10 @@ struct SymbolFile {
     stack_len: Vec<u32>,
     #[prost(uint32, repeated, tag = "15")]
     stack_locations: Vec<u32>,
+    /// Version 2: the stacks whose ids `stack_ids` holds (in this order); the others' ids are
+    /// their fingerprints.
+    #[prost(uint32, repeated, tag = "16")]
+    explicit_ids: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -102,19 +107,16 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
         }
     }
     let keys = location_keys(table);
-    let derivable = table
-        .stacks
-        .iter()
-        .all(|s| s.id == stack_id(&keys, &s.locations));
-    for s in &table.stacks {
-        if !derivable {
+    for (i, s) in table.stacks.iter().enumerate() {
+        if s.id != stack_id(&keys, &s.locations) {
+            file.explicit_ids.push(i as u32);
             file.stack_ids.extend_from_slice(&s.id.to_bytes());
         }
         file.stack_len.push(s.locations.len() as u32);
         file.stack_locations.extend_from_slice(&s.locations);
     }
     let raw = file.encode_to_vec();
-    let mut out = if derivable { MAGIC_V2 } else { MAGIC_V1 }.to_vec();
+    let mut out = MAGIC_V2.to_vec();
     out.extend(
         zstd::bulk::compress(&raw, ZSTD_LEVEL)
             .expect("zstd compression of an in-memory buffer cannot fail"),
@@ -228,19 +230,33 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             is_folded: file.loc_folded[i],
         });
     }
-    let expected_ids = if ids_stored {
-        16 * file.stack_len.len()
+    let stacks = file.stack_len.len();
+    let explicit = if ids_stored {
+        if !file.explicit_ids.is_empty() {
+            return Err("a version 1 file lists explicit stack ids".into());
+        }
+        stacks
     } else {
-        0
+        file.explicit_ids.len()
     };
-    if file.stack_ids.len() != expected_ids {
+    if file.stack_ids.len() != 16 * explicit {
         return Err("stack id column has the wrong length".into());
+    }
+    if !file.explicit_ids.windows(2).all(|w| w[0] < w[1])
+        || file
+            .explicit_ids
+            .last()
+            .is_some_and(|&l| l as usize >= stacks)
+    {
+        return Err("explicit stack ids are not rising stack indices".into());
     }
     let keys = if ids_stored {
         Vec::new()
     } else {
         location_keys(&table)
     };
+    let mut explicit_ids = file.explicit_ids.iter().peekable();
+    let mut next_id = 0usize;
     let mut next = 0usize;
     for (i, &len) in file.stack_len.iter().enumerate() {
         let end = next
@@ -252,8 +268,12 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             check("stack location", l, locations as u32)?;
         }
         next = end;
-        let id = if ids_stored {
-            StackId::from_bytes(&file.stack_ids[16 * i..16 * i + 16]).expect("slice is 16 bytes")
+        let stored = ids_stored || explicit_ids.next_if(|&&e| e as usize == i).is_some();
+        let id = if stored {
+            let id = StackId::from_bytes(&file.stack_ids[16 * next_id..16 * next_id + 16])
+                .expect("slice is 16 bytes");
+            next_id += 1;
+            id
         } else {
             stack_id(&keys, locs)
         };
@@ -277,4 +297,16 @@ fn location_keys(table: &SymbolTable) -> Vec<u128> {
 /// A stack's id from its locations (checked to be in range).
 fn stack_id(keys: &[u128], locations: &[u32]) -> StackId {
     super::stack_fingerprint(locations.iter().map(|&l| keys[l as usize]))
+}
+
+/// How many stacks of a version 2 file keep their ids (tests: a pprof's should all be
+/// fingerprints).
+#[cfg(test)]
+pub(super) fn explicit_ids(bytes: &[u8]) -> usize {
+    let body = bytes.strip_prefix(MAGIC_V2.as_slice()).expect("version 2");
+    let raw = zstd::bulk::decompress(body, 1 << 26).expect("zstd");
+    SymbolFile::decode(raw.as_slice())
+        .expect("protobuf")
+        .explicit_ids
+        .len()
 }

@@ -318,7 +318,7 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
         .expect("bytes");
     assert!(
         bytes.windows(5).any(|w| w == b"FSYM2"),
-        "a pprof's stack ids are their fingerprints, so the block's symbols leave them out"
+        "the block's symbols are version 2 (stack ids recomputed on reading)"
     );
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
     let metadata = builder.metadata().clone();
