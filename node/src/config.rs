@@ -207,6 +207,9 @@ pub enum Membership {
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
     pub node_id: crate::ids::NodeId,
+    /// A StatefulSet pod with no `--node-id`: on a fresh data directory, if its cluster exists
+    /// already, it asks for its id, `node_id` (ordinal + 1) if no node ever had it.
+    pub reserve_id: bool,
     pub advertise: String,
     pub membership: Membership,
     pub shards: u32,
@@ -528,8 +531,12 @@ impl ClusterArgs {
                 "must be 1 to 7",
             ));
         }
+        let reserve_id = ordinal.is_some()
+            && self.node_id.or(file.node_id).is_none()
+            && membership != Membership::Alone;
         Ok(ClusterSettings {
             node_id: crate::ids::NodeId(node_id),
+            reserve_id,
             advertise,
             membership,
             shards,
@@ -577,7 +584,7 @@ fn non_empty(list: Option<Vec<String>>) -> Option<Vec<String>> {
 }
 
 /// The ordinal of a StatefulSet pod's name (`firn-2` is 2).
-fn pod_ordinal(pod: &str) -> Option<u64> {
+pub fn pod_ordinal(pod: &str) -> Option<u64> {
     let (name, ordinal) = pod.rsplit_once('-')?;
     if name.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -865,9 +872,17 @@ mod tests {
         assert_eq!(first.node_id, crate::ids::NodeId(1));
         assert_eq!(first.membership, Membership::Peers(peers.clone()));
         assert_eq!(first.shards, 3, "one shard per initial pod");
+        assert!(
+            first.reserve_id,
+            "a pod on a fresh volume asks a formed cluster for its id"
+        );
         let later = pod(4);
         assert_eq!(later.node_id, crate::ids::NodeId(5));
         assert_eq!(later.membership, Membership::Join(peers.clone()));
+        assert!(
+            later.reserve_id,
+            "a later pod asks for its id on a fresh volume"
+        );
         // A founding pod whose address is not among the peers is a mistake, not a joiner.
         let misnamed = ServeArgs {
             cluster: ClusterArgs {

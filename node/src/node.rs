@@ -53,7 +53,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         path: data_dir.clone(),
         source,
     })?;
-    claim_data_dir(&data_dir, settings.cluster.node_id, settings.auth)?;
     let (object_store, prefix) = open_object_store(&settings)?;
     // A remote store's block objects are cached on local disk; a local one needs no copy.
     let (object_store, disk_cache) = match &settings.object_store {
@@ -83,6 +82,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             .as_ref()
             .and_then(|c| c.to_str().ok()),
     ));
+    let mut settings = settings;
+    if settings.cluster.reserve_id {
+        settings.cluster.node_id = match recorded_node_id(&data_dir)? {
+            Some(id) => id,
+            None => reserve_node_id(&settings, &peers, &shutdown).await?,
+        };
+    }
+    claim_data_dir(&data_dir, settings.cluster.node_id, settings.auth)?;
     let (meta, meta_state) = RaftGroup::open_meta(
         &data_dir.join("raft").join("meta"),
         settings.cluster.node_id,
@@ -259,6 +266,71 @@ fn claim_data_dir(dir: &std::path::Path, id: NodeId, auth: AuthMode) -> Result<(
         path: path.clone(),
         source,
     })
+}
+
+/// The node id a data directory belongs to, if it belongs to one.
+fn recorded_node_id(dir: &std::path::Path) -> Result<Option<NodeId>> {
+    let path = dir.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<NodeFile>(&bytes)
+            .map(|f| Some(f.node_id))
+            .map_err(|e| Error::Refused(format!("{} is not valid: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::DataDir { path, source }),
+    }
+}
+
+/// A StatefulSet pod on a fresh data directory asks its cluster, if it exists, for its id: its
+/// ordinal + 1 unless a node ever had that id (a pod scaled away and back). A pod that joins
+/// waits for a member to answer; a founding pod whose peers are not members yet forms the
+/// cluster with its ordinal + 1.
+async fn reserve_node_id(
+    settings: &Settings,
+    peers: &Peers,
+    shutdown: &CancellationToken,
+) -> Result<NodeId> {
+    use crate::config::Membership;
+    let (addrs, joining) = match &settings.cluster.membership {
+        Membership::Join(addrs) => (addrs, true),
+        Membership::Peers(addrs) => (addrs, false),
+        Membership::Alone => return Ok(settings.cluster.node_id),
+    };
+    let me = &settings.cluster.advertise;
+    loop {
+        let mut any_member = false;
+        for addr in addrs.iter().filter(|a| *a != me) {
+            if shutdown.is_cancelled() {
+                return Err(Error::ShuttingDown);
+            }
+            if !joining {
+                match peers.hello(addr).await {
+                    Ok(h) if h.member => any_member = true,
+                    _ => continue,
+                }
+            }
+            match peers
+                .reserve_node_id(addr, me, settings.cluster.node_id.0)
+                .await
+            {
+                Ok(id) => {
+                    tracing::info!(node = id, via = %addr, "node id reserved");
+                    return Ok(NodeId(id));
+                }
+                Err(Error::Refused(why)) => {
+                    return Err(Error::Refused(format!(
+                        "reserving a node id through {addr}: {why}"
+                    )));
+                }
+                Err(e) => {
+                    tracing::info!(via = %addr, error = %e, "node id not reserved yet; retrying")
+                }
+            }
+        }
+        if !joining && !any_member {
+            return Ok(settings.cluster.node_id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 fn store_config(settings: &Settings) -> StoreConfig {

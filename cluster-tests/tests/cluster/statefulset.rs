@@ -272,8 +272,8 @@ fn three_pods_configured_as_the_statefulset_form_one_cluster() {
     let port = container(one(&manifests, "StatefulSet"))["ports"][0]["containerPort"]
         .as_u64()
         .expect("port");
-    let mut pods = Vec::new();
-    for i in 0..3 {
+    // Pod i as the kubelet starts it: its volumes' files under its own root, its args and env.
+    let start_pod = |i: usize| {
         let root = dir.path().join(format!("firn-{i}"));
         mount_files(&manifests, &root);
         let (args, env) = pod_command(&manifests, &format!("firn-{i}"), &root);
@@ -283,11 +283,18 @@ fn three_pods_configured_as_the_statefulset_form_one_cluster() {
             .args(&args)
             .envs(&env)
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
+            )
             .spawn()
             .expect("firn starts");
-        pods.push(Pod { child, log });
-    }
+        Pod { child, log }
+    };
+    let mut pods: Vec<Pod> = (0..3).map(start_pod).collect();
     let url = |i: usize| format!("http://{}:{port}", net.host(i).ip);
     let token = {
         let root = dir.path().join("firn-0");
@@ -413,4 +420,27 @@ fn three_pods_configured_as_the_statefulset_form_one_cluster() {
         .expect("run the hook's command");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to remove"));
+
+    // The StatefulSet drops firn-2 and its claim; scaled back to 3, firn-2 starts on a fresh
+    // volume. Its id (3) was retired, so it asks the cluster for one and joins as node 4.
+    drop(pods.pop());
+    std::fs::remove_dir_all(dir.path().join("firn-2/var/lib/firn")).expect("drop the claim");
+    pods.push(start_pod(2));
+    let back = firn_cluster_tests::wait_until(Duration::from_secs(120), || {
+        ureq::get(&format!("{}/ready", url(2)))
+            .timeout(Duration::from_secs(2))
+            .call()
+            .is_ok()
+    });
+    assert!(back, "firn-2 back:\n{}", pods[2].log_tail());
+    let status = cluster_status(0);
+    let firn_2 = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["addr"] == format!("{}:{port}", names[2]))
+        .expect("firn-2 is a member again")
+        .clone();
+    assert_eq!(firn_2["id"], 4, "{status:#}");
+    assert_eq!(firn_2["state"], "active");
 }

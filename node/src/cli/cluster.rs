@@ -23,9 +23,10 @@ pub enum ClusterCommand {
         #[arg(long, default_value_t = 300)]
         wait_secs: u64,
     },
-    /// Remove every active node whose id is above N, as a StatefulSet scaled down to N pods
-    /// drops `NAME-N` and up (node id = ordinal + 1), and wait until they are retired. Nothing
-    /// to remove is not an error: the Helm chart runs it before every upgrade.
+    /// Remove the nodes a StatefulSet scaled down to N pods drops (`NAME-N` and up: nodes whose
+    /// address starts with a pod name of ordinal N or more; by id above N for an address that
+    /// names no pod), and wait until they are retired. Nothing to remove is not an error: the
+    /// Helm chart runs it before every upgrade.
     Shrink {
         #[arg(long)]
         to: u64,
@@ -64,8 +65,12 @@ pub fn run(remote: &Remote, command: &ClusterCommand) -> anyhow::Result<()> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|n| n["id"].as_u64())
-                .filter(|id| id > to && !retired.contains(id))
+                .filter_map(|n| Some((n["id"].as_u64()?, n["addr"].as_str()?)))
+                .filter(|(id, addr)| {
+                    let dropped = pod_ordinal(addr).map_or(*id > *to, |o| o >= *to);
+                    dropped && !retired.contains(id)
+                })
+                .map(|(id, _)| id)
                 .collect();
             if leaving.is_empty() {
                 return stdout(&format!("no node above {to}: nothing to remove\n"));
@@ -76,6 +81,11 @@ pub fn run(remote: &Remote, command: &ClusterCommand) -> anyhow::Result<()> {
             wait_retired(remote, &leaving, *wait_secs)
         }
     }
+}
+
+/// The StatefulSet ordinal an address names: `firn-2.firn-headless...:4040` is 2.
+fn pod_ordinal(addr: &str) -> Option<u64> {
+    crate::config::pod_ordinal(addr.split(['.', ':']).next()?)
 }
 
 /// The retired node ids of a cluster status.
@@ -177,4 +187,18 @@ fn render(status: &serde_json::Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_name_their_pod_ordinal() {
+        assert_eq!(
+            super::pod_ordinal("firn-12.firn-headless.obs.svc.cluster.local:4040"),
+            Some(12)
+        );
+        assert_eq!(super::pod_ordinal("firn-0:4040"), Some(0));
+        assert_eq!(super::pod_ordinal("10.0.0.5:4040"), None);
+        assert_eq!(super::pod_ordinal("my-host.example:4040"), None);
+    }
 }

@@ -83,12 +83,19 @@ pub struct MetaState {
     /// Removed nodes: their ids are never accepted again.
     pub retired: BTreeSet<NodeId>,
     pub shards: Vec<ShardPlacement>,
+    /// Ids given to addresses that asked for one (a StatefulSet pod on a fresh volume) and have
+    /// not joined yet; a retry of the same address gets the same id.
+    #[serde(default)]
+    pub reserved: BTreeMap<String, NodeId>,
     /// Tenants, tokens and limits.
     #[serde(default)]
     pub tenancy: Registry,
     /// Bumped by every change, so watchers can tell states apart.
     pub version: u64,
 }
+
+/// Ids reserved for nodes that have not joined yet, at most.
+const MAX_RESERVED_IDS: usize = 1024;
 
 /// A change to the meta state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +107,9 @@ pub enum MetaCommand {
     },
     /// A node joined (or came back at another address).
     AddNode { id: NodeId, addr: String },
+    /// An id for a node about to join at `addr`: `preferred` if no node has ever had it, else
+    /// the next id never used.
+    ReserveNodeId { addr: String, preferred: NodeId },
     /// Start removing a node: its replicas move to the others.
     NodeLeaving { id: NodeId },
     /// A node left for good: its id is never reused.
@@ -161,6 +171,13 @@ impl MetaState {
                          never reused, start this node with a new --node-id"
                     ));
                 }
+                if self.reserved.get(addr).is_some_and(|r| r != id) {
+                    return Err(format!(
+                        "node id {} is reserved for {addr}, not {id}",
+                        self.reserved[addr]
+                    ));
+                }
+                self.reserved.remove(addr);
                 match self.nodes.get_mut(id) {
                     Some(node) if node.addr == *addr => return Ok(()),
                     Some(node) => node.addr = addr.clone(),
@@ -174,6 +191,41 @@ impl MetaState {
                         );
                     }
                 }
+            }
+            MetaCommand::ReserveNodeId { addr, preferred } => {
+                if self.reserved.contains_key(addr) {
+                    return Ok(());
+                }
+                if let Some((id, _)) = self.nodes.iter().find(|(_, n)| n.addr == *addr) {
+                    return Err(format!(
+                        "{addr} is node {id}'s address; a node at it restarts with its own data \
+                         directory, or is removed first"
+                    ));
+                }
+                if self.reserved.len() >= MAX_RESERVED_IDS {
+                    return Err(format!(
+                        "{MAX_RESERVED_IDS} node ids are reserved and not yet joined; refusing more"
+                    ));
+                }
+                let used = |n: &NodeId| {
+                    self.nodes.contains_key(n)
+                        || self.retired.contains(n)
+                        || self.reserved.values().any(|r| r == n)
+                };
+                let id = if preferred.0 > 0 && !used(preferred) {
+                    *preferred
+                } else {
+                    let highest = self
+                        .nodes
+                        .keys()
+                        .chain(self.retired.iter())
+                        .chain(self.reserved.values())
+                        .map(|n| n.0)
+                        .max()
+                        .unwrap_or(0);
+                    NodeId(highest + 1)
+                };
+                self.reserved.insert(addr.clone(), id);
             }
             MetaCommand::NodeLeaving { id } => {
                 let state = self
@@ -338,6 +390,47 @@ mod tests {
             })
             .expect("no-op");
         assert_eq!(again, state);
+    }
+
+    #[test]
+    fn a_fresh_node_gets_its_preferred_id_unless_one_ever_had_it() {
+        let mut state = boot(3, 1, 3);
+        let reserve = |state: &mut MetaState, addr: &str, preferred: u64| {
+            state
+                .apply(&MetaCommand::ReserveNodeId {
+                    addr: addr.into(),
+                    preferred: NodeId(preferred),
+                })
+                .map(|()| state.reserved[addr])
+        };
+        // Free: the preferred id (a StatefulSet pod's ordinal + 1); asked again, the same.
+        assert_eq!(reserve(&mut state, "firn-3:4040", 4), Ok(NodeId(4)));
+        assert_eq!(reserve(&mut state, "firn-3:4040", 4), Ok(NodeId(4)));
+        // Taken by a member, or reserved: the next id never used.
+        assert_eq!(reserve(&mut state, "firn-9:4040", 2), Ok(NodeId(5)));
+        assert_eq!(reserve(&mut state, "other:4040", 4), Ok(NodeId(6)));
+        // A member's address cannot ask.
+        assert!(reserve(&mut state, "10.0.0.1:4040", 1).is_err());
+        // Joining takes the reservation; another id at that address is refused.
+        assert!(
+            state
+                .apply(&MetaCommand::AddNode {
+                    id: NodeId(7),
+                    addr: "firn-3:4040".into()
+                })
+                .is_err()
+        );
+        state
+            .apply(&MetaCommand::AddNode {
+                id: NodeId(4),
+                addr: "firn-3:4040".into(),
+            })
+            .expect("join");
+        assert!(!state.reserved.contains_key("firn-3:4040"));
+        // A retired id is not given again.
+        state.nodes.remove(&NodeId(4));
+        state.retired.insert(NodeId(4));
+        assert_eq!(reserve(&mut state, "firn-3:4040", 4), Ok(NodeId(7)));
     }
 
     #[test]

@@ -126,6 +126,27 @@ impl Peers {
         Ok(reply.into_inner().index)
     }
 
+    /// Asks the cluster member at `addr` for an id for a node joining at `advertise`.
+    pub async fn reserve_node_id(
+        &self,
+        addr: &str,
+        advertise: &str,
+        preferred: u64,
+    ) -> Result<u64> {
+        let mut client = self.client(addr)?;
+        let reply = client
+            .reserve_node_id(self.request(
+                pb::ReserveNodeIdRequest {
+                    addr: advertise.to_owned(),
+                    preferred,
+                },
+                CONTROL_TIMEOUT * 4,
+            ))
+            .await
+            .map_err(|s| status_error(addr, s))?;
+        Ok(reply.into_inner().node)
+    }
+
     /// Asks the node at `addr` to campaign for a shard's group (or the meta group's).
     pub async fn campaign(&self, addr: &str, shard: u32, meta: bool) -> Result<()> {
         let mut client = self.client(addr)?;

@@ -154,6 +154,48 @@ impl pb::cluster_server::Cluster for ClusterService {
         }))
     }
 
+    async fn reserve_node_id(
+        &self,
+        request: Request<pb::ReserveNodeIdRequest>,
+    ) -> Result<Response<pb::ReserveNodeIdReply>, Status> {
+        let r = request.into_inner();
+        if r.addr.is_empty() {
+            return Err(Status::invalid_argument("a reservation needs an address"));
+        }
+        self.cluster
+            .propose_meta(MetaCommand::ReserveNodeId {
+                addr: r.addr.clone(),
+                preferred: NodeId(r.preferred),
+            })
+            .await
+            .map_err(status)?;
+        // Committed at the meta leader; this member sees it once it has applied that far.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(id) = self.cluster.state().reserved.get(&r.addr) {
+                return Ok(Response::new(pb::ReserveNodeIdReply { node: id.0 }));
+            }
+            if self
+                .cluster
+                .state()
+                .nodes
+                .values()
+                .any(|n| n.addr == r.addr)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "{} joined while its id was being reserved",
+                    r.addr
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(
+                    "the reservation is not applied here yet",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn campaign(
         &self,
         request: Request<pb::CampaignRequest>,
