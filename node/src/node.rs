@@ -84,8 +84,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     ));
     let mut settings = settings;
     if settings.cluster.reserve_id {
-        settings.cluster.node_id = match recorded_node_id(&data_dir)? {
-            Some(id) => id,
+        settings.cluster.node_id = match read_node_file(&data_dir)? {
+            Some(file) => file.node_id,
             None => reserve_node_id(&settings, &peers, &shutdown).await?,
         };
     }
@@ -226,15 +226,7 @@ async fn stop(cluster: &Cluster, loops: tokio_util::task::TaskTracker) {
 /// node that ran with `--auth=token` now started without it.
 fn claim_data_dir(dir: &std::path::Path, id: NodeId, auth: AuthMode) -> Result<()> {
     let path = dir.join("node.json");
-    let recorded: Option<NodeFile> = match std::fs::read(&path) {
-        Ok(bytes) => Some(
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Refused(format!("{} is not valid: {e}", path.display())))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(Error::DataDir { path, source }),
-    };
-    if let Some(file) = &recorded {
+    if let Some(file) = &read_node_file(dir)? {
         if file.node_id != id {
             return Err(Error::Refused(format!(
                 "data directory {} belongs to node {}, not node {id}; start it with \
@@ -268,12 +260,12 @@ fn claim_data_dir(dir: &std::path::Path, id: NodeId, auth: AuthMode) -> Result<(
     })
 }
 
-/// The node id a data directory belongs to, if it belongs to one.
-fn recorded_node_id(dir: &std::path::Path) -> Result<Option<NodeId>> {
+/// The data directory's `node.json`: whose it is, if anyone's.
+fn read_node_file(dir: &std::path::Path) -> Result<Option<NodeFile>> {
     let path = dir.join("node.json");
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<NodeFile>(&bytes)
-            .map(|f| Some(f.node_id))
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
             .map_err(|e| Error::Refused(format!("{} is not valid: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(Error::DataDir { path, source }),

@@ -41,15 +41,15 @@ pub async fn run(cluster: &Cluster) {
     futures::future::join_all(handoffs).await;
 }
 
-/// Hands over one group (`shard`, or the meta group when `None`); true if leadership moved.
-async fn hand_over(cluster: &Cluster, group: &RaftGroup, shard: Option<ShardId>) -> bool {
+/// Hands over one group (`shard`, or the meta group when `None`), logging whether it moved.
+async fn hand_over(cluster: &Cluster, group: &RaftGroup, shard: Option<ShardId>) {
     let name = shard.map_or_else(|| "meta".to_owned(), |s| s.to_string());
     let Some(target) = caught_up_voter(cluster.id, group).await else {
         tracing::info!(group = %name, "no voter caught up; the group elects a leader after its timeout");
-        return false;
+        return;
     };
     let Some(addr) = group.members().addrs.get(&target).cloned() else {
-        return false;
+        return;
     };
     group.stop_heartbeats();
     tokio::time::sleep(LEADER_LEASE).await;
@@ -59,7 +59,7 @@ async fn hand_over(cluster: &Cluster, group: &RaftGroup, shard: Option<ShardId>)
         .await;
     if let Err(e) = asked {
         tracing::info!(group = %name, to = %target, error = %e, "the handover was refused; the group elects a leader after its timeout");
-        return false;
+        return;
     }
     let started = Instant::now();
     while group.leader() != Some(target) && started.elapsed() < STEP_DOWN {
@@ -67,7 +67,6 @@ async fn hand_over(cluster: &Cluster, group: &RaftGroup, shard: Option<ShardId>)
     }
     let moved = group.leader() == Some(target);
     tracing::info!(group = %name, to = %target, moved, "leadership handed over");
-    moved
 }
 
 /// A voter other than `me` whose log matches the leader's last index, waiting up to

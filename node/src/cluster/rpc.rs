@@ -172,16 +172,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         // Committed at the meta leader; this member sees it once it has applied that far.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            if let Some(id) = self.cluster.state().reserved.get(&r.addr) {
+            let state = self.cluster.state();
+            if let Some(id) = state.reserved.get(&r.addr) {
                 return Ok(Response::new(pb::ReserveNodeIdReply { node: id.0 }));
             }
-            if self
-                .cluster
-                .state()
-                .nodes
-                .values()
-                .any(|n| n.addr == r.addr)
-            {
+            if state.nodes.values().any(|n| n.addr == r.addr) {
                 return Err(Status::failed_precondition(format!(
                     "{} joined while its id was being reserved",
                     r.addr
