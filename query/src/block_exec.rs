@@ -4,16 +4,20 @@
 //! blocks one after another, so a query over a thousand blocks holds `partitions` open readers,
 //! not a thousand.
 //!
-//! Blocks store a sample's stack as an ordinal into the block's stack table; this exec turns it
-//! back into the table's `stack_id` column: a dictionary whose keys are the ordinals and whose
-//! values are the block's 16-byte ids, shared by every batch of the block (no copy per row).
+//! Blocks store a sample's stack as an ordinal into the block's stack table, most as a step from
+//! the sample before (`firn_storage::stack_codec`); this exec decodes the steps in file order,
+//! then applies the row filter (after decoding: a step needs the rows before it), and turns the
+//! ordinals back into the table's `stack_id` column: a dictionary whose keys are the ordinals and
+//! whose values are the block's 16-byte ids, shared by every batch of the block (no copy per
+//! row).
 
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, DictionaryArray, RecordBatch, RecordBatchOptions,
+    ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, RecordBatchOptions,
 };
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -25,17 +29,24 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
 };
 use firn_storage::BlockId;
+use firn_storage::stack_codec::{StackDecoder, StackEncoding};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::symbol_cache::SymbolCache;
 
-/// How to read one block.
+/// How to read one block (one row group of it).
 #[derive(Debug)]
 pub struct BlockScan {
     pub block: BlockId,
-    /// One partition producing the projected file schema (`stack` where the table has
-    /// `stack_id`), already filtered exactly.
+    pub stack: StackEncoding,
+    /// One partition reading the block's rows in file order: the projected file schema
+    /// (`stack` where the table has `stack_id`), then the columns only `row_filter` needs. It
+    /// may skip pages, never single rows.
     pub plan: Arc<dyn ExecutionPlan>,
+    /// The exact filter, when the block's metadata cannot prove that every row passes.
+    pub row_filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The projected columns: the first `columns` of `plan`'s output.
+    pub columns: usize,
 }
 
 #[derive(Debug)]
@@ -145,9 +156,20 @@ impl ExecutionPlan for BlockScanExec {
                         None => None,
                     };
                     let input = scan.plan.execute(0, context)?;
-                    Ok::<_, DataFusionError>(input.map(move |batch| {
-                        to_table_batch(batch?, &schema, stack_index, stack_ids.as_ref())
-                    }))
+                    let mut decoder = StackDecoder::new(scan.stack);
+                    let (row_filter, columns) = (scan.row_filter.clone(), scan.columns);
+                    Ok::<_, DataFusionError>(
+                        input
+                            .map(move |batch| {
+                                let mut batch = batch?;
+                                if let Some(i) = stack_index {
+                                    batch = decode_stack(batch, i, &mut decoder)?;
+                                }
+                                let batch = filter_rows(batch, row_filter.as_ref(), columns)?;
+                                to_table_batch(batch, &schema, stack_index, stack_ids.as_ref())
+                            })
+                            .try_filter(|batch| std::future::ready(batch.num_rows() > 0)),
+                    )
                 }
             })
             .try_flatten();
@@ -156,6 +178,50 @@ impl ExecutionPlan for BlockScanExec {
             stream,
         )))
     }
+}
+
+/// `batch` with its stack column (at `index`) decoded to ordinals.
+fn decode_stack(
+    batch: RecordBatch,
+    index: usize,
+    decoder: &mut StackDecoder,
+) -> Result<RecordBatch> {
+    let stored = int32_stack(batch.column(index))?;
+    let ordinals = decoder
+        .decode(stored)
+        .map_err(|reason| DataFusionError::Execution(format!("corrupt block: {reason}")))?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(ordinals);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// The rows of `batch` that pass `row_filter`, projected to its first `columns` columns.
+fn filter_rows(
+    batch: RecordBatch,
+    row_filter: Option<&Arc<dyn PhysicalExpr>>,
+    columns: usize,
+) -> Result<RecordBatch> {
+    let Some(row_filter) = row_filter else {
+        return Ok(batch);
+    };
+    let mask = row_filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let mask = mask.as_boolean_opt().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "row filter gave {}, not booleans",
+            mask.data_type()
+        ))
+    })?;
+    let kept = filter_record_batch(&batch, mask)?;
+    Ok(kept.project(&(0..columns).collect::<Vec<_>>())?)
+}
+
+fn int32_stack(column: &ArrayRef) -> Result<&Int32Array> {
+    column.as_primitive_opt::<Int32Type>().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "block stack column has type {}, not Int32",
+            column.data_type()
+        ))
+    })
 }
 
 /// A block batch as the table's: the stack ordinals become dictionary keys into the block's ids
@@ -168,15 +234,7 @@ fn to_table_batch(
 ) -> Result<RecordBatch> {
     let mut columns = batch.columns().to_vec();
     if let (Some(i), Some(ids)) = (stack_index, stack_ids) {
-        let ordinals = columns[i]
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| {
-                DataFusionError::Internal(format!(
-                    "block stack column has type {}, not Int32",
-                    columns[i].data_type()
-                ))
-            })?
-            .clone();
+        let ordinals = int32_stack(&columns[i])?.clone();
         columns[i] = Arc::new(DictionaryArray::<Int32Type>::try_new(
             ordinals,
             ids.clone(),

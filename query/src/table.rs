@@ -6,8 +6,9 @@
 //!     buffer: profile rows that may match ──► flat batches, chunk by chunk (BufferScanExec)
 //!     blocks: manifest metadata ──► candidate blocks ──► this tenant's row groups only
 //!             (ParquetAccessPlan) ──► ParquetSource with the filters as predicate
-//!             ──► row filter only where the block's metadata cannot prove all rows pass
-//!             (BlockScanExec: stack ordinals become stack ids)
+//!             (page pruning only) ──► BlockScanExec: stack steps decoded, then the row
+//!             filter where the block's metadata cannot prove all rows pass, then stack
+//!             ordinals become stack ids
 //!  └──────────────── UnionExec ────────────────┘
 //! ```
 //!
@@ -35,7 +36,6 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, project_schema};
 use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
@@ -262,6 +262,8 @@ impl SampleTable {
                 let mut source = ParquetSource::new(file_schema.clone())
                     .with_parquet_file_reader_factory(readers.clone())
                     .with_enable_page_index(true)
+                    // Never row by row in the reader: a stack step needs the row before it, so
+                    // the reader may skip whole pages (each starts on a restart) and no more.
                     .with_pushdown_filters(false);
                 if let Some(predicate) = &predicate {
                     source = source.with_predicate(predicate.clone());
@@ -270,18 +272,13 @@ impl SampleTable {
                     .with_file(file)
                     .with_projection_indices(Some(read.clone()))?
                     .build();
-                let mut plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-                if let Some(f) = &row_filter {
-                    let keep: Vec<usize> = (0..wanted.len()).collect();
-                    plan = Arc::new(
-                        FilterExecBuilder::new(f.clone(), plan)
-                            .apply_projection(Some(keep))?
-                            .build()?,
-                    );
-                }
+                let plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
                 scans.push(BlockScan {
                     block: block.id.clone(),
+                    stack: block.stack,
                     plan,
+                    row_filter: row_filter.clone(),
+                    columns: wanted.len(),
                 });
             }
         }

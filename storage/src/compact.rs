@@ -35,6 +35,7 @@ use crate::manifest::Manifest;
 use crate::normalize::{Links, ProfileRows};
 use crate::profile_type::ProfileType;
 use crate::schema;
+use crate::stack_codec::{StackDecoder, StackEncoding};
 use crate::store::{Store, get};
 use crate::symbols::{SymbolRef, SymbolTable};
 
@@ -296,11 +297,13 @@ impl Store {
             }
             let samples = samples.slice(..parquet_len);
             let input = meta.id.clone();
+            let encoding = meta.stack;
             let (mut symbols, mut rows) = state.take().expect("state is put back after each input");
             state = Some(
                 tokio::task::spawn_blocking(move || {
                     add_input(
                         &input,
+                        encoding,
                         row_groups,
                         samples,
                         &block_symbols,
@@ -339,6 +342,7 @@ impl Store {
 /// stacks they use into `symbols` as they are met (a shared block holds other tenants' too).
 fn add_input(
     input: &BlockId,
+    encoding: StackEncoding,
     (from, to): (usize, usize),
     samples: bytes::Bytes,
     block_symbols: &SymbolTable,
@@ -359,15 +363,25 @@ fn add_input(
     let count = block_symbols.stack_count();
     // Block rows name a stack by its ordinal in the block's table.
     let mut refs = vec![SymbolRef::MAX; count];
+    let mut decoder = StackDecoder::new(encoding);
     for batch in batches {
         let batch = batch.map_err(|source| Error::Arrow {
             what: "a compacted block's rows",
             source,
         })?;
-        let stack = batch
-            .column_by_name(schema::STACK)
-            .ok_or_else(|| corrupt("no stack column".into()))?
-            .as_primitive::<Int32Type>();
+        let index = batch
+            .schema()
+            .index_of(schema::STACK)
+            .map_err(|_| corrupt("no stack column".into()))?;
+        let stored = batch
+            .column(index)
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| corrupt("the stack column is not Int32".into()))?;
+        let stack = decoder.decode(stored).map_err(corrupt)?;
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(stack.clone());
+        let batch =
+            RecordBatch::try_new(batch.schema(), columns).map_err(|e| corrupt(e.to_string()))?;
         let mut new = Vec::new();
         for &ordinal in stack.values().iter() {
             let Some(r) = usize::try_from(ordinal).ok().filter(|&o| o < count) else {
@@ -420,7 +434,9 @@ impl Regrouped {
         let time = column(schema::TIME)?.as_primitive::<Int64Type>();
         let duration = column(schema::DURATION)?.as_primitive::<Int64Type>();
         let period = column(schema::PERIOD)?.as_primitive::<Int64Type>();
-        let stack = column(schema::STACK)?.as_primitive::<Int32Type>();
+        let stack = column(schema::STACK)?
+            .as_primitive_opt::<Int32Type>()
+            .ok_or("the stack column is not Int32")?;
         let value = column(schema::VALUE)?.as_primitive::<Int64Type>();
         let links: Vec<Option<Arc<dyn Array>>> =
             [schema::TRACE_ID, schema::SPAN_ID, schema::PROFILE_ID]

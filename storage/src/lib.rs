@@ -31,6 +31,7 @@ pub mod paths;
 pub mod pprof;
 pub mod profile_type;
 pub mod schema;
+pub mod stack_codec;
 pub mod store;
 pub mod symbols;
 #[cfg(any(test, feature = "testing"))]

@@ -17,8 +17,8 @@ pub const DURATION: &str = "duration_nanos";
 pub const PERIOD: &str = "period";
 pub const STACK_ID: &str = "stack_id";
 /// In a block's Parquet file, the stack of a sample as an ordinal into the block's stack table
-/// (`symbols.bin`, sorted by stack id) instead of the 16-byte id: within a profile the ordinals
-/// rise, so delta encoding stores a sample's stack in under a byte.
+/// (`symbols.bin`) instead of the 16-byte id: within a profile the ordinals rise and stay
+/// small, so byte stream split and zstd store a sample's stack in under a byte.
 pub const STACK: &str = "stack";
 pub const VALUE: &str = "value";
 pub const TRACE_ID: &str = "trace_id";

@@ -3,4 +3,5 @@
 
 mod fixtures;
 mod go_oracle;
+mod pages;
 mod queries;

@@ -29,12 +29,14 @@ async fn sums(store: &Store, tenant: &str) -> BTreeMap<String, i64> {
                     .build()
             })
             .expect("reader");
+        let mut decoder = StackDecoder::new(block.stack);
         for batch in reader {
             let batch = batch.expect("batch");
-            let stack = batch
+            let stored = batch
                 .column_by_name(schema::STACK)
                 .expect("stack")
                 .as_primitive::<Int32Type>();
+            let stack = &decoder.decode(stored).expect("stack steps");
             let value = batch
                 .column_by_name(schema::VALUE)
                 .expect("value")

@@ -290,13 +290,15 @@ async fn retention_deletes_only_blocks_wholly_past_it() {
     );
 }
 
-/// A block refers to stacks by ordinal into its own stack table (sorted by id): delta-encoded
-/// Int32 that rises within each profile, every ordinal in range, and the metadata a merge reads
-/// instead of columns (periods, deltas, label row counts).
+/// A block refers to stacks by ordinal into its own stack table, stored as steps within a
+/// profile (byte stream split Int32, the encoding named in the file); decoded, the ordinals rise
+/// within each profile and are all in range; and the metadata a merge reads instead of columns
+/// (periods, deltas, label row counts).
 #[tokio::test]
 async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int32Type, Int64Type, UInt64Type};
+    use firn_storage::stack_codec::{StackDecoder, StackEncoding};
     use object_store::ObjectStoreExt;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -331,8 +333,8 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
         assert!(
             column
                 .encodings()
-                .all(|e| e != parquet::basic::Encoding::DELTA_BINARY_PACKED),
-            "stack ordinals are plain: {:?}",
+                .any(|e| e == parquet::basic::Encoding::BYTE_STREAM_SPLIT),
+            "stack steps are byte stream split: {:?}",
             column.encodings().collect::<Vec<_>>()
         );
         assert!(
@@ -357,14 +359,31 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
         "two sample types, two row groups"
     );
     assert!(builder.schema().field_with_name("stack_id").is_err());
+    assert_eq!(block.stack, StackEncoding::Gaps, "a block stores steps");
+    let described = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .find(|kv| kv.key == firn_storage::block::STACK_ENCODING_KEY)
+        .and_then(|kv| kv.value.clone());
+    assert_eq!(
+        described.as_deref(),
+        Some("\"gaps\""),
+        "the file names its encoding"
+    );
     let mut previous: Option<(u64, i64, String, i32)> = None;
     let mut uses = vec![0u64; ids.len()];
+    let mut decoder = StackDecoder::new(block.stack);
+    let mut steps = 0;
     for batch in builder.build().expect("reader") {
         let batch = batch.expect("batch");
-        let stack = batch
+        let stored = batch
             .column_by_name("stack")
             .expect("stack")
             .as_primitive::<Int32Type>();
+        steps += stored.values().iter().filter(|&&v| v >= 0).count();
+        let stack = &decoder.decode(stored).expect("steps decode");
         let series = batch
             .column_by_name("series_id")
             .expect("series")
@@ -398,6 +417,7 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
         }
         assert_eq!(stack.null_count(), 0);
     }
+    assert!(steps > 0, "most samples are steps from the one before");
     // One service: the most used stacks come first.
     assert!(
         uses.windows(2).all(|w| w[0] >= w[1]),
