@@ -87,7 +87,9 @@ async fn time_pruned_scans_of_long_row_groups_decode_steps() {
     let starts = page_starts(&e, &block.id).await;
     assert!(starts.iter().any(|&s| s > 0), "pages to skip: {starts:?}");
     assert!(
-        starts.iter().all(|&s| s as usize % RESTART_ROWS == 0),
+        starts
+            .iter()
+            .all(|&s| (s as usize).is_multiple_of(RESTART_ROWS)),
         "{starts:?}"
     );
     for ((from, to), want) in ranges.into_iter().zip(before) {
@@ -131,7 +133,9 @@ async fn pages_that_end_off_restarts_become_restarts() {
     let block = e.store().flush().await.expect("flush").expect("a block");
     let starts = page_starts(&e, &block.id).await;
     assert!(
-        starts.iter().any(|&s| s as usize % RESTART_ROWS != 0),
+        starts
+            .iter()
+            .any(|&s| !(s as usize).is_multiple_of(RESTART_ROWS)),
         "some page starts off a multiple of {RESTART_ROWS}: {starts:?}"
     );
     assert_eq!(block.stack, StackEncoding::Gaps, "the second pass lines up");

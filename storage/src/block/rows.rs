@@ -182,7 +182,7 @@ pub(super) fn unaligned_pages(samples: &[u8], layout: &Layout) -> Result<BTreeSe
             for page in column.page_locations() {
                 let relative = page.first_row_index as u64;
                 let row = group_start + relative;
-                if relative % RESTART_ROWS as u64 != 0 && !layout.extra.contains(&row) {
+                if !relative.is_multiple_of(RESTART_ROWS as u64) && !layout.extra.contains(&row) {
                     unaligned.insert(row);
                 }
             }
@@ -242,7 +242,7 @@ impl RowWriter<'_> {
             for (sample, &ordinal) in self.pending.iter().zip(ordinals.values()) {
                 let row = self.written + stored.len() as u64;
                 let profile = (sample.chunk, sample.row);
-                let restart = (row - self.group_start) % RESTART_ROWS as u64 == 0
+                let restart = (row - self.group_start).is_multiple_of(RESTART_ROWS as u64)
                     || self.layout.extra.contains(&row);
                 let previous = match self.last {
                     Some((p, o)) if p == profile && !restart => Some(o),

@@ -31,7 +31,7 @@ fn gaps_round_trip_across_batches_and_restarts() {
         got.extend(
             decoder
                 .decode(&Int32Array::from(batch.to_vec()))
-                .unwrap()
+                .expect("decodes")
                 .values(),
         );
     }
@@ -40,14 +40,16 @@ fn gaps_round_trip_across_batches_and_restarts() {
     let mut late = StackDecoder::new(StackEncoding::Gaps);
     let tail = late
         .decode(&Int32Array::from(stored[2 * RESTART_ROWS..].to_vec()))
-        .unwrap();
+        .expect("decodes");
     assert_eq!(tail.values(), &want[2 * RESTART_ROWS..]);
 }
 
 #[test]
 fn a_step_without_a_base_or_past_i32_is_an_error() {
     let mut decoder = StackDecoder::new(StackEncoding::Gaps);
-    let err = decoder.decode(&Int32Array::from(vec![3])).unwrap_err();
+    let err = decoder
+        .decode(&Int32Array::from(vec![3]))
+        .expect_err("a corrupt step");
     assert!(err.contains("no base"), "{err}");
     let mut decoder = StackDecoder::new(StackEncoding::Gaps);
     assert!(
@@ -57,7 +59,10 @@ fn a_step_without_a_base_or_past_i32_is_an_error() {
     );
     let mut plain = StackDecoder::new(StackEncoding::Ordinals);
     assert_eq!(
-        plain.decode(&Int32Array::from(vec![3])).unwrap().value(0),
+        plain
+            .decode(&Int32Array::from(vec![3]))
+            .expect("decodes")
+            .value(0),
         3
     );
 }
