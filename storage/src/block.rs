@@ -315,7 +315,6 @@ pub fn encode_block(
         row_groups,
         total_rows,
     } = written;
-    let samples = bytes::Bytes::from(samples);
     let symbols_bytes = bytes::Bytes::from(encode_symbols(&block_symbols));
     let meta = BlockMeta {
         id,

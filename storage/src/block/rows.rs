@@ -24,7 +24,7 @@ pub(super) struct Layout {
 
 /// What writing the rows produced.
 pub(super) struct Written {
-    pub samples: Vec<u8>,
+    pub samples: bytes::Bytes,
     pub tenants: BTreeMap<TenantId, TenantBlockMeta>,
     pub row_groups: usize,
     pub total_rows: u64,
@@ -154,7 +154,7 @@ pub(super) fn write_rows(
         close_tenant(&mut tenants, &previous, row_groups);
     }
     Ok(Written {
-        samples: out.writer.into_inner().map_err(encode_err)?,
+        samples: bytes::Bytes::from(out.writer.into_inner().map_err(encode_err)?),
         tenants,
         row_groups,
         total_rows,
@@ -164,11 +164,10 @@ pub(super) fn write_rows(
 /// Pages of `samples` (a written block) that start on a row the stack column does not restart
 /// at, as rows counted from the file's first; empty when every page of every column starts on
 /// a restart, so that a scan skipping pages by the page index decodes the stack column alone.
-pub(super) fn unaligned_pages(samples: &[u8], layout: &Layout) -> Result<BTreeSet<u64>> {
-    let bytes = bytes::Bytes::copy_from_slice(samples);
+pub(super) fn unaligned_pages(samples: &bytes::Bytes, layout: &Layout) -> Result<BTreeSet<u64>> {
     let metadata = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Required)
-        .parse_and_finish(&bytes)
+        .parse_and_finish(samples)
         .map_err(|e| Error::CorruptWrite {
             reason: format!("a block just written has no readable page index: {e}"),
         })?;
