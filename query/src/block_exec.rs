@@ -147,11 +147,9 @@ impl ExecutionPlan for BlockScanExec {
                     let stack_ids = match stack_index {
                         Some(_) => Some(
                             symbols
-                                .get(&scan.block)
+                                .stack_ids(&scan.block)
                                 .await
-                                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                                .stack_ids
-                                .clone(),
+                                .map_err(|e| DataFusionError::External(Box::new(e)))?,
                         ),
                         None => None,
                     };

@@ -1,7 +1,7 @@
 //! The query engine: profile queries and read-only SQL over a store, planned by DataFusion
 //! with a bounded memory pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,10 +44,12 @@ pub struct QueryConfig {
     pub timeout: Duration,
     /// Partitions DataFusion plans with (0 = number of cores).
     pub target_partitions: usize,
-    /// Block symbol tables kept in memory, at most this many...
+    /// Block symbol tables kept in memory (for resolving answers), at most this many...
     pub symbol_cache_entries: usize,
-    /// ...and at most this many bytes (least recently loaded go first).
+    /// ...and at most this many bytes (least recently used go first).
     pub symbol_cache_bytes: usize,
+    /// Blocks' stack ids kept in memory for scans (16 bytes a stack), at most this many bytes.
+    pub stack_id_cache_bytes: usize,
     /// Parquet footers and page indexes of blocks kept in memory, at most this many bytes
     /// (DataFusion's file metadata cache: a block's footer is read once, not per query).
     pub metadata_cache_bytes: usize,
@@ -62,6 +64,7 @@ impl Default for QueryConfig {
             target_partitions: 0,
             symbol_cache_entries: 64,
             symbol_cache_bytes: 256 << 20,
+            stack_id_cache_bytes: 64 << 20,
             metadata_cache_bytes: 64 << 20,
         }
     }
@@ -184,6 +187,7 @@ impl QueryEngine {
                 store.clone(),
                 config.symbol_cache_entries,
                 config.symbol_cache_bytes,
+                config.stack_id_cache_bytes,
             )),
             store,
             config,
@@ -470,13 +474,8 @@ impl QueryEngine {
             if missing.is_empty() {
                 break;
             }
-            let symbols = self.symbols.get(&block).await?;
-            take_stacks(
-                &symbols.table,
-                &mut missing,
-                &mut found,
-                &mut merged.symbols,
-            );
+            let symbols = self.symbols.table(&block).await?;
+            take_stacks(&symbols, &mut missing, &mut found, &mut merged.symbols);
         }
         if !missing.is_empty() {
             tracing::warn!(missing = missing.len(), "stacks without symbols");
@@ -523,25 +522,53 @@ impl QueryEngine {
         let Some(filter) = Self::filters(&table, query) else {
             return Ok(Vec::new());
         };
-        let counts: Vec<Expr> = names
-            .iter()
-            .map(|n| count(column(&schema::label_column(n))).alias(n.as_str()))
-            .collect();
-        let df = self
-            .frame(table.clone())?
-            .filter(filter)
-            .and_then(|df| df.aggregate(vec![], counts))
-            .map_err(|e| self.map_err(e))?;
-        let mut present = Vec::new();
-        for batch in self.collect(df).await? {
-            for (i, name) in names.iter().enumerate() {
-                if batch.num_rows() > 0 && batch.column(i).as_primitive::<Int64Type>().value(0) > 0
-                {
-                    present.push(name.clone());
+        // Blocks whose every row is selected answer from their metadata; the rest are scanned
+        // for the names still unseen.
+        let mut present = BTreeSet::new();
+        let (table, filter) = match Self::exact_scan_filter(&filter) {
+            Some(scan) => {
+                let (answered, rest) = table.answered_by_metadata(&scan, |_| true);
+                for t in answered {
+                    present.extend(
+                        t.labels
+                            .iter()
+                            .filter(|(_, l)| l.rows > 0)
+                            .map(|(n, _)| n.clone()),
+                    );
+                }
+                (Arc::new(rest), filter)
+            }
+            None => (table, filter),
+        };
+        let unseen: Vec<&String> = names.iter().filter(|n| !present.contains(*n)).collect();
+        if !unseen.is_empty() {
+            let counts: Vec<Expr> = unseen
+                .iter()
+                .map(|n| count(column(&schema::label_column(n))).alias(n.as_str()))
+                .collect();
+            let df = self
+                .frame(table)?
+                .filter(filter)
+                .and_then(|df| df.aggregate(vec![], counts))
+                .map_err(|e| self.map_err(e))?;
+            for batch in self.collect(df).await? {
+                for (i, name) in unseen.iter().enumerate() {
+                    if batch.num_rows() > 0
+                        && batch.column(i).as_primitive::<Int64Type>().value(0) > 0
+                    {
+                        present.insert((*name).clone());
+                    }
                 }
             }
         }
-        Ok(present)
+        Ok(names.into_iter().filter(|n| present.contains(n)).collect())
+    }
+
+    /// The selection `filter` as a [`ScanFilter`] when that is all of it (time, profile type,
+    /// delta and label equalities), so block metadata can decide it for whole blocks.
+    fn exact_scan_filter(filter: &Expr) -> Option<firn_storage::filter::ScanFilter> {
+        crate::table::is_exact(filter)
+            .then(|| crate::table::scan_filter(std::slice::from_ref(filter)))
     }
 
     /// Distinct values of a label on rows of the selection, sorted.
@@ -558,22 +585,41 @@ impl QueryEngine {
         let Some(filter) = Self::filters(&table, query) else {
             return Ok(Vec::new());
         };
+        // Blocks whose every row is selected and that list the label's values answer from
+        // their metadata; the others, and the buffer, are scanned.
+        let mut values = BTreeSet::new();
+        let table = match Self::exact_scan_filter(&filter) {
+            Some(scan) => {
+                let (answered, rest) = table.answered_by_metadata(&scan, |t| {
+                    t.labels.get(name).is_none_or(|l| l.values.is_some())
+                });
+                for t in answered {
+                    values.extend(
+                        t.labels
+                            .get(name)
+                            .and_then(|l| l.values.clone())
+                            .into_iter()
+                            .flatten(),
+                    );
+                }
+                Arc::new(rest)
+            }
+            None => table,
+        };
         let label = datafusion::logical_expr::cast(
             column(&schema::label_column(name)),
             datafusion::arrow::datatypes::DataType::Utf8,
         );
         let df = self
-            .frame(table.clone())?
+            .frame(table)?
             .filter(filter.and(label.clone().is_not_null()))
             .and_then(|df| df.aggregate(vec![label.alias("v")], vec![]))
             .map_err(|e| self.map_err(e))?;
-        let mut values = Vec::new();
         for batch in self.collect(df).await? {
             let c = batch.column(0).as_string::<i32>();
             values.extend((0..batch.num_rows()).map(|i| c.value(i).to_owned()));
         }
-        values.sort();
-        Ok(values)
+        Ok(values.into_iter().collect())
     }
 
     /// Profile types with rows in `[start, end)`.

@@ -38,7 +38,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, project_schema};
+use firn_storage::block::TenantBlockMeta;
 use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
+use firn_storage::manifest::Manifest;
 use firn_storage::paths::Paths;
 use firn_storage::{Nanos, ReadSnapshot, TenantId, schema};
 
@@ -106,6 +108,47 @@ impl SampleTable {
             .chain([self.snapshot.buffer.max_period(&self.tenant, filter)])
             .max()
             .unwrap_or(0)
+    }
+
+    /// The metadata of each candidate block for `filter` every row of which passes it (so
+    /// `answers` may take the block's part from its metadata), and this table without the
+    /// blocks `answers` took, for the rest to be scanned. `filter` must be the whole selection.
+    pub fn answered_by_metadata<'a>(
+        &'a self,
+        filter: &'a ScanFilter,
+        answers: impl Fn(&TenantBlockMeta) -> bool,
+    ) -> (Vec<&'a TenantBlockMeta>, SampleTable) {
+        let mut answered = Vec::new();
+        let mut manifest = Manifest {
+            version: self.snapshot.manifest.version,
+            flushed_seq: self.snapshot.manifest.flushed_seq,
+            blocks: Vec::new(),
+            retired: Vec::new(),
+        };
+        for block in self
+            .snapshot
+            .manifest
+            .candidate_blocks(&self.tenant, filter)
+        {
+            let tenant = &block.tenants[&self.tenant];
+            if tenant.all_match(filter) && answers(tenant) {
+                answered.push(tenant);
+            } else {
+                manifest.blocks.push(block.clone());
+            }
+        }
+        let rest = SampleTable {
+            tenant: self.tenant.clone(),
+            snapshot: ReadSnapshot {
+                buffer: self.snapshot.buffer.clone(),
+                manifest: Arc::new(manifest),
+            },
+            paths: self.paths.clone(),
+            store_url: self.store_url.clone(),
+            symbols: self.symbols.clone(),
+            schema: self.schema.clone(),
+        };
+        (answered, rest)
     }
 
     /// Label names with a column in this table.

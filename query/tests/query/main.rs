@@ -3,5 +3,6 @@
 
 mod fixtures;
 mod go_oracle;
+mod labels;
 mod pages;
 mod queries;

@@ -9,7 +9,7 @@
 
 use prost::Message;
 
-use super::{Function, HashMap, Line, Location, Mapping, Stack, SymbolTable};
+use super::{Function, Line, Location, Mapping, Stack, SymbolTable};
 use crate::ids::StackId;
 
 /// Stack ids stored.
@@ -125,7 +125,9 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
 }
 
 /// Reads a table written by [`encode_symbols`], checking every reference. The result is meant
-/// for lookups and for copying stacks out; it is not interned into.
+/// for lookups and for copying stacks out, not for interning into: the string and function
+/// maps interning would use are left empty (building them cost a copy of every string, a
+/// sizeable part of decoding a block's table on every query that misses the cache).
 pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTable, String> {
     let (body, ids_stored) = match bytes.strip_prefix(MAGIC_V2.as_slice()) {
         Some(body) => (body, false),
@@ -148,11 +150,10 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             Ok(())
         }
     };
-    let mut table = SymbolTable::default();
-    for (i, s) in file.strings.iter().enumerate() {
-        table.string_refs.insert(s.clone(), i as u32);
-    }
-    table.strings = file.strings;
+    let mut table = SymbolTable {
+        strings: file.strings,
+        ..Default::default()
+    };
     for m in file.mappings {
         check("mapping string", m.filename, strings)?;
         check("mapping string", m.build_id, strings)?;
@@ -176,7 +177,7 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
     {
         return Err("function columns differ in length".into());
     }
-    let mut function_refs = HashMap::with_capacity_and_hasher(functions, Default::default());
+    table.functions.reserve(functions);
     for i in 0..functions {
         for r in [file.fn_name[i], file.fn_system_name[i], file.fn_filename[i]] {
             check("function string", r, strings)?;
@@ -187,10 +188,8 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
             filename: file.fn_filename[i],
             start_line: file.fn_start_line[i],
         };
-        function_refs.insert(f.clone(), i as u32);
         table.functions.push(f);
     }
-    table.function_refs = function_refs;
     let locations = file.loc_mapping.len();
     if [
         file.loc_address.len(),
