@@ -7,8 +7,8 @@
 //!     blocks: manifest metadata ──► candidate blocks ──► this tenant's row groups only
 //!             (ParquetAccessPlan) ──► ParquetSource with the filters as predicate
 //!             (page pruning only) ──► BlockScanExec: stack steps decoded, then the row
-//!             filter where the block's metadata cannot prove all rows pass, then stack
-//!             ordinals become stack ids
+//!             filter's conjuncts the block's metadata cannot prove for all rows, then
+//!             stack ordinals become stack ids
 //!  └──────────────── UnionExec ────────────────┘
 //! ```
 //!
@@ -274,10 +274,22 @@ impl SampleTable {
             .candidate_blocks(&self.tenant, filter)
         {
             let tenant = &block.tenants[&self.tenant];
+            // Only the conjuncts the block's metadata cannot prove for every row (in a block
+            // inside the time range, the service's rows need no time comparison).
             let row_filter = if tenant.all_match(filter) {
                 None
             } else {
-                conjunction(exact.clone())
+                conjunction(
+                    exact
+                        .iter()
+                        .filter(|e| {
+                            let mut alone = ScanFilter::default();
+                            capture(e, &mut alone);
+                            !tenant.all_match(&alone)
+                        })
+                        .cloned()
+                        .collect::<Vec<Expr>>(),
+                )
             };
             // Columns read: the projection, plus what the row filter needs.
             let mut read = wanted.clone();
