@@ -18,6 +18,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, lit};
+use firn_storage::block::TenantBlockMeta;
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{BlockId, Nanos, ProfileType, StackId, Store, TenantId, schema};
@@ -525,21 +526,19 @@ impl QueryEngine {
         // Blocks whose every row is selected answer from their metadata; the rest are scanned
         // for the names still unseen.
         let mut present = BTreeSet::new();
-        let (table, filter) = match Self::exact_scan_filter(&filter) {
-            Some(scan) => {
-                let (answered, rest) = table.answered_by_metadata(&scan, |_| true);
-                for t in answered {
-                    present.extend(
-                        t.labels
-                            .iter()
-                            .filter(|(_, l)| l.rows > 0)
-                            .map(|(n, _)| n.clone()),
-                    );
-                }
-                (Arc::new(rest), filter)
-            }
-            None => (table, filter),
-        };
+        let table = Self::take_from_metadata(
+            table,
+            &filter,
+            |_| true,
+            |t| {
+                present.extend(
+                    t.labels
+                        .iter()
+                        .filter(|(_, l)| l.rows > 0)
+                        .map(|(n, _)| n.clone()),
+                )
+            },
+        );
         let unseen: Vec<&String> = names.iter().filter(|n| !present.contains(*n)).collect();
         if !unseen.is_empty() {
             let counts: Vec<Expr> = unseen
@@ -564,11 +563,23 @@ impl QueryEngine {
         Ok(names.into_iter().filter(|n| present.contains(n)).collect())
     }
 
-    /// The selection `filter` as a [`ScanFilter`] when that is all of it (time, profile type,
-    /// delta and label equalities), so block metadata can decide it for whole blocks.
-    fn exact_scan_filter(filter: &Expr) -> Option<firn_storage::filter::ScanFilter> {
-        crate::table::is_exact(filter)
-            .then(|| crate::table::scan_filter(std::slice::from_ref(filter)))
+    /// Hands `take` the metadata of each block of `table` whose every row passes `filter` and
+    /// that `answers` accepts, and returns the table of the blocks left to scan. Only when
+    /// `filter` is all time, profile type, delta and label equalities can metadata decide it;
+    /// otherwise every block is left.
+    fn take_from_metadata(
+        table: Arc<SampleTable>,
+        filter: &Expr,
+        answers: impl Fn(&TenantBlockMeta) -> bool,
+        mut take: impl FnMut(&TenantBlockMeta),
+    ) -> Arc<SampleTable> {
+        if !crate::table::is_exact(filter) {
+            return table;
+        }
+        let scan = crate::table::scan_filter(std::slice::from_ref(filter));
+        let (answered, rest) = table.answered_by_metadata(&scan, answers);
+        answered.into_iter().for_each(&mut take);
+        Arc::new(rest)
     }
 
     /// Distinct values of a label on rows of the selection, sorted.
@@ -588,24 +599,20 @@ impl QueryEngine {
         // Blocks whose every row is selected and that list the label's values answer from
         // their metadata; the others, and the buffer, are scanned.
         let mut values = BTreeSet::new();
-        let table = match Self::exact_scan_filter(&filter) {
-            Some(scan) => {
-                let (answered, rest) = table.answered_by_metadata(&scan, |t| {
-                    t.labels.get(name).is_none_or(|l| l.values.is_some())
-                });
-                for t in answered {
-                    values.extend(
-                        t.labels
-                            .get(name)
-                            .and_then(|l| l.values.clone())
-                            .into_iter()
-                            .flatten(),
-                    );
-                }
-                Arc::new(rest)
-            }
-            None => table,
-        };
+        let table = Self::take_from_metadata(
+            table,
+            &filter,
+            |t| t.labels.get(name).is_none_or(|l| l.values.is_some()),
+            |t| {
+                values.extend(
+                    t.labels
+                        .get(name)
+                        .and_then(|l| l.values.clone())
+                        .into_iter()
+                        .flatten(),
+                )
+            },
+        );
         let label = datafusion::logical_expr::cast(
             column(&schema::label_column(name)),
             datafusion::arrow::datatypes::DataType::Utf8,

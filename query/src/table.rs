@@ -229,8 +229,8 @@ impl TableProvider for SampleTable {
 
 impl SampleTable {
     /// A plan per row group of this tenant in each candidate block: the Parquet scan with the
-    /// filters as a pruning predicate, and an exact row filter unless the block's metadata
-    /// proves that every row passes `filter` (the filters the scan claimed as Exact).
+    /// filters as a pruning predicate, and a row filter of the filters the scan claimed as
+    /// Exact that the block's metadata cannot prove for every row.
     fn block_scans(
         &self,
         state: &dyn Session,
@@ -249,10 +249,14 @@ impl SampleTable {
         let predicate = conjunction(prunable)
             .map(|e| state.create_physical_expr(e, &file_columns))
             .transpose()?;
-        let exact: Vec<Expr> = filters
+        // The filters the scan applies exactly, each with what it says alone, so a block's
+        // metadata can prove it for every row.
+        let exact: Vec<(Expr, ScanFilter)> = filters
             .iter()
-            .filter(|f| capture(f, &mut ScanFilter::default()))
-            .cloned()
+            .filter_map(|f| {
+                let mut alone = ScanFilter::default();
+                capture(f, &mut alone).then(|| (f.clone(), alone))
+            })
             .collect();
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),
@@ -274,23 +278,16 @@ impl SampleTable {
             .candidate_blocks(&self.tenant, filter)
         {
             let tenant = &block.tenants[&self.tenant];
-            // Only the conjuncts the block's metadata cannot prove for every row (in a block
-            // inside the time range, the service's rows need no time comparison).
-            let row_filter = if tenant.all_match(filter) {
-                None
-            } else {
-                conjunction(
-                    exact
-                        .iter()
-                        .filter(|e| {
-                            let mut alone = ScanFilter::default();
-                            capture(e, &mut alone);
-                            !tenant.all_match(&alone)
-                        })
-                        .cloned()
-                        .collect::<Vec<Expr>>(),
-                )
-            };
+            // Only the filters the block's metadata cannot prove for every row (in a block
+            // inside the time range, the service's rows need no time comparison); none when it
+            // proves them all.
+            let row_filter = conjunction(
+                exact
+                    .iter()
+                    .filter(|(_, alone)| !tenant.all_match(alone))
+                    .map(|(e, _)| e.clone())
+                    .collect::<Vec<Expr>>(),
+            );
             // Columns read: the projection, plus what the row filter needs.
             let mut read = wanted.clone();
             if let Some(f) = &row_filter {
