@@ -18,11 +18,11 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, lit};
-use firn_storage::block::TenantBlockMeta;
+use firn_storage::block::{ByteRange, TenantBlockMeta};
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{BlockId, Nanos, ProfileType, StackId, Store, TenantId, schema};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::flamegraph::FlameGraph;
@@ -51,6 +51,8 @@ pub struct QueryConfig {
     pub symbol_cache_bytes: usize,
     /// Blocks' stack ids kept in memory for scans (16 bytes a stack), at most this many bytes.
     pub stack_id_cache_bytes: usize,
+    /// Tenants' stack sums of blocks kept in memory, at most this many bytes.
+    pub stack_sums_cache_bytes: usize,
     /// Parquet footers and page indexes of blocks kept in memory, at most this many bytes
     /// (DataFusion's file metadata cache: a block's footer is read once, not per query).
     pub metadata_cache_bytes: usize,
@@ -66,6 +68,7 @@ impl Default for QueryConfig {
             symbol_cache_entries: 64,
             symbol_cache_bytes: 256 << 20,
             stack_id_cache_bytes: 64 << 20,
+            stack_sums_cache_bytes: 64 << 20,
             metadata_cache_bytes: 64 << 20,
         }
     }
@@ -169,7 +172,11 @@ pub struct QueryEngine {
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
     symbols: Arc<SymbolCache>,
+    blocks_summed: std::sync::atomic::AtomicU64,
 }
+
+/// Blocks' stack sums read at once by one merge.
+const SUMS_READ_CONCURRENCY: usize = 8;
 
 impl QueryEngine {
     pub fn new(store: Arc<Store>, config: QueryConfig) -> Result<Self> {
@@ -189,10 +196,12 @@ impl QueryEngine {
                 config.symbol_cache_entries,
                 config.symbol_cache_bytes,
                 config.stack_id_cache_bytes,
+                config.stack_sums_cache_bytes,
             )),
             store,
             config,
             runtime,
+            blocks_summed: Default::default(),
         })
     }
 
@@ -403,16 +412,60 @@ impl QueryEngine {
 
     /// Sums by stack id over the rows of `table` passing `filter`, in stack-id order, and the
     /// largest sampling period among them.
+    ///
+    /// A block inside the time range that keeps stack sums is not scanned when the filter is
+    /// decided series by series (every conjunct exact: time, profile type, delta, label
+    /// equality): its sums of the series that pass are added instead. The rest is scanned.
     pub(crate) async fn stack_totals(
         &self,
         table: &Arc<SampleTable>,
         filter: Option<Expr>,
     ) -> Result<(Vec<(StackId, i64)>, i64)> {
-        let mut df = self.frame(table.clone())?;
+        let selection = crate::table::scan_filter(filter.as_slice());
+        let period = table.max_period(&selection);
+        let per_series = filter.as_ref().is_none_or(crate::table::is_exact);
+        let (summed, rest) = table.split_blocks(&selection, |t| {
+            per_series && t.sums.is_some() && t.within_time(&selection)
+        });
+        let mut sums = StackSums::default();
+        let reservation =
+            MemoryConsumer::new("firn stack merge").register(&self.runtime.memory_pool);
+        // Owned inputs, so the reads borrow nothing across the stream (the future stays Send).
+        let reads: Vec<(BlockId, ByteRange)> = summed
+            .iter()
+            .filter_map(|(block, tenant)| Some((block.id.clone(), tenant.sums?)))
+            .collect();
+        let summed_blocks = reads.len() as u64;
+        let mut loads = futures::stream::iter(reads.into_iter().map(|(block, range)| {
+            let (cache, tenant) = (self.symbols.clone(), table.tenant().clone());
+            async move {
+                futures::try_join!(cache.stack_ids(&block), cache.sums(&block, &tenant, range))
+            }
+        }))
+        .buffered(SUMS_READ_CONCURRENCY);
+        let add = async {
+            while let Some((ids, block_sums)) = loads.try_next().await? {
+                for series in block_sums.series.iter().filter(|s| s.passes(&selection)) {
+                    sums.add_ordinals(&ids, &series.ordinals, &series.values)?;
+                }
+                reservation
+                    .try_resize(sums.bytes())
+                    .map_err(|e| self.map_err(e))?;
+            }
+            Ok::<(), Error>(())
+        };
+        tokio::time::timeout(self.config.timeout, add)
+            .await
+            .map_err(|_| Error::Timeout {
+                seconds: self.config.timeout.as_secs(),
+            })??;
+        self.blocks_summed
+            .fetch_add(summed_blocks, std::sync::atomic::Ordering::Relaxed);
+
+        let mut df = self.frame(Arc::new(rest))?;
         if let Some(filter) = &filter {
             df = df.filter(filter.clone()).map_err(|e| self.map_err(e))?;
         }
-        let period = table.max_period(&crate::table::scan_filter(filter.as_slice()));
         let df = df
             .select(vec![column(schema::STACK_ID), column(schema::VALUE)])
             .map_err(|e| self.map_err(e))?;
@@ -422,9 +475,6 @@ impl QueryEngine {
             .await
             .map_err(|e| self.map_err(e))?;
         let plan: Arc<dyn ExecutionPlan> = Arc::new(SumByStackExec::new(plan));
-        let mut sums = StackSums::default();
-        let reservation =
-            MemoryConsumer::new("firn stack merge").register(&self.runtime.memory_pool);
         self.run(plan, Arc::new(task), |batch| {
             sums.add(batch.column(0), batch.column(1).as_primitive::<Int64Type>())?;
             reservation
@@ -439,6 +489,12 @@ impl QueryEngine {
             .collect();
         totals.sort_unstable();
         Ok((totals, period))
+    }
+
+    /// Blocks whose stack sums answered a merge instead of their rows, since the engine began.
+    pub fn blocks_answered_by_sums(&self) -> u64 {
+        self.blocks_summed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Copies the symbols of `totals` into `merged`: from the buffer first, then from blocks

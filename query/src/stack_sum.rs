@@ -57,29 +57,52 @@ impl StackSums {
             }
             return Ok(());
         };
-        let position = match self
-            .open
-            .iter()
-            .position(|(d, _)| Arc::ptr_eq(d, dict.values()))
-        {
-            Some(p) => p,
-            None => {
-                binary_ids(dict.values())?;
-                if self.open.len() == OPEN_DICTIONARIES {
-                    let (d, per_key) = self.open.remove(0);
-                    self.fold(&d, per_key)?;
-                }
-                self.open
-                    .push((dict.values().clone(), vec![0; dict.values().len()]));
-                self.open.len() - 1
-            }
-        };
+        let position = self.open_dictionary(dict.values())?;
         let (_, per_key) = &mut self.open[position];
         for (&key, &value) in dict.keys().values().iter().zip(values.values().iter()) {
             let sum = &mut per_key[key as usize];
             *sum = sum.saturating_add(value);
         }
         Ok(())
+    }
+
+    /// Adds `values` to the stacks at `ordinals` of `ids` (a block's stack ids by ordinal), as
+    /// a block's stack sums give them.
+    pub fn add_ordinals(&mut self, ids: &ArrayRef, ordinals: &[u32], values: &[i64]) -> Result<()> {
+        let position = self.open_dictionary(ids)?;
+        let (_, per_key) = &mut self.open[position];
+        for (&ordinal, &value) in ordinals.iter().zip(values) {
+            let count = per_key.len();
+            let sum = per_key
+                .get_mut(ordinal as usize)
+                .ok_or_else(|| Error::Execution {
+                    source: DataFusionError::Internal(format!(
+                        "stack sums name stack {ordinal} of a block with {count}"
+                    )),
+                })?;
+            *sum = sum.saturating_add(value);
+        }
+        Ok(())
+    }
+
+    /// The index in `open` of the sums per key of `dictionary` (opened, folding the oldest
+    /// past [`OPEN_DICTIONARIES`], when not open yet).
+    fn open_dictionary(&mut self, dictionary: &ArrayRef) -> Result<usize> {
+        if let Some(p) = self
+            .open
+            .iter()
+            .position(|(d, _)| Arc::ptr_eq(d, dictionary))
+        {
+            return Ok(p);
+        }
+        binary_ids(dictionary)?;
+        if self.open.len() == OPEN_DICTIONARIES {
+            let (d, per_key) = self.open.remove(0);
+            self.fold(&d, per_key)?;
+        }
+        self.open
+            .push((dictionary.clone(), vec![0; dictionary.len()]));
+        Ok(self.open.len() - 1)
     }
 
     fn fold(&mut self, dictionary: &ArrayRef, per_key: Vec<i64>) -> Result<()> {

@@ -2,27 +2,31 @@
 //! stack ids (16 bytes a stack, to turn the block's stack ordinals into ids); resolving an
 //! answer needs the frames of a few blocks' stacks. So the ids of every block a query touches
 //! are kept on their own, small enough that a week of blocks fits, and whole tables are kept
-//! for the blocks answers were resolved from. Both evict the least recently used entry.
+//! for the blocks answers were resolved from. A third keeps tenants' stack sums of blocks
+//! (`firn_storage::sums`), which merges over whole blocks read instead of rows. All evict the
+//! least recently used entry.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray};
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
+use firn_storage::block::ByteRange;
+use firn_storage::sums::TenantSums;
 use firn_storage::symbols::SymbolTable;
-use firn_storage::{BlockId, Store};
+use firn_storage::{BlockId, Store, TenantId};
 
 use crate::error::{Error, Result};
 
 /// Least recently used first; at most `max_entries` values and `max_bytes` bytes.
 #[derive(Debug)]
-struct Lru<T> {
+struct Lru<K, T> {
     max_entries: usize,
     max_bytes: usize,
-    entries: Mutex<VecDeque<(BlockId, T, usize)>>,
+    entries: Mutex<VecDeque<(K, T, usize)>>,
 }
 
-impl<T: Clone> Lru<T> {
+impl<K: PartialEq + Clone, T: Clone> Lru<K, T> {
     fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             max_entries,
@@ -31,7 +35,7 @@ impl<T: Clone> Lru<T> {
         }
     }
 
-    fn get(&self, block: &BlockId) -> Option<T> {
+    fn get(&self, block: &K) -> Option<T> {
         let mut entries = self.entries.lock().expect("symbol cache lock poisoned");
         let i = entries.iter().position(|(id, _, _)| id == block)?;
         let entry = entries.remove(i).expect("position is in range");
@@ -40,7 +44,7 @@ impl<T: Clone> Lru<T> {
         Some(value)
     }
 
-    fn insert(&self, block: &BlockId, value: T, bytes: usize) {
+    fn insert(&self, block: &K, value: T, bytes: usize) {
         let mut entries = self.entries.lock().expect("symbol cache lock poisoned");
         if entries.iter().any(|(id, _, _)| id == block) {
             return;
@@ -73,18 +77,43 @@ fn stack_ids(table: &SymbolTable) -> Result<ArrayRef> {
 #[derive(Debug)]
 pub struct SymbolCache {
     store: Arc<Store>,
-    tables: Lru<Arc<SymbolTable>>,
-    ids: Lru<ArrayRef>,
+    tables: Lru<BlockId, Arc<SymbolTable>>,
+    ids: Lru<BlockId, ArrayRef>,
+    sums: Lru<(BlockId, TenantId), Arc<TenantSums>>,
 }
 
 impl SymbolCache {
-    /// At most `max_tables` whole tables in `table_bytes`, and stack ids in `id_bytes`.
-    pub fn new(store: Arc<Store>, max_tables: usize, table_bytes: usize, id_bytes: usize) -> Self {
+    /// At most `max_tables` whole tables in `table_bytes`, stack ids in `id_bytes` and stack
+    /// sums in `sums_bytes`.
+    pub fn new(
+        store: Arc<Store>,
+        max_tables: usize,
+        table_bytes: usize,
+        id_bytes: usize,
+        sums_bytes: usize,
+    ) -> Self {
         Self {
             store,
             tables: Lru::new(max_tables, table_bytes),
             ids: Lru::new(usize::MAX, id_bytes),
+            sums: Lru::new(usize::MAX, sums_bytes),
         }
+    }
+
+    /// `tenant`'s stack sums in `block`, which its metadata places at `range`.
+    pub async fn sums(
+        &self,
+        block: &BlockId,
+        tenant: &TenantId,
+        range: ByteRange,
+    ) -> Result<Arc<TenantSums>> {
+        let key = (block.clone(), tenant.clone());
+        if let Some(sums) = self.sums.get(&key) {
+            return Ok(sums);
+        }
+        let sums = Arc::new(self.store.read_sums(block, range).await?);
+        self.sums.insert(&key, sums.clone(), sums.memory_bytes());
+        Ok(sums)
     }
 
     /// The symbol table of `block`, from the cache or object storage.

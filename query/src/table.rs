@@ -38,7 +38,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, project_schema};
-use firn_storage::block::TenantBlockMeta;
+use firn_storage::block::{BlockMeta, TenantBlockMeta};
 use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
 use firn_storage::manifest::Manifest;
 use firn_storage::paths::Paths;
@@ -118,7 +118,18 @@ impl SampleTable {
         filter: &'a ScanFilter,
         answers: impl Fn(&TenantBlockMeta) -> bool,
     ) -> (Vec<&'a TenantBlockMeta>, SampleTable) {
-        let mut answered = Vec::new();
+        let (taken, rest) = self.split_blocks(filter, |t| t.all_match(filter) && answers(t));
+        (taken.into_iter().map(|(_, t)| t).collect(), rest)
+    }
+
+    /// The candidate blocks for `filter` that `take` takes (with this tenant's part of their
+    /// metadata), and this table without them, for the rest to be scanned.
+    pub fn split_blocks<'a>(
+        &'a self,
+        filter: &'a ScanFilter,
+        take: impl Fn(&TenantBlockMeta) -> bool,
+    ) -> (Vec<(&'a BlockMeta, &'a TenantBlockMeta)>, SampleTable) {
+        let mut taken = Vec::new();
         let mut manifest = Manifest {
             version: self.snapshot.manifest.version,
             flushed_seq: self.snapshot.manifest.flushed_seq,
@@ -131,8 +142,8 @@ impl SampleTable {
             .candidate_blocks(&self.tenant, filter)
         {
             let tenant = &block.tenants[&self.tenant];
-            if tenant.all_match(filter) && answers(tenant) {
-                answered.push(tenant);
+            if take(tenant) {
+                taken.push((block, tenant));
             } else {
                 manifest.blocks.push(block.clone());
             }
@@ -148,7 +159,7 @@ impl SampleTable {
             symbols: self.symbols.clone(),
             schema: self.schema.clone(),
         };
-        (answered, rest)
+        (taken, rest)
     }
 
     /// Label names with a column in this table.

@@ -19,6 +19,7 @@ use crate::filter::ScanFilter;
 use crate::ids::{BlockId, Nanos, SeqNo, TenantId};
 use crate::schema;
 use crate::stack_codec::{RESTART_ROWS, StackEncoding};
+use crate::sums::{SumsBuilder, TenantSums, encode_sums};
 use crate::symbols::{SymbolTable, encode_symbols};
 
 /// How blocks are laid out.
@@ -71,6 +72,22 @@ pub struct TenantBlockMeta {
     #[serde(default)]
     pub periods: BTreeMap<String, i64>,
     pub labels: BTreeMap<String, LabelValues>,
+    /// Where this tenant's [`crate::sums`] lie in the block object, when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums: Option<ByteRange>,
+}
+
+/// A byte range of a block object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl ByteRange {
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset.saturating_add(self.len)
+    }
 }
 
 impl TenantBlockMeta {
@@ -105,11 +122,15 @@ impl TenantBlockMeta {
             .unwrap_or(0)
     }
 
+    /// True when every row of this tenant in the block lies in `filter`'s time range.
+    pub fn within_time(&self, filter: &ScanFilter) -> bool {
+        filter.time.start <= self.min_time && self.max_time < filter.time.end
+    }
+
     /// True when every row of this tenant in the block passes `filter`, so a scan need not
     /// evaluate it row by row.
     pub fn all_match(&self, filter: &ScanFilter) -> bool {
-        filter.time.start <= self.min_time
-            && self.max_time < filter.time.end
+        self.within_time(filter)
             && self
                 .profile_types
                 .iter()
@@ -146,6 +167,9 @@ pub struct BlockMeta {
     /// Row groups in the Parquet file.
     pub row_groups: usize,
     pub samples_bytes: u64,
+    /// Every tenant's stack sums, between the Parquet file and the symbols.
+    #[serde(default)]
+    pub sums_bytes: u64,
     pub symbols_bytes: u64,
     pub tenants: BTreeMap<TenantId, TenantBlockMeta>,
     /// How the `stack` column stores ordinals (plain in blocks written before steps).
@@ -155,7 +179,7 @@ pub struct BlockMeta {
 
 impl BlockMeta {
     pub fn bytes(&self) -> u64 {
-        self.samples_bytes + self.symbols_bytes
+        self.samples_bytes + self.sums_bytes + self.symbols_bytes
     }
 }
 
@@ -164,6 +188,8 @@ impl BlockMeta {
 pub struct EncodedBlock {
     pub meta: BlockMeta,
     pub samples: bytes::Bytes,
+    /// The tenants' stack sums, as their metadata places them right after `samples`.
+    pub sums: bytes::Bytes,
     pub symbols: bytes::Bytes,
 }
 
@@ -311,10 +337,21 @@ pub fn encode_block(
     };
     let rows::Written {
         samples,
-        tenants,
+        mut tenants,
         row_groups,
         total_rows,
     } = written;
+    let mut sums = Vec::new();
+    for (tenant, tenant_sums) in stack_sums(chunks, &rows, &ordinals) {
+        if let Some(meta) = tenants.get_mut(&tenant) {
+            let encoded = encode_sums(&tenant_sums);
+            meta.sums = Some(ByteRange {
+                offset: (samples.len() + sums.len()) as u64,
+                len: encoded.len() as u64,
+            });
+            sums.extend(encoded);
+        }
+    }
     let symbols_bytes = bytes::Bytes::from(encode_symbols(&block_symbols));
     let meta = BlockMeta {
         id,
@@ -333,6 +370,7 @@ pub fn encode_block(
         rows: total_rows,
         row_groups,
         samples_bytes: samples.len() as u64,
+        sums_bytes: sums.len() as u64,
         symbols_bytes: symbols_bytes.len() as u64,
         tenants,
         stack: layout.encoding,
@@ -340,8 +378,50 @@ pub fn encode_block(
     Ok(EncodedBlock {
         meta,
         samples,
+        sums: sums.into(),
         symbols: symbols_bytes,
     })
+}
+
+/// Each tenant's stack sums over `rows` (by block ordinal), for the tenants whose rows they
+/// are [`crate::sums::MIN_ROWS_PER_SUM`] times fewer than.
+fn stack_sums(
+    chunks: &[Arc<Chunk>],
+    rows: &[(usize, usize)],
+    ordinals: &[i32],
+) -> BTreeMap<TenantId, TenantSums> {
+    let mut builders: BTreeMap<&TenantId, SumsBuilder> = BTreeMap::new();
+    for &(c, r) in rows {
+        let chunk = &chunks[c];
+        let labels: Vec<(String, String)> = chunk
+            .labels
+            .keys()
+            .filter_map(|name| {
+                let value = chunk.string_value(&schema::label_column(name), r)?;
+                Some((name.clone(), value.to_owned()))
+            })
+            .collect();
+        let builder = builders.entry(&chunk.tenant).or_default();
+        let samples = chunk.sample_range(r);
+        builder.add_rows(samples.len() as u64);
+        let series = builder.series(
+            chunk
+                .string_value(schema::PROFILE_TYPE, r)
+                .unwrap_or_default(),
+            chunk.bool_value(schema::DELTA, r),
+            labels,
+        );
+        let refs = chunk.stack_refs();
+        for s in samples {
+            let ordinal = ordinals[refs.value(s) as usize] as u32;
+            let sum = series.entry(ordinal).or_default();
+            *sum = sum.saturating_add(chunk.value(s));
+        }
+    }
+    builders
+        .into_iter()
+        .filter_map(|(tenant, b)| Some((tenant.clone(), b.finish()?)))
+        .collect()
 }
 
 /// The buffer stack references `rows` use, in the block's ordinal order: by the first

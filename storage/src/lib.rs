@@ -33,6 +33,7 @@ pub mod profile_type;
 pub mod schema;
 pub mod stack_codec;
 pub mod store;
+pub mod sums;
 pub mod symbols;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

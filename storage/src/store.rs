@@ -17,13 +17,14 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tracing::{debug, info};
 
-use crate::block::{BlockMeta, BlockOptions, EncodedBlock, encode_block};
+use crate::block::{BlockMeta, BlockOptions, ByteRange, EncodedBlock, encode_block};
 use crate::buffer::{Buffer, BufferSnapshot, WriteStats};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, Nanos, SeqNo, ShardId, TenantId};
 use crate::manifest::Manifest;
 use crate::normalize::{NormalizeLimits, Normalized, WriteRequest, normalize};
 use crate::paths::Paths;
+use crate::sums::{TenantSums, decode_sums};
 use crate::symbols::{SymbolSource, SymbolTable, decode_symbols};
 
 /// Configuration of one store.
@@ -317,8 +318,9 @@ impl Store {
     }
 
     /// Uploads a block as one object, create-only: one PUT per flush. The object is a valid
-    /// Parquet file that carries the block's symbols: the Parquet file as written, then the
-    /// symbols, their length and [`SYMBOLS_TRAILER`], then a copy of the file's footer (its
+    /// Parquet file that carries the block's stack sums and symbols: the Parquet file as
+    /// written, then the sums (where the block metadata places them), then the symbols, their
+    /// length and [`SYMBOLS_TRAILER`], then a copy of the file's footer (its
     /// offsets are absolute, so they still point at the row groups). Any Parquet reader reads
     /// it from its last footer; Firn reads the first `samples_bytes` as the file and finds the
     /// symbols from the end (see [`read_block_symbols`]).
@@ -326,9 +328,11 @@ impl Store {
         let samples = &block.samples;
         let footer = parquet_footer(samples)
             .ok_or(Error::Internal("an encoded block is not a Parquet file"))?;
-        let mut object =
-            bytes::BytesMut::with_capacity(samples.len() + block.symbols.len() + 16 + footer.len());
+        let mut object = bytes::BytesMut::with_capacity(
+            samples.len() + block.sums.len() + block.symbols.len() + 16 + footer.len(),
+        );
         object.extend_from_slice(samples);
+        object.extend_from_slice(&block.sums);
         object.extend_from_slice(&block.symbols);
         object.extend_from_slice(&(block.symbols.len() as u64).to_le_bytes());
         object.extend_from_slice(SYMBOLS_TRAILER);
@@ -453,6 +457,18 @@ impl Store {
         true
     }
 
+    /// Reads one tenant's stack sums in a block (`range` from its metadata).
+    pub async fn read_sums(&self, block: &BlockId, range: ByteRange) -> Result<TenantSums> {
+        read_block_sums(
+            self.object_store.as_ref(),
+            &self.paths,
+            block,
+            range,
+            self.config.max_symbols_bytes,
+        )
+        .await
+    }
+
     /// Reads a block's symbol table.
     pub async fn read_symbols(&self, block: &BlockId) -> Result<SymbolTable> {
         read_block_symbols(
@@ -463,6 +479,38 @@ impl Store {
         )
         .await
     }
+}
+
+/// Reads and decodes one tenant's stack sums from a block object, where its metadata places
+/// them, decompressing at most `max_bytes`.
+pub async fn read_block_sums(
+    store: &dyn ObjectStore,
+    paths: &Paths,
+    block: &BlockId,
+    range: ByteRange,
+    max_bytes: usize,
+) -> Result<TenantSums> {
+    let key = paths.block_samples(block);
+    if range.len > max_bytes as u64 {
+        return Err(Error::Corrupt {
+            key: key.to_string(),
+            reason: format!(
+                "its stack sums are {} bytes, past the limit of {max_bytes}",
+                range.len
+            ),
+        });
+    }
+    let bytes = store
+        .get_range(&key, range.range())
+        .await
+        .map_err(|source| Error::Download {
+            key: key.to_string(),
+            source,
+        })?;
+    decode_sums(&bytes, max_bytes).map_err(|reason| Error::Corrupt {
+        key: key.to_string(),
+        reason,
+    })
 }
 
 /// Reads and decodes a block's symbol table: from its object (before the last footer), or

@@ -6,3 +6,4 @@ mod go_oracle;
 mod labels;
 mod pages;
 mod queries;
+mod sums;

@@ -89,6 +89,7 @@ pub(super) fn write_rows(
                     deltas: BTreeSet::new(),
                     periods: BTreeMap::new(),
                     labels: BTreeMap::new(),
+                    sums: None,
                 },
             );
             current = Some(chunk.tenant.clone());

@@ -26,6 +26,7 @@ fn meta() -> TenantBlockMeta {
                 },
             ),
         ]),
+        sums: None,
     }
 }
 
