@@ -151,7 +151,7 @@ def main() -> None:
         "generation_seconds": generation_s,
         "ingest": summary(ingested),
         "settled_metrics": {k: v for k, v in settled.items() if k.startswith(("firn_compaction", "firn_flushes", "firn_blocks"))},
-        "final_metrics": {k: v for k, v in final_metrics.items() if k.startswith(("firn_compaction", "firn_flushes", "firn_blocks"))},
+        "final_metrics": {k: v for k, v in final_metrics.items() if k.startswith(("firn_compaction", "firn_flushes", "firn_blocks", "firn_query_blocks_summed"))},
         "storage": storage,
         "checks": checks,
         "queries": timings,

@@ -335,6 +335,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         gauges.log_bytes += replica.raft.log_bytes();
         gauges.blocks += manifest.blocks.len() as u64;
         gauges.block_puts += replica.store.block_puts();
+        gauges.blocks_summed += replica.engine.blocks_answered_by_sums();
         gauges.groups.push((
             crate::ids::GroupId::Shard(replica.id),
             replica.raft.status(),

@@ -59,6 +59,8 @@ pub struct Gauges {
     pub blocks: u64,
     /// Block objects the node's shard replicas wrote (one PUT each: flushes and compactions).
     pub block_puts: u64,
+    /// Blocks whose stack sums answered merges instead of their rows, on this node's replicas.
+    pub blocks_summed: u64,
     pub groups: Vec<(GroupId, RaftStatus)>,
 }
 
@@ -262,6 +264,17 @@ impl Metrics {
         let _ = writeln!(out, "firn_block_puts_total {}", gauges.block_puts);
         header(
             &mut out,
+            "firn_query_blocks_summed_total",
+            "counter",
+            "Blocks whose stack sums answered a merge instead of their rows, on this node's shard replicas since they opened.",
+        );
+        let _ = writeln!(
+            out,
+            "firn_query_blocks_summed_total {}",
+            gauges.blocks_summed
+        );
+        header(
+            &mut out,
             "firn_raft_role",
             "gauge",
             "This node's role in each Raft group it is a member of (1 for the role it holds).",
@@ -339,6 +352,7 @@ mod tests {
             log_bytes: 20,
             blocks: 1,
             block_puts: 4,
+            blocks_summed: 3,
             groups: vec![(
                 GroupId::Shard(firn_storage::ShardId(0)),
                 RaftStatus {
@@ -357,6 +371,7 @@ mod tests {
             text.contains("firn_raft_commit_index{group=\"0\"} 9"),
             "{text}"
         );
+        assert!(text.contains("firn_query_blocks_summed_total 3"), "{text}");
         assert!(
             text.contains("firn_http_requests_total{route=\"/ingest\",status=\"400\"} 1"),
             "{text}"
