@@ -223,7 +223,12 @@ impl TestCluster {
                 })
             }) && (0..self.options.shards as usize).all(|i| self.shard_leader(i).is_some())
         });
-        assert!(settled, "the cluster did not settle: {}", self.status());
+        assert!(
+            settled,
+            "the cluster did not settle: {}\n{}",
+            self.status(),
+            self.logs()
+        );
     }
 
     /// Removes node `id` through another node and waits until it is retired.
@@ -245,7 +250,12 @@ impl TestCluster {
                 .as_array()
                 .is_some_and(|r| r.iter().any(|n| n.as_u64() == Some(id)))
         });
-        assert!(retired, "node {id} was not retired: {}", self.status());
+        assert!(
+            retired,
+            "node {id} was not retired: {}\n{}",
+            self.status(),
+            self.logs()
+        );
     }
 
     /// The nodes' logs, for a failure message.

@@ -155,10 +155,21 @@ impl Node {
     }
 
     /// The last lines of the node's log, for failure messages.
+    /// The node's warnings and errors (the last 100), then its last 30 lines: what a failure
+    /// message needs, since the log goes with the node's temporary directory.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.spec.data_dir.join("firn.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let warnings: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        format!(
+            "{}\n... last lines:\n{}",
+            warnings[warnings.len().saturating_sub(100)..].join("\n"),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{count, min};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, lit};
-use firn_storage::block::{ByteRange, TenantBlockMeta};
+use firn_storage::block::{ByteRange, SummedPart, TenantBlockMeta};
 use firn_storage::filter::MatchOp;
 use firn_storage::symbols::SymbolTable;
 use firn_storage::{BlockId, Nanos, ProfileType, StackId, Store, TenantId, schema};
@@ -424,29 +424,47 @@ impl QueryEngine {
         let selection = crate::table::scan_filter(filter.as_slice());
         let period = table.max_period(&selection);
         let per_series = filter.as_ref().is_none_or(crate::table::is_exact);
-        let (summed, rest) = table.split_blocks(&selection, |t| {
-            per_series && t.sums.is_some() && t.within_time(&selection)
-        });
+        // What each block's sums answer: all of a block inside the range, the slices the range
+        // covers whole of one it cuts (its other rows are scanned).
+        let mut parts: BTreeMap<BlockId, SummedPart> = BTreeMap::new();
+        let mut reads: Vec<(BlockId, ByteRange)> = Vec::new();
+        if per_series {
+            for block in table
+                .snapshot()
+                .manifest
+                .candidate_blocks(table.tenant(), &selection)
+            {
+                let tenant = &block.tenants[table.tenant()];
+                if let (Some(range), Some(part)) =
+                    (tenant.sums, tenant.summed_part(&selection.time))
+                {
+                    reads.push((block.id.clone(), range));
+                    parts.insert(block.id.clone(), part);
+                }
+            }
+        }
+        let rest = table.without_parts(&selection, &parts);
         let mut sums = StackSums::default();
         let reservation =
             MemoryConsumer::new("firn stack merge").register(&self.runtime.memory_pool);
-        // Owned inputs, so the reads borrow nothing across the stream (the future stays Send).
-        let reads: Vec<(BlockId, ByteRange)> = summed
-            .iter()
-            .filter_map(|(block, tenant)| Some((block.id.clone(), tenant.sums?)))
-            .collect();
         let summed_blocks = reads.len() as u64;
         let mut loads = futures::stream::iter(reads.into_iter().map(|(block, range)| {
             let (cache, tenant) = (self.symbols.clone(), table.tenant().clone());
             async move {
-                futures::try_join!(cache.stack_ids(&block), cache.sums(&block, &tenant, range))
+                let (ids, sums) = futures::try_join!(
+                    cache.stack_ids(&block),
+                    cache.sums(&block, &tenant, range)
+                )?;
+                Ok::<_, Error>((block, ids, sums))
             }
         }))
         .buffered(SUMS_READ_CONCURRENCY);
         let add = async {
-            while let Some((ids, block_sums)) = loads.try_next().await? {
+            while let Some((block, ids, block_sums)) = loads.try_next().await? {
+                let slices = parts[&block].slices.clone();
                 for series in block_sums.series.iter().filter(|s| s.passes(&selection)) {
-                    sums.add_ordinals(&ids, &series.ordinals, &series.values)?;
+                    let (ordinals, values) = series.entries(slices.clone());
+                    sums.add_ordinals(&ids, ordinals, values)?;
                 }
                 reservation
                     .try_resize(sums.bytes())

@@ -16,7 +16,8 @@
 //! down as Exact: both halves apply them exactly, so DataFusion does not evaluate them again.
 //! Anything else is Inexact and DataFusion filters above the scan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,7 +39,8 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, project_schema};
-use firn_storage::block::{BlockMeta, TenantBlockMeta};
+use firn_storage::BlockId;
+use firn_storage::block::{BlockMeta, SummedPart, TenantBlockMeta};
 use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
 use firn_storage::manifest::Manifest;
 use firn_storage::paths::Paths;
@@ -46,7 +48,9 @@ use firn_storage::{Nanos, ReadSnapshot, TenantId, schema};
 
 use crate::block_exec::{BlockScan, BlockScanExec};
 use crate::buffer_exec::BufferScanExec;
+use crate::engine::column;
 use crate::symbol_cache::SymbolCache;
+use datafusion::prelude::lit;
 
 /// One tenant's samples.
 #[derive(Debug)]
@@ -57,6 +61,8 @@ pub struct SampleTable {
     store_url: ObjectStoreUrl,
     symbols: Arc<SymbolCache>,
     schema: SchemaRef,
+    /// Rows of blocks answered elsewhere (by stack sums): a scan of the block skips this time.
+    answered: Arc<BTreeMap<BlockId, Range<Nanos>>>,
 }
 
 impl SampleTable {
@@ -86,6 +92,7 @@ impl SampleTable {
             store_url,
             symbols,
             schema,
+            answered: Arc::default(),
         }
     }
 
@@ -129,26 +136,55 @@ impl SampleTable {
         filter: &'a ScanFilter,
         take: impl Fn(&TenantBlockMeta) -> bool,
     ) -> (Vec<(&'a BlockMeta, &'a TenantBlockMeta)>, SampleTable) {
-        let mut taken = Vec::new();
-        let mut manifest = Manifest {
-            version: self.snapshot.manifest.version,
-            flushed_seq: self.snapshot.manifest.flushed_seq,
-            blocks: Vec::new(),
-            retired: Vec::new(),
-        };
-        for block in self
+        let (taken, kept): (Vec<_>, Vec<_>) = self
             .snapshot
             .manifest
             .candidate_blocks(&self.tenant, filter)
-        {
-            let tenant = &block.tenants[&self.tenant];
-            if take(tenant) {
-                taken.push((block, tenant));
-            } else {
-                manifest.blocks.push(block.clone());
-            }
-        }
-        let rest = SampleTable {
+            .map(|block| (block, &block.tenants[&self.tenant]))
+            .partition(|(_, tenant)| take(tenant));
+        let rest = self.with_blocks(
+            kept.into_iter().map(|(b, _)| b.clone()).collect(),
+            BTreeMap::new(),
+        );
+        (taken, rest)
+    }
+
+    /// This table without the rows `parts` answer (each a candidate block's part, by its id,
+    /// for `filter`): a block answered whole is left out, the others are scanned outside the
+    /// time of their part.
+    pub fn without_parts(
+        &self,
+        filter: &ScanFilter,
+        parts: &BTreeMap<BlockId, SummedPart>,
+    ) -> SampleTable {
+        let blocks = self
+            .snapshot
+            .manifest
+            .candidate_blocks(&self.tenant, filter)
+            .filter(|b| parts.get(&b.id).is_none_or(|p| !p.whole))
+            .cloned()
+            .collect();
+        let answered = parts
+            .iter()
+            .filter(|(_, p)| !p.whole)
+            .map(|(id, p)| (id.clone(), p.time.clone()))
+            .collect();
+        self.with_blocks(blocks, answered)
+    }
+
+    /// This table over `blocks` (and the buffer) only, `answered` skipped in them.
+    fn with_blocks(
+        &self,
+        blocks: Vec<BlockMeta>,
+        answered: BTreeMap<BlockId, Range<Nanos>>,
+    ) -> SampleTable {
+        let manifest = Manifest {
+            version: self.snapshot.manifest.version,
+            flushed_seq: self.snapshot.manifest.flushed_seq,
+            blocks,
+            retired: Vec::new(),
+        };
+        SampleTable {
             tenant: self.tenant.clone(),
             snapshot: ReadSnapshot {
                 buffer: self.snapshot.buffer.clone(),
@@ -158,8 +194,8 @@ impl SampleTable {
             store_url: self.store_url.clone(),
             symbols: self.symbols.clone(),
             schema: self.schema.clone(),
-        };
-        (taken, rest)
+            answered: Arc::new(answered),
+        }
     }
 
     /// Label names with a column in this table.
@@ -257,7 +293,7 @@ impl SampleTable {
             .filter(|e| !mentions_stack(e))
             .cloned()
             .collect();
-        let predicate = conjunction(prunable)
+        let predicate = conjunction(prunable.clone())
             .map(|e| state.create_physical_expr(e, &file_columns))
             .transpose()?;
         // The filters the scan applies exactly, each with what it says alone, so a block's
@@ -289,6 +325,18 @@ impl SampleTable {
             .candidate_blocks(&self.tenant, filter)
         {
             let tenant = &block.tenants[&self.tenant];
+            // Rows answered elsewhere are skipped: by pages, then row by row.
+            let skip = self.answered.get(&block.id).map(|t| {
+                column(schema::TIME)
+                    .lt(lit(t.start.0))
+                    .or(column(schema::TIME).gt_eq(lit(t.end.0)))
+            });
+            let predicate = match &skip {
+                None => predicate.clone(),
+                Some(skip) => conjunction(prunable.iter().cloned().chain([skip.clone()]))
+                    .map(|e| state.create_physical_expr(e, &file_columns))
+                    .transpose()?,
+            };
             // Only the filters the block's metadata cannot prove for every row (in a block
             // inside the time range, the service's rows need no time comparison); none when it
             // proves them all.
@@ -297,6 +345,7 @@ impl SampleTable {
                     .iter()
                     .filter(|(_, alone)| !tenant.all_match(alone))
                     .map(|(e, _)| e.clone())
+                    .chain(skip)
                     .collect::<Vec<Expr>>(),
             );
             // Columns read: the projection, plus what the row filter needs.

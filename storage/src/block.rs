@@ -75,6 +75,25 @@ pub struct TenantBlockMeta {
     /// Where this tenant's [`crate::sums`] lie in the block object, when it has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sums: Option<ByteRange>,
+    /// The width of the slices the sums are cut into, 0 when they are not.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sums_slice_nanos: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// What a block's stack sums answer of a time range: the slices of them that hold only rows
+/// in the range, and the time those rows lie in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummedPart {
+    /// Indices into the tenant's slices (`0..1` when the sums are not sliced).
+    pub slices: std::ops::Range<usize>,
+    /// Every row of the tenant in the block in this range is summed by `slices`, and no other.
+    pub time: std::ops::Range<Nanos>,
+    /// True when that is every row of the tenant in the block.
+    pub whole: bool,
 }
 
 /// A byte range of a block object.
@@ -125,6 +144,46 @@ impl TenantBlockMeta {
     /// True when every row of this tenant in the block lies in `filter`'s time range.
     pub fn within_time(&self, filter: &ScanFilter) -> bool {
         filter.time.start <= self.min_time && self.max_time < filter.time.end
+    }
+
+    /// The part of this tenant's rows in the block its stack sums answer for `time`: all of
+    /// them when the block lies inside it, else the slices the range covers whole; `None`
+    /// when there are no sums, or no slice lies inside the range.
+    pub fn summed_part(&self, time: &std::ops::Range<Nanos>) -> Option<SummedPart> {
+        self.sums?;
+        let rows = self.min_time.0..self.max_time.0.saturating_add(1);
+        let inside = |r: &std::ops::Range<i64>| time.start.0 <= r.start && r.end <= time.end.0;
+        let w = self.sums_slice_nanos;
+        if w <= 0 {
+            return inside(&rows).then_some(SummedPart {
+                slices: 0..1,
+                time: Nanos(rows.start)..Nanos(rows.end),
+                whole: true,
+            });
+        }
+        let (first, last) = (rows.start.div_euclid(w), (rows.end - 1).div_euclid(w));
+        // Slice k holds the rows in [max(k w, rows.start), min((k + 1) w, rows.end)).
+        let lo = if rows.start >= time.start.0 {
+            first
+        } else {
+            let s = time.start.0;
+            first.max(s.div_euclid(w) + i64::from(s.rem_euclid(w) != 0))
+        };
+        let hi = if rows.end <= time.end.0 {
+            last + 1
+        } else {
+            (last + 1).min(time.end.0.div_euclid(w))
+        };
+        if lo >= hi {
+            return None;
+        }
+        let span = (lo * w).max(rows.start)..(hi * w).min(rows.end);
+        debug_assert!(inside(&span));
+        Some(SummedPart {
+            slices: (lo - first) as usize..(hi - first) as usize,
+            time: Nanos(span.start)..Nanos(span.end),
+            whole: lo == first && hi == last + 1,
+        })
     }
 
     /// True when every row of this tenant in the block passes `filter`, so a scan need not
@@ -345,6 +404,7 @@ pub fn encode_block(
     for (tenant, tenant_sums) in stack_sums(chunks, &rows, &ordinals) {
         if let Some(meta) = tenants.get_mut(&tenant) {
             let encoded = encode_sums(&tenant_sums);
+            meta.sums_slice_nanos = tenant_sums.slice_nanos;
             meta.sums = Some(ByteRange {
                 offset: (samples.len() + sums.len()) as u64,
                 len: encoded.len() as u64,
@@ -410,6 +470,7 @@ fn stack_sums(
                 .unwrap_or_default(),
             chunk.bool_value(schema::DELTA, r),
             labels,
+            Nanos(chunk.i64_value(schema::TIME, r)),
         );
         let refs = chunk.stack_refs();
         for s in samples {

@@ -112,3 +112,74 @@ async fn a_merge_adds_the_sums_of_blocks_inside_its_range() {
     );
     assert_eq!(cut["work;main"], 2 * 55 * ns);
 }
+
+/// Forty profiles a minute apart for pods p1 and p2 of `api`, one block: its sums are cut into
+/// 10-minute slices (5-minute ones would hold 8 times the entries of whole-block sums).
+async fn one_sliced_block(e: &QueryEngine) {
+    let mut seq = 0;
+    for i in 0..40 {
+        for pod in ["p1", "p2"] {
+            seq += 1;
+            let stacks: [(&[&str], i64); 3] = [
+                (&["main", "work"], i + 1),
+                (&["main", "idle"], 2),
+                (&["main", "api", pod], 3),
+            ];
+            let labels = [("service_name", "api"), ("pod", pod)];
+            write_cpu(e, seq, "a", &labels, i * 60 * SEC, &stacks);
+        }
+    }
+    e.store().flush().await.expect("flush");
+    let block = &e.store().manifest().blocks[0];
+    let meta = &block.tenants[&tenant("a")];
+    assert!(meta.sums.is_some());
+    assert_eq!(meta.sums_slice_nanos, 600 * SEC, "10-minute slices");
+}
+
+#[tokio::test]
+async fn a_merge_over_part_of_a_block_adds_the_slices_inside_and_scans_the_edges() {
+    let e = engine().await;
+    one_sliced_block(&e).await;
+    let a = tenant("a");
+    let merge = |selector: &'static str, from, to| {
+        let e = &e;
+        let a = a.clone();
+        async move { by_frames(&e.merge(&a, &q(selector, from, to)).await.expect("merge")) }
+    };
+    let ns = 10_000_000;
+    // Profiles at minutes 5 to 35 (31 of them a pod): slices [10, 20) and [20, 30) minutes are
+    // summed, minutes 5-9 and 30-35 scanned.
+    let before = e.blocks_answered_by_sums();
+    let cut = merge("{service_name=\"api\"}", 300, 2130).await;
+    assert_eq!(
+        e.blocks_answered_by_sums(),
+        before + 1,
+        "slices of the block summed"
+    );
+    assert_eq!(cut, merge("{service_name=~\"api\"}", 300, 2130).await);
+    let work: i64 = (5..=35).map(|i| i + 1).sum();
+    assert_eq!(cut["work;main"], 2 * work * ns);
+    assert_eq!(cut["idle;main"], 2 * 31 * 2 * ns);
+    assert_eq!(cut["p2;api;main"], 31 * 3 * ns);
+
+    // Ranges whose edges fall on slice boundaries, inside one slice, and past the block.
+    for (from, to) in [
+        (600, 1200),
+        (600, 1800),
+        (0, 1199),
+        (610, 1190),
+        (1200, 9000),
+        (-50, 30),
+    ] {
+        let summed = merge("{service_name=\"api\", pod=\"p1\"}", from, to).await;
+        let scanned = merge("{service_name=\"api\", pod=~\"p1\"}", from, to).await;
+        assert_eq!(summed, scanned, "[{from}, {to}) s");
+        let profiles = (0..40).filter(|i| (from..to).contains(&(i * 60)));
+        let work: i64 = profiles.map(|i| i + 1).sum();
+        assert_eq!(
+            summed.get("work;main").copied().unwrap_or(0),
+            work * ns,
+            "[{from}, {to}) s"
+        );
+    }
+}

@@ -90,6 +90,7 @@ pub(super) fn write_rows(
                     periods: BTreeMap::new(),
                     labels: BTreeMap::new(),
                     sums: None,
+                    sums_slice_nanos: 0,
                 },
             );
             current = Some(chunk.tenant.clone());

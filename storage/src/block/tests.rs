@@ -27,7 +27,48 @@ fn meta() -> TenantBlockMeta {
             ),
         ]),
         sums: None,
+        sums_slice_nanos: 0,
     }
+}
+
+#[test]
+fn summed_part_takes_the_slices_whose_rows_lie_in_the_range() {
+    let t = |a: i64, b: i64| Nanos(a)..Nanos(b);
+    // Rows at 100..=200.
+    let mut m = meta();
+    assert_eq!(m.summed_part(&t(0, 1000)), None, "no sums");
+    m.sums = Some(ByteRange { offset: 0, len: 1 });
+    let whole = |slices, a, b| SummedPart {
+        slices,
+        time: t(a, b),
+        whole: true,
+    };
+    assert_eq!(m.summed_part(&t(100, 201)), Some(whole(0..1, 100, 201)));
+    assert_eq!(
+        m.summed_part(&t(100, 200)),
+        None,
+        "unsliced sums of a cut block"
+    );
+
+    // Slices 50 wide: [100, 150) and [150, 200) and [200, 250), rows in 100..=200.
+    m.sums_slice_nanos = 50;
+    assert_eq!(m.summed_part(&t(0, 1000)), Some(whole(0..3, 100, 201)));
+    assert_eq!(m.summed_part(&t(100, 201)), Some(whole(0..3, 100, 201)));
+    let part = |slices, a, b| SummedPart {
+        slices,
+        time: t(a, b),
+        whole: false,
+    };
+    assert_eq!(m.summed_part(&t(0, 200)), Some(part(0..2, 100, 200)));
+    assert_eq!(m.summed_part(&t(101, 1000)), Some(part(1..3, 150, 201)));
+    assert_eq!(m.summed_part(&t(150, 200)), Some(part(1..2, 150, 200)));
+    assert_eq!(m.summed_part(&t(120, 199)), None, "no slice inside");
+    assert_eq!(m.summed_part(&t(i64::MIN, 160)), Some(part(0..1, 100, 150)));
+
+    // Negative times: the grid is floored, not truncated.
+    m.min_time = Nanos(-120);
+    m.max_time = Nanos(-1);
+    assert_eq!(m.summed_part(&t(-100, 0)), Some(part(1..3, -100, 0)));
 }
 
 fn with(f: impl FnOnce(&mut ScanFilter)) -> ScanFilter {

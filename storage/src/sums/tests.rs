@@ -16,6 +16,7 @@ fn series(pod: &str, ordinals: &[u32], values: &[i64]) -> SeriesSums {
         ]),
         ordinals: ordinals.to_vec(),
         values: values.to_vec(),
+        slice_ends: Vec::new(),
     }
 }
 
@@ -26,6 +27,7 @@ fn sums_round_trip_and_bad_bytes_are_refused() {
             series("p0", &[0, 3, 70_000], &[5, -2, i64::MAX]),
             series("p1", &[1], &[9]),
         ],
+        ..Default::default()
     };
     let bytes = encode_sums(&sums);
     assert_eq!(bytes, encode_sums(&sums), "deterministic");
@@ -34,6 +36,96 @@ fn sums_round_trip_and_bad_bytes_are_refused() {
     assert!(decode_sums(&bytes[..bytes.len() - 3], 1 << 20).is_err());
     let err = decode_sums(&bytes, 8).expect_err("past the decompression limit");
     assert!(err.contains("zstd"), "{err}");
+}
+
+#[test]
+fn sliced_sums_round_trip_and_give_each_slice_its_entries() {
+    let mut a = series("p0", &[2, 5, 0, 5, 9], &[1, 2, 3, 4, 5]);
+    a.slice_ends = vec![2, 2, 5];
+    let mut b = series("p1", &[7], &[8]);
+    b.slice_ends = vec![0, 1, 1];
+    let sums = TenantSums {
+        series: vec![a, b],
+        slice_nanos: 300_000_000_000,
+        first_slice: -4,
+    };
+    let bytes = encode_sums(&sums);
+    let back = decode_sums(&bytes, 1 << 20).expect("decodes");
+    assert_eq!(back, sums);
+    let a = &back.series[0];
+    assert_eq!(a.entries(0..1), (&[2, 5][..], &[1, 2][..]));
+    assert_eq!(a.entries(1..2), (&[][..], &[][..]));
+    assert_eq!(a.entries(1..3), (&[0, 5, 9][..], &[3, 4, 5][..]));
+    assert_eq!(a.entries(0..3).0.len(), 5);
+    assert_eq!(back.series[1].entries(1..3), (&[7][..], &[8][..]));
+    assert_eq!(back.series[1].entries(2..3), (&[][..], &[][..]));
+    // Unsliced sums are one slice.
+    let one = series("p0", &[1, 2], &[3, 4]);
+    assert_eq!(one.entries(0..1).0, &[1, 2]);
+}
+
+/// Rows of one series every 30 s over an hour: stacks 0 to 2 in every row, and stack 10 + the
+/// row's 5-minute slice in that slice's rows only.
+fn hour_of_rows() -> SumsBuilder {
+    let mut b = SumsBuilder::default();
+    for i in 0..120i64 {
+        let time = Nanos(3_600_000_000_000 + i * 30_000_000_000);
+        let sums = b.series("cpu", true, vec![("pod".into(), "p0".into())], time);
+        for o in 0..3u32 {
+            *sums.entry(o).or_default() += 1;
+        }
+        *sums.entry(10 + (i / 10) as u32).or_default() += 100;
+        b.add_rows(4 * 10);
+    }
+    b
+}
+
+#[test]
+fn the_builder_slices_at_the_finest_width_cheap_enough() {
+    // Whole: 3 + 12 entries. Five minutes: 12 slices of 4 (48, 3.2x): sliced there.
+    let sums = hour_of_rows().finish().expect("sums");
+    assert_eq!(sums.slice_nanos, 300_000_000_000);
+    assert_eq!(sums.first_slice, 12, "the hour starts at 3,600 s");
+    let s = &sums.series[0];
+    assert_eq!(s.slice_ends.len(), 12);
+    for k in 0..12 {
+        let (ordinals, values) = s.entries(k..k + 1);
+        assert_eq!(ordinals, &[0, 1, 2, 10 + k as u32]);
+        assert_eq!(values, &[10, 10, 10, 1000]);
+    }
+    let total: i64 = s.entries(0..12).1.iter().sum();
+    assert_eq!(total, 120 * 3 + 120 * 100);
+    assert_eq!(
+        decode_sums(&encode_sums(&sums), 1 << 20).expect("decodes"),
+        sums
+    );
+
+    // Fewer rows a slice: the same entries break MIN_ROWS_PER_SUM sliced at 5 minutes (48
+    // entries against 120 / 4 = 30 rows), not at 10 (6 slices of 5 entries).
+    let mut b = SumsBuilder::default();
+    for i in 0..120i64 {
+        let time = Nanos(3_600_000_000_000 + i * 30_000_000_000);
+        let sums = b.series("cpu", true, vec![], time);
+        for o in 0..3u32 {
+            *sums.entry(o).or_default() += 1;
+        }
+        *sums.entry(10 + (i / 10) as u32).or_default() += 100;
+        b.add_rows(1);
+    }
+    let sums = b.finish().expect("15 entries, 120 rows");
+    assert_eq!(sums.slice_nanos, 600_000_000_000);
+    assert_eq!(sums.series[0].slice_ends, vec![5, 10, 15, 20, 25, 30]);
+
+    // Rows within five minutes: not sliced.
+    let mut b = SumsBuilder::default();
+    for i in 0..10i64 {
+        let sums = b.series("cpu", true, vec![], Nanos(i * 1_000_000_000));
+        *sums.entry(0).or_default() += 1;
+        b.add_rows(10);
+    }
+    let sums = b.finish().expect("sums");
+    assert_eq!((sums.slice_nanos, sums.first_slice), (0, 0));
+    assert!(sums.series[0].slice_ends.is_empty());
 }
 
 #[test]
