@@ -158,19 +158,33 @@ impl Node {
     /// The node's warnings and errors (the last 100), then its last 30 lines: what a failure
     /// message needs, since the log goes with the node's temporary directory.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.spec.data_dir.join("firn.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let warnings: Vec<&str> = lines
-            .iter()
-            .copied()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .collect();
-        format!(
-            "{}\n... last lines:\n{}",
-            warnings[warnings.len().saturating_sub(100)..].join("\n"),
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
+        log_tail(&self.spec.data_dir.join("firn.log"))
     }
+}
+
+/// The first panics of the log at `path` (each with the lines after it), its warnings and
+/// errors (the last 100), then its last 40 lines: what a failing test prints about a node.
+pub fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let panics: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("panicked at"))
+        .take(3)
+        .map(|(i, _)| lines[i..lines.len().min(i + 4)].join("\n"))
+        .collect();
+    let warnings: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    format!(
+        "{}\n... warnings:\n{}\n... last lines:\n{}",
+        panics.join("\n"),
+        warnings[warnings.len().saturating_sub(100)..].join("\n"),
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    )
 }
 
 /// A metric a node reports now (`name` with its labels, as `/metrics` prints it); 0 when the

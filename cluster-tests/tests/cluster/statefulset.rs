@@ -221,10 +221,16 @@ struct Pod {
 
 impl Pod {
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        firn_cluster_tests::node::log_tail(&self.log)
     }
+}
+
+/// What each pod logged, for a failure's message.
+fn logs(pods: &[Pod]) -> String {
+    pods.iter()
+        .map(Pod::log_tail)
+        .collect::<Vec<_>>()
+        .join("\n---\n")
 }
 
 impl Drop for Pod {
@@ -308,14 +314,7 @@ fn three_pods_configured_as_the_statefulset_form_one_cluster() {
                 .is_ok()
         })
     });
-    assert!(
-        all_ready,
-        "pods not ready:\n{}",
-        pods.iter()
-            .map(Pod::log_tail)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    );
+    assert!(all_ready, "pods not ready:\n{}", logs(&pods));
 
     let cluster_status = |i: usize| -> Value {
         ureq::get(&format!("{}/api/v1/cluster", url(i)))
@@ -432,7 +431,7 @@ fn three_pods_configured_as_the_statefulset_form_one_cluster() {
             .call()
             .is_ok()
     });
-    assert!(back, "firn-2 back:\n{}", pods[2].log_tail());
+    assert!(back, "firn-2 back:\n{}", logs(&pods));
     let status = cluster_status(0);
     let firn_2 = status["nodes"]
         .as_array()

@@ -226,6 +226,7 @@ impl Transport for Peers {
     async fn raft(
         &self,
         addr: &str,
+        target: u64,
         group: GroupId,
         kind: RpcKind,
         body: Vec<u8>,
@@ -240,6 +241,7 @@ impl Transport for Peers {
                     group: group.to_wire(),
                     kind: kind as u32,
                     body: body.into(),
+                    target,
                 },
                 timeout,
             ))

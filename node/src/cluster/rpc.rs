@@ -73,6 +73,14 @@ impl pb::cluster_server::Cluster for ClusterService {
             .ok_or_else(|| Status::invalid_argument(format!("no group {}", r.group)))?;
         let kind = RpcKind::from_wire(r.kind)
             .ok_or_else(|| Status::invalid_argument(format!("no raft message kind {}", r.kind)))?;
+        if r.target != 0 && r.target != self.cluster.id.0 {
+            // The sender knew another node at this address: to it, that node is unreachable
+            // (gone, or not yet here), never this node's log in its place.
+            return Err(Status::unavailable(format!(
+                "this address is node {}'s now, not node {}'s",
+                self.cluster.id, r.target
+            )));
+        }
         let body = match group {
             GroupId::Meta => self.cluster.meta.handle(kind, r.body).await,
             GroupId::Shard(shard) => match self.cluster.replica(shard) {

@@ -32,6 +32,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
     async fn raft(
         &self,
         addr: &str,
+        target: u64,
         group: GroupId,
         kind: RpcKind,
         body: Vec<u8>,
@@ -49,10 +50,11 @@ pub struct Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             transport: self.transport.clone(),
             group: self.group,
+            target,
             addr: node.addr.clone(),
         }
     }
@@ -63,6 +65,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     transport: Arc<dyn Transport>,
     group: GroupId,
+    /// The node meant: whoever answers at `addr` now refuses messages meant for another.
+    target: u64,
     addr: String,
 }
 
@@ -78,7 +82,14 @@ impl Peer {
     ) -> RpcResult<Reply, E> {
         let bytes = self
             .transport
-            .raft(&self.addr, self.group, kind, body, option.hard_ttl())
+            .raft(
+                &self.addr,
+                self.target,
+                self.group,
+                kind,
+                body,
+                option.hard_ttl(),
+            )
             .await
             .map_err(|e| match e {
                 TransportError::Unreachable(m) => {

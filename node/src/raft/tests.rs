@@ -76,6 +76,7 @@ impl Transport for Alone {
     async fn raft(
         &self,
         addr: &str,
+        _target: u64,
         _group: GroupId,
         _kind: RpcKind,
         _body: Vec<u8>,

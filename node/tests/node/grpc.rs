@@ -221,3 +221,54 @@ fn parca_write_raw_over_grpc_with_generated_stubs() {
     ));
     assert!(folded.contains("main;parca_hot 70000000"), "{folded}");
 }
+
+/// A Raft message meant for another node is refused by whichever node answers at the address
+/// (a StatefulSet pod scaled away comes back there as a new node): the sender's leader must
+/// see its old follower as unreachable, never take the new node's empty log for its. A
+/// message meant for this node, or that names none, reaches its group (which answers an empty
+/// vote as malformed).
+#[test]
+fn a_raft_message_meant_for_another_node_is_refused() {
+    use firn_node::cluster::rpc::pb;
+    use firn_node::raft::wire::{Reply, RpcKind, decode_reply};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--node-id", "7"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut cluster = pb::cluster_client::ClusterClient::new(channel);
+        let request = |target| pb::RaftRequest {
+            group: 0,
+            kind: RpcKind::Vote as u32,
+            body: Default::default(),
+            target,
+        };
+        let status = cluster
+            .raft(request(3))
+            .await
+            .expect_err("meant for node 3");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+        assert!(
+            status.message().contains("node 7") && status.message().contains("node 3"),
+            "{status}"
+        );
+        for target in [7, 0] {
+            let reply = cluster
+                .raft(request(target))
+                .await
+                .unwrap_or_else(|s| panic!("meant for node {target}: {s}"))
+                .into_inner();
+            match decode_reply(&reply.body).expect("a Raft reply") {
+                Reply::Refused(why) => assert!(why.contains("vote"), "{why}"),
+                _ => panic!("an empty vote is answered as malformed"),
+            }
+        }
+    });
+}

@@ -77,6 +77,7 @@ impl Transport for Endpoint {
     async fn raft(
         &self,
         to: &str,
+        _target: u64,
         _group: GroupId,
         kind: RpcKind,
         body: Vec<u8>,
