@@ -405,6 +405,18 @@ impl RaftGroup {
         self.raft.metrics().borrow().current_leader.map(NodeId)
     }
 
+    /// Why the group stopped for good (its core panicked or its storage failed), if it did:
+    /// it answers nothing more until reopened.
+    pub fn failed(&self) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .running_state
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }

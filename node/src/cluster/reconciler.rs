@@ -1,6 +1,7 @@
 //! Keeps this node's shard replicas where the meta state places them, on every node:
 //!
 //! - a shard placed here gets a local replica (empty, until its leader sends a snapshot);
+//! - a replica whose Raft stopped for good is closed and reopened from its disk;
 //! - a shard no longer placed here, whose leader has reported it gone, is closed and deleted;
 //! - a shard never created is created by the one node that claimed it;
 //! - on a shard's leader: members the placement adds join as learners, become voters once
@@ -25,6 +26,9 @@ use crate::ids::NodeId;
 const TICK: Duration = Duration::from_millis(300);
 /// A learner this close to the leader's last entry counts as caught up.
 const CAUGHT_UP_LAG: u64 = 1000;
+/// A change of voters not committed by then is given up (and retried by a later round, which
+/// finds the joint configuration and finishes it): a hung change must not hold its shard.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Shards whose voters are being changed by a task of this node.
 #[derive(Debug, Default)]
@@ -63,36 +67,59 @@ async fn reconcile(cluster: &Arc<Cluster>, changing: &Arc<Changing>) -> Result<(
     let budgets = ShardBudgets::new(&cluster.shard_settings, settings.shards);
     for (i, placement) in state.shards.iter().enumerate() {
         let shard = ShardId(i as u32);
-        let here = placement.involved().contains(&cluster.id);
-        match (here, cluster.replica(shard)) {
-            (true, None) => {
-                let replica =
-                    ShardReplica::open(cluster, shard, budgets, cluster.peers.clone()).await?;
-                tracing::info!(%shard, "shard replica opened");
-                cluster.insert_replica(replica);
-            }
-            (false, Some(_)) => {
-                if let Some(replica) = cluster.remove_replica(shard) {
-                    replica.close().await;
-                    let dir = cluster.shard_dir(shard);
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(%shard, dir = %dir.display(), error = %e, "deleting a moved replica failed");
-                    }
-                    tracing::info!(%shard, "shard replica moved away: closed and deleted");
+        // One shard's trouble (a peer down, a slow meta group) holds up no other shard.
+        if let Err(e) = shard_step(cluster, shard, placement, &state, budgets, changing).await {
+            tracing::warn!(%shard, error = %e, "reconciling a shard replica failed");
+        }
+    }
+    Ok(())
+}
+
+/// Moves one shard's replica here toward its placement.
+async fn shard_step(
+    cluster: &Arc<Cluster>,
+    shard: ShardId,
+    placement: &ShardPlacement,
+    state: &MetaState,
+    budgets: ShardBudgets,
+    changing: &Arc<Changing>,
+) -> Result<()> {
+    let here = placement.involved().contains(&cluster.id);
+    if let Some(why) = cluster.replica(shard).and_then(|r| r.raft.failed()) {
+        // Its disk holds what it acknowledged: reopened from there, it rejoins its group.
+        tracing::error!(%shard, error = %why, "a shard replica's Raft stopped; reopening it");
+        if let Some(replica) = cluster.remove_replica(shard) {
+            replica.close().await;
+        }
+    }
+    match (here, cluster.replica(shard)) {
+        (true, None) => {
+            let replica =
+                ShardReplica::open(cluster, shard, budgets, cluster.peers.clone()).await?;
+            tracing::info!(%shard, "shard replica opened");
+            cluster.insert_replica(replica);
+        }
+        (false, Some(_)) => {
+            if let Some(replica) = cluster.remove_replica(shard) {
+                replica.close().await;
+                let dir = cluster.shard_dir(shard);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(%shard, dir = %dir.display(), error = %e, "deleting a moved replica failed");
                 }
-                continue;
+                tracing::info!(%shard, "shard replica moved away: closed and deleted");
             }
-            _ => {}
+            return Ok(());
         }
-        let Some(replica) = cluster.replica(shard) else {
-            continue;
-        };
-        if placement.members.is_empty() {
-            create(cluster, shard, placement, &state, &replica).await?;
-        }
-        if replica.raft.is_leader() {
-            drive(cluster, shard, placement, &state, &replica, changing).await?;
-        }
+        _ => {}
+    }
+    let Some(replica) = cluster.replica(shard) else {
+        return Ok(());
+    };
+    if placement.members.is_empty() {
+        create(cluster, shard, placement, state, &replica).await?;
+    }
+    if replica.raft.is_leader() {
+        drive(cluster, shard, placement, state, &replica, changing).await?;
     }
     Ok(())
 }
@@ -239,7 +266,16 @@ fn change_voters(
     let (cluster, replica, changing) = (cluster.clone(), replica.clone(), changing.clone());
     let task_cluster = cluster.clone();
     task_cluster.tasks.spawn(async move {
-        match replica.raft.change_voters(&desired, false).await {
+        let changed =
+            tokio::time::timeout(CHANGE_DEADLINE, replica.raft.change_voters(&desired, false))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::error::Error::NotReady(format!(
+                        "not committed within {} s",
+                        CHANGE_DEADLINE.as_secs()
+                    )))
+                });
+        match changed {
             Ok(()) => {
                 tracing::info!(%shard, voters = ?desired, "shard voters changed");
                 let voters: Vec<NodeId> = desired.iter().copied().collect();
