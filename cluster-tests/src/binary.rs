@@ -30,6 +30,7 @@ pub fn firn() -> &'static PathBuf {
         let sources = [
             "node/src",
             "node/proto",
+            "node/ui",
             "storage/src",
             "query/src",
             "Cargo.lock",

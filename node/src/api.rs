@@ -51,6 +51,7 @@ pub mod query;
 pub mod rpc;
 pub mod selection;
 pub mod types;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -197,6 +198,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
+        .route("/ui/config.json", get(ui::config))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -122,7 +122,9 @@ impl Surface {
             "/api/v1/diff",
             "/api/v1/sql",
         ];
-        if path == "/ready" || path == "/healthz" {
+        // The probes, and the web UI's page and assets (no data: the page asks the API for
+        // everything with the caller's token).
+        if path == "/ready" || path == "/healthz" || path == "/" || path.starts_with("/ui/") {
             Surface::Open
         } else if path.starts_with("/firn.cluster.v1.") || path.starts_with("/arrow.flight.") {
             Surface::Internal

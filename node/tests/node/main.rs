@@ -21,4 +21,5 @@ mod sim;
 mod tenancy;
 mod tokens;
 mod traces;
+mod ui;
 mod usage;
