@@ -89,10 +89,10 @@ with sync_playwright() as p:
 
     # 1. The page, a tenant picked, a selector typed with autocompletion.
     page.goto(url(base))
-    loaded(page)
+    run = loaded(page)
     page.fill("#tenant", facts["tenant"])
     page.press("#tenant", "Enter")
-    run = loaded(page, page.evaluate("document.body.dataset.loaded"))
+    run = loaded(page, run)
     check(page.input_value("#profile-type").startswith("process_cpu:cpu:nanoseconds"),
           f"a CPU profile type picked: {page.input_value('#profile-type')}")
     page.click("#selector")
