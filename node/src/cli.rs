@@ -484,14 +484,32 @@ fn labels(remote: &Remote, args: &LabelsArgs) -> anyhow::Result<()> {
         Some(name) => format!("/api/v1/labels/{}/values", urlencode(name)),
         None => "/api/v1/labels".to_owned(),
     };
-    let mut request = remote.agent().get(&remote.endpoint(&path));
-    if let Some(selector) = &args.selector {
-        request = request.query("query", selector);
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = remote.agent().get(&remote.endpoint(&path));
+        if let Some(selector) = &args.selector {
+            request = request.query("query", selector);
+        }
+        if let Some(c) = &cursor {
+            request = request.query("cursor", c);
+        }
+        request = with_range(request, &args.from, &args.to);
+        let value = get_json(remote, request)?;
+        print_labels(args, &value)?;
+        // Values come a page at a time; text output follows the pages to the last one.
+        cursor = value
+            .get("next_cursor")
+            .and_then(|c| c.as_str())
+            .map(str::to_owned);
+        if cursor.is_none() || matches!(args.format, TableFormat::Json) {
+            return Ok(());
+        }
     }
-    request = with_range(request, &args.from, &args.to);
-    let value = get_json(remote, request)?;
+}
+
+fn print_labels(args: &LabelsArgs, value: &serde_json::Value) -> anyhow::Result<()> {
     match args.format {
-        TableFormat::Json => print_json(&value),
+        TableFormat::Json => print_json(value),
         TableFormat::Text => {
             let list = value.as_array().or_else(|| {
                 ["names", "values", "labels"]

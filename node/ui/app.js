@@ -18,6 +18,7 @@ const DEFAULTS = {
 const state = { ...DEFAULTS };
 
 function readUrl() {
+  Object.assign(state, DEFAULTS);
   const p = new URLSearchParams(location.search);
   for (const k of Object.keys(DEFAULTS)) {
     if (p.has(k)) state[k] = p.get(k);

@@ -26,7 +26,7 @@ use firn_storage::{Nanos, ProfileType, ShardId, StackId, TenantId};
 use futures::TryStreamExt;
 
 use crate::cluster_table::ClusterTable;
-use crate::engine::{ProfileQuery, QueryConfig, Series, SeriesOptions};
+use crate::engine::{ProfileQuery, QueryConfig, Series, SeriesOptions, ValuePage};
 use crate::error::{Error, Result};
 use crate::exchange::{ReadPoint, ShardExchangeExec, ShardSource};
 use crate::flamegraph::FlameGraph;
@@ -412,21 +412,27 @@ impl Coordinator {
     }
 
     /// Distinct values of a label on rows of the selection, sorted.
+    /// A label's values on the selection, sorted: the `page` of them (each shard sends its
+    /// own page; the first `limit` of their union is the answer).
     pub async fn label_values(
         &self,
         tenant: &TenantId,
         query: &ProfileQuery,
         name: &str,
+        page: &ValuePage,
     ) -> Result<Vec<String>> {
         let query = Self::scoped(&self.begin(tenant), query)?;
-        self.timed(self.strings(
-            tenant,
-            Fragment::LabelValues {
-                query: QuerySpec::from(&query),
-                name: name.to_owned(),
-            },
-        ))
-        .await
+        let values = self
+            .timed(self.strings(
+                tenant,
+                Fragment::LabelValues {
+                    query: QuerySpec::from(&query),
+                    name: name.to_owned(),
+                    page: page.clone(),
+                },
+            ))
+            .await?;
+        Ok(page.cut(values.into_iter().collect()))
     }
 
     /// Profile types with rows in `[start, end)`, sorted.

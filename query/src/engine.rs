@@ -153,6 +153,39 @@ pub struct SeriesOptions {
     pub limit: Option<usize>,
 }
 
+/// A page of a label's values, in sorted order: those after `after`, at most `limit` of
+/// them. Each shard keeps only its first `limit`, so a label with a million values costs
+/// a page, not the million, past the scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValuePage {
+    /// The last value of the previous page (exclusive); the first page when `None`.
+    pub after: Option<String>,
+    /// Values at most; all when `None`.
+    pub limit: Option<usize>,
+}
+
+impl ValuePage {
+    /// Every value.
+    pub const ALL: ValuePage = ValuePage {
+        after: None,
+        limit: None,
+    };
+
+    /// Whether `value` belongs after this page's start.
+    pub fn follows(&self, value: &str) -> bool {
+        self.after.as_deref().is_none_or(|a| value > a)
+    }
+
+    /// The page's values out of `values` (sorted).
+    pub fn cut(&self, values: BTreeSet<String>) -> Vec<String> {
+        values
+            .into_iter()
+            .filter(|v| self.follows(v))
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect()
+    }
+}
+
 /// Label names and values, sorted by name.
 pub type LabelPairs = Vec<(String, String)>;
 
@@ -656,12 +689,13 @@ impl QueryEngine {
         Arc::new(rest)
     }
 
-    /// Distinct values of a label on rows of the selection, sorted.
+    /// Distinct values of a label on rows of the selection, sorted: the `page` of them.
     pub async fn label_values(
         &self,
         tenant: &TenantId,
         query: &ProfileQuery,
         name: &str,
+        page: &ValuePage,
     ) -> Result<Vec<String>> {
         let table = self.table(tenant);
         if !table.label_names().iter().any(|n| n == name) {
@@ -683,7 +717,8 @@ impl QueryEngine {
                         .get(name)
                         .and_then(|l| l.values.clone())
                         .into_iter()
-                        .flatten(),
+                        .flatten()
+                        .filter(|v| page.follows(v)),
                 )
             },
         );
@@ -691,16 +726,27 @@ impl QueryEngine {
             column(&schema::label_column(name)),
             datafusion::arrow::datatypes::DataType::Utf8,
         );
-        let df = self
+        let mut filter = filter.and(label.clone().is_not_null());
+        if let Some(after) = &page.after {
+            filter = filter.and(label.clone().gt(lit(after.clone())));
+        }
+        let mut df = self
             .frame(table)?
-            .filter(filter.and(label.clone().is_not_null()))
+            .filter(filter)
             .and_then(|df| df.aggregate(vec![label.alias("v")], vec![]))
             .map_err(|e| self.map_err(e))?;
+        if let Some(limit) = page.limit {
+            // The first `limit` in order: a top-k, not a sort of every value.
+            df = df
+                .sort(vec![column("v").sort(true, false)])
+                .and_then(|df| df.limit(0, Some(limit)))
+                .map_err(|e| self.map_err(e))?;
+        }
         for batch in self.collect(df).await? {
             let c = batch.column(0).as_string::<i32>();
             values.extend((0..batch.num_rows()).map(|i| c.value(i).to_owned()));
         }
-        Ok(values.into_iter().collect())
+        Ok(page.cut(values))
     }
 
     /// Profile types with rows in `[start, end)`.

@@ -206,6 +206,9 @@ pub enum Fragment {
     LabelValues {
         query: QuerySpec,
         name: String,
+        /// Which of them (all, from a peer that predates pages).
+        #[serde(default)]
+        page: crate::engine::ValuePage,
     },
     /// Profile type ids, with a `:delta` suffix for delta rows (a type may have both).
     ProfileTypes {
@@ -377,9 +380,10 @@ impl QueryEngine {
             Fragment::LabelNames { query } => {
                 FragmentOutput::strings("name", self.label_names(tenant, &query.to_query()?).await?)
             }
-            Fragment::LabelValues { query, name } => FragmentOutput::strings(
+            Fragment::LabelValues { query, name, page } => FragmentOutput::strings(
                 "value",
-                self.label_values(tenant, &query.to_query()?, name).await?,
+                self.label_values(tenant, &query.to_query()?, name, page)
+                    .await?,
             ),
             Fragment::ProfileTypes { start, end } => FragmentOutput::strings(
                 "id",

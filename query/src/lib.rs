@@ -40,6 +40,7 @@ pub mod tenant;
 pub use coordinator::Coordinator;
 pub use engine::{
     Aggregation, LinkSelector, ProfileQuery, QueryConfig, QueryEngine, Series, SeriesOptions,
+    ValuePage,
 };
 pub use error::{Error, Result};
 pub use exchange::{ReadPoint, ShardSource};

@@ -300,7 +300,15 @@ pub async fn label_values(
         return Ok(axum::Json(ids).into_response());
     }
     check_label_name(&name, "label")?;
-    let values = select::label_values(&state.query, &tenant, &selections, &name, range).await?;
+    let values = select::label_values(
+        &state.query,
+        &tenant,
+        &selections,
+        &name,
+        range,
+        &firn_query::ValuePage::ALL,
+    )
+    .await?;
     Ok(axum::Json(values).into_response())
 }
 

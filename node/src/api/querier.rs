@@ -76,6 +76,7 @@ pub async fn label_values(call: Call, request: LabelValuesRequest) -> Result<Lab
         &selections,
         &request.name,
         range,
+        &firn_query::ValuePage::ALL,
     )
     .await?;
     Ok(LabelValuesResponse { names })

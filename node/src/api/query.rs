@@ -263,6 +263,69 @@ impl LabelParams {
     }
 }
 
+/// `GET /api/v1/labels/{name}/values` takes the label scope and a page.
+#[derive(Debug, Deserialize)]
+pub struct LabelValueParams {
+    query: Option<String>,
+    from: Option<String>,
+    until: Option<String>,
+    /// Values per page: 1 to [`MAX_VALUES_PAGE`], [`DEFAULT_VALUES_PAGE`] by default.
+    limit: Option<usize>,
+    /// The previous page's `next_cursor`: this page starts after it.
+    cursor: Option<String>,
+}
+
+/// A label's values come a page at a time: a label with a million values is never sent
+/// (or gathered) whole.
+const DEFAULT_VALUES_PAGE: usize = 1000;
+const MAX_VALUES_PAGE: usize = 10_000;
+/// Label values are at most this long (a longer cursor cannot be one of ours).
+const MAX_CURSOR_BYTES: usize = 64 * 1024;
+
+impl LabelValueParams {
+    fn page(&self) -> Result<firn_query::ValuePage> {
+        let limit = match self.limit {
+            None => DEFAULT_VALUES_PAGE,
+            Some(n) if (1..=MAX_VALUES_PAGE).contains(&n) => n,
+            Some(n) => {
+                return Err(Error::BadRequest(format!(
+                    "limit is {n}; it must be from 1 to {MAX_VALUES_PAGE} values per page"
+                )));
+            }
+        };
+        Ok(firn_query::ValuePage {
+            after: self.cursor.as_deref().map(decode_cursor).transpose()?,
+            limit: Some(limit),
+        })
+    }
+}
+
+/// A cursor is the last value of its page, hex-encoded (a value may hold any character).
+fn encode_cursor(value: &str) -> String {
+    value.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    let bad = || {
+        Error::BadRequest(format!(
+            "cursor {cursor:?} is not a next_cursor this API returned"
+        ))
+    };
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2 * MAX_CURSOR_BYTES {
+        return Err(bad());
+    }
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| {
+            cursor
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect::<Result<Vec<u8>>>()?;
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
 /// `GET /api/v1/labels`: `{"names": [...]}`, the label names on selected rows, with the
 /// names the profile type implies (`__name__`, `__profile_type__`, ...).
 pub async fn label_names(
@@ -278,10 +341,12 @@ pub async fn label_names(
 }
 
 /// `GET /api/v1/labels/{name}/values`: `{"name": ..., "values": [...]}`, sorted.
+/// `GET /api/v1/labels/{name}/values`: a page of the label's values, sorted, and the cursor
+/// of the next page when there may be more.
 pub async fn label_values(
     State(state): State<AppState>,
     name: std::result::Result<Path<String>, PathRejection>,
-    query: std::result::Result<Query<LabelParams>, QueryRejection>,
+    query: std::result::Result<Query<LabelValueParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let Path(name) = name.map_err(|e| Error::BadRequest(e.body_text()))?;
@@ -292,9 +357,19 @@ pub async fn label_values(
             "label name {name:?} (in the path) is not a valid label name"
         )));
     }
-    let (selections, range) = params.selection_and_range()?;
-    let values = selection::label_values(&state.query, &tenant, &selections, &name, range).await?;
-    Ok(axum::Json(json!({ "name": name, "values": values })).into_response())
+    let page = params.page()?;
+    let (selections, range) = label_scope(
+        params.query.as_deref(),
+        params.from.as_deref(),
+        params.until.as_deref(),
+    )?;
+    let values =
+        selection::label_values(&state.query, &tenant, &selections, &name, range, &page).await?;
+    // A full page may have a successor; a short one is the last.
+    let next = (Some(values.len()) == page.limit)
+        .then(|| values.last().map(|v| encode_cursor(v)))
+        .flatten();
+    Ok(axum::Json(json!({ "name": name, "values": values, "next_cursor": next })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -488,5 +563,27 @@ pub async fn sql(
         other => Err(Error::BadRequest(format!(
             "format {other:?} is not one of json, text"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_any_value_and_refuses_what_it_did_not_make() {
+        for value in [
+            "",
+            "p-01",
+            "a \"quoted\" value",
+            "é/ü;{}",
+            "x".repeat(1000).as_str(),
+        ] {
+            assert_eq!(decode_cursor(&encode_cursor(value)).expect("ours"), value);
+        }
+        for bad in ["z", "zz", "0", "ff", &"00".repeat(MAX_CURSOR_BYTES + 1)] {
+            let e = decode_cursor(bad).expect_err("not ours");
+            assert!(e.to_string().contains("cursor"), "{e}");
+        }
     }
 }

@@ -415,13 +415,15 @@ pub async fn label_names(
     Ok(names.into_iter().collect())
 }
 
-/// Values of label `name` on rows any of `selections` selects in `range`, sorted.
+/// Values of label `name` on rows any of `selections` selects in `range`, sorted: the
+/// `page` of them.
 pub async fn label_values(
     engine: &Coordinator,
     tenant: &TenantId,
     selections: &[Selection],
     name: &str,
     range: TimeRange,
+    page: &firn_query::ValuePage,
 ) -> Result<Vec<String>> {
     let mut values = BTreeSet::new();
     for selection in selections {
@@ -440,10 +442,10 @@ pub async fn label_values(
             continue;
         }
         for query in selection.queries(engine, tenant, range).await? {
-            values.extend(engine.label_values(tenant, &query, name).await?);
+            values.extend(engine.label_values(tenant, &query, name, page).await?);
         }
     }
-    Ok(values.into_iter().collect())
+    Ok(page.cut(values))
 }
 
 /// The distinct label sets (series) any of `selections` selects in `range`, limited to

@@ -66,7 +66,10 @@ fn series_labels_types_and_diff_answer_what_was_ingested() {
     );
 
     let env = api_json(&server, "labels/env/values", &[]);
-    assert_eq!(env, json!({ "name": "env", "values": ["dev", "prod"] }));
+    assert_eq!(
+        env,
+        json!({ "name": "env", "values": ["dev", "prod"], "next_cursor": null })
+    );
     let none = api_json(
         &server,
         "labels/env/values",
@@ -240,6 +243,9 @@ fn bad_parameters_are_a_400_naming_them() {
         ("labels", vec![("query", "{")], "query: selector"),
         ("labels", vec![("until", "soon")], "until: "),
         ("labels/a%20b/values", vec![], "\"a b\""),
+        ("labels/env/values", vec![("limit", "0")], "limit is 0"),
+        ("labels/env/values", vec![("limit", "10001")], "1 to 10000"),
+        ("labels/env/values", vec![("cursor", "zz")], "cursor \"zz\""),
         (
             "labels/env/values",
             vec![("from", "now+1h"), ("until", "now")],
@@ -283,4 +289,46 @@ fn bad_parameters_are_a_400_naming_them() {
     let (status, folded) = api(&server, "merge", &[("query", q)]);
     assert_eq!(status, 200);
     assert!(folded.contains("main;idle 70000000"), "{folded}");
+}
+
+/// A label's values come a page at a time (`limit`, default 1,000), each page with the
+/// `next_cursor` that starts the next; following them lists every value once, in order.
+#[test]
+fn label_values_are_paginated_with_a_cursor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let pods: Vec<String> = (0..23).map(|i| format!("p-{i:02}")).collect();
+    for pod in &pods {
+        let (status, body) =
+            server.ingest_folded(&format!("paged.cpu{{pod={pod}}}"), "main;work 1\n");
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut params = vec![("limit", "10")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let page = api_json(&server, "labels/pod/values", &params);
+        let values = page["values"].as_array().expect("values");
+        assert!(values.len() <= 10, "{page}");
+        seen.extend(
+            values
+                .iter()
+                .map(|v| v.as_str().expect("a value").to_owned()),
+        );
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, pods);
+    // The default page holds them all here, and says there is no next.
+    let all = api_json(&server, "labels/pod/values", &[]);
+    assert_eq!(all["values"].as_array().map(Vec::len), Some(23));
+    assert_eq!(all["next_cursor"], json!(null));
 }

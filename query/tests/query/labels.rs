@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use firn_query::{ProfileQuery, QueryConfig, QueryEngine};
+use firn_query::{ProfileQuery, QueryConfig, QueryEngine, ValuePage};
 use firn_storage::testing::memory_store;
 use firn_storage::{BlockId, Nanos, StoreConfig};
 use object_store::ObjectStoreExt;
@@ -56,13 +56,18 @@ async fn whole_blocks_answer_from_metadata() {
     let a = tenant("a");
 
     let values = e
-        .label_values(&a, &q("{}", 0, 100), "pod")
+        .label_values(&a, &q("{}", 0, 100), "pod", &ValuePage::ALL)
         .await
         .expect("the blocks inside the range answer from metadata");
     assert_eq!(values, ["p1", "p2", "p3", "p4"]);
     // A matcher every row of the blocks passes still lets the metadata answer.
     let values = e
-        .label_values(&a, &q("{service_name=\"api\"}", 0, 100), "pod")
+        .label_values(
+            &a,
+            &q("{service_name=\"api\"}", 0, 100),
+            "pod",
+            &ValuePage::ALL,
+        )
         .await
         .expect("service_name is api on every row");
     assert_eq!(values, ["p1", "p2", "p3", "p4"]);
@@ -73,7 +78,7 @@ async fn whole_blocks_answer_from_metadata() {
     assert_eq!(names, ["pod", "region", "service_name"]);
     // The range misses the first block: its object is never needed.
     let values = e
-        .label_values(&a, &q("{}", 25, 100), "pod")
+        .label_values(&a, &q("{}", 25, 100), "pod", &ValuePage::ALL)
         .await
         .expect("values");
     assert_eq!(values, ["p3", "p4"]);
@@ -87,7 +92,7 @@ async fn partly_selected_blocks_are_read() {
     // The range cuts the first block, and `pod="p1"` holds for some of its rows only: either
     // way the rows must be read, and the object is gone.
     for query in [q("{}", 15, 100), q("{pod=\"p1\"}", 0, 100)] {
-        e.label_values(&a, &query, "pod")
+        e.label_values(&a, &query, "pod", &ValuePage::ALL)
             .await
             .expect_err("the first block must be read");
         e.label_names(&a, &query)
@@ -105,13 +110,68 @@ async fn labels_with_too_many_values_to_list_are_scanned() {
     first_block_gone(&e).await;
     let a = tenant("a");
     // The first block has two pods, more than its metadata lists: it must be read for them.
-    e.label_values(&a, &q("{}", 0, 100), "pod")
+    e.label_values(&a, &q("{}", 0, 100), "pod", &ValuePage::ALL)
         .await
         .expect_err("the first block must be read");
     // Its single service is listed.
     let values = e
-        .label_values(&a, &q("{}", 0, 100), "service_name")
+        .label_values(&a, &q("{}", 0, 100), "service_name", &ValuePage::ALL)
         .await
         .expect("one value each, listed");
     assert_eq!(values, ["api"]);
+}
+
+fn page(after: Option<&str>, limit: usize) -> ValuePage {
+    ValuePage {
+        after: after.map(str::to_owned),
+        limit: Some(limit),
+    }
+}
+
+/// Pages walk a label's values in order, whether a block lists them in its metadata or must be
+/// scanned for them, and the buffer's with them: every value once, none skipped.
+#[tokio::test]
+async fn values_come_a_page_at_a_time_from_metadata_and_scans() {
+    for listed in [64, 1] {
+        let mut config = StoreConfig::default();
+        config.block.max_label_values = listed;
+        let e = QueryEngine::new(Arc::new(memory_store(config).await), QueryConfig::default())
+            .expect("engine");
+        let pods: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+        for (i, pod) in pods.iter().enumerate() {
+            write_cpu(
+                &e,
+                i as u64 + 1,
+                "a",
+                &[("pod", pod.as_str())],
+                (i as i64 + 1) * SEC,
+                &[(STACK, 1)],
+            );
+            if i % 10 == 9 {
+                e.store().flush().await.expect("flush");
+            }
+        }
+        let a = tenant("a");
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let values = e
+                .label_values(&a, &q("{}", 0, 100), "pod", &page(after.as_deref(), 7))
+                .await
+                .expect("a page");
+            assert!(values.len() <= 7, "{values:?}");
+            seen.extend(values.iter().cloned());
+            if values.len() < 7 {
+                break;
+            }
+            after = values.last().cloned();
+        }
+        assert_eq!(seen, pods, "listed {listed}");
+        // A page starting after a value that is not stored starts at the next one.
+        let values = e
+            .label_values(&a, &q("{}", 0, 100), "pod", &page(Some("p10x"), 2))
+            .await
+            .expect("a page");
+        assert_eq!(values, ["p11", "p12"], "listed {listed}");
+    }
 }

@@ -1,4 +1,4 @@
-use firn_query::{Aggregation, Error, ProfileQuery, SeriesOptions, StackFilter};
+use firn_query::{Aggregation, Error, ProfileQuery, SeriesOptions, StackFilter, ValuePage};
 use firn_storage::Nanos;
 
 use crate::fixtures::{CPU, SEC, engine, tenant, write_cpu};
@@ -291,7 +291,7 @@ async fn labels_values_and_profile_types() {
         .expect("names");
     assert_eq!(names, ["service_name"]);
     let values = e
-        .label_values(&tenant("a"), &q("{}"), "pod")
+        .label_values(&tenant("a"), &q("{}"), "pod", &ValuePage::ALL)
         .await
         .expect("values");
     assert_eq!(values, ["p1", "p2"]);

@@ -80,6 +80,7 @@ pub async fn values(call: Call, request: ValuesRequest) -> Result<ValuesResponse
         &selections,
         &request.label_name,
         range,
+        &firn_query::ValuePage::ALL,
     )
     .await?;
     Ok(ValuesResponse {
