@@ -49,6 +49,8 @@ CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 SCALES = {
     # samples per step, samples per profile, query rounds
     "full": dict(samples=4_000_000, per_profile=4_000, rounds=7, steps=[10, 1_000, 100_000, 1_000_000]),
+    # Every step of the full sweep, with a quarter of its samples (each series still present).
+    "medium": dict(samples=1_000_000, per_profile=4_000, rounds=5, steps=[10, 1_000, 100_000, 1_000_000]),
     "small": dict(samples=200_000, per_profile=2_000, rounds=3, steps=[10, 1_000, 100_000]),
     # The pipeline end to end in a minute, with a debug build.
     "check": dict(samples=20_000, per_profile=1_000, rounds=1, steps=[10, 1_000]),
