@@ -193,6 +193,14 @@ def run_step(args, scale: dict, series: int, pb, push_pb, log) -> dict:
     server = driver.Server(args.firn_bin, out / "firn-data", out / "firn.log", flush_interval=1, compaction_interval=10)
     with server:
         client = server.client
+        # The sweep measures what series cost, not the per-tenant limit on them (1,000,000
+        # active series by default, and each CPU profile is two profile types).
+        status, _, answer = client.request(
+            "PUT", "/api/v1/admin/limits", body=json.dumps({"max_active_series": 0}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        if status != 200:
+            raise RuntimeError(f"lifting max_active_series: {status} {answer[:300]!r}")
         rss = driver.RssSampler(server.pid)
         rss.start()
         rss.phase = "ingest"
