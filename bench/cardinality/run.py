@@ -210,11 +210,14 @@ def run_step(args, scale: dict, series: int, pb, push_pb, log) -> dict:
         buffer_ratios: list[tuple[float, float]] = []
         sampling = threading.Event()
 
+        def record_buffer() -> None:
+            m = client.metrics()
+            if m.get("firn_buffer_samples", 0) > 0:
+                buffer_ratios.append((m["firn_buffer_samples"], m["firn_buffer_bytes"] / m["firn_buffer_samples"]))
+
         def sample_buffer() -> None:
             while not sampling.is_set():
-                m = client.metrics()
-                if m.get("firn_buffer_samples", 0) > 0:
-                    buffer_ratios.append((m["firn_buffer_samples"], m["firn_buffer_bytes"] / m["firn_buffer_samples"]))
+                record_buffer()
                 sampling.wait(0.5)
 
         def worker() -> None:
@@ -234,9 +237,7 @@ def run_step(args, scale: dict, series: int, pb, push_pb, log) -> dict:
         wall = time.monotonic() - started
         sampling.set()
         sampler.join()
-        m = client.metrics()
-        if m.get("firn_buffer_samples", 0) > 0:
-            buffer_ratios.append((m["firn_buffer_samples"], m["firn_buffer_bytes"] / m["firn_buffer_samples"]))
+        record_buffer()
         log(f"  ingested {result.samples:,} samples in {wall:.1f} s ({result.samples / wall:,.0f}/s)")
         rss.phase = "settle"
         metrics = driver.settle(server, 0, log)

@@ -240,12 +240,16 @@ function diffColor(flat, i, rootLeft, rootRight) {
   return change > 0 ? `hsl(3, 70%, ${lightness}%)` : `hsl(140, 50%, ${lightness}%)`;
 }
 
+function escapeRegex(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 function searchRegex(text) {
   if (!text) return null;
   try {
     return new RegExp(text, 'i');
   } catch {
-    return new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'i');
+    return new RegExp(escapeRegex(text), 'i');
   }
 }
 
@@ -702,7 +706,7 @@ function focusFunction(name) {
   }
   view.zoom = best;
   state.focus = pathOf(view.flat, best).join('\u001f');
-  state.search = `^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`;
+  state.search = `^${escapeRegex(name)}$`;
   state.fn = name;
   state.view = 'flame';
   $('search').value = state.search;
