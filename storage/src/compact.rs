@@ -5,7 +5,9 @@
 //!  plan:    per tenant, its entries in the manifest by window (an hour while recent, a day
 //!           once the day is over) ─► a job when a window has two entries or more, or one in
 //!           a block shared with other tenants (at most `memory_bytes / JOB_BYTES_PER_ROW` rows
-//!           per job)
+//!           per job); while the window is still filling, only when `open_fan_in` blocks of
+//!           about the same rows are there to merge (tiers of rows, so a row is rewritten
+//!           about once a tier)
 //!  run:     read the tenant's row groups of each input ─► stacks remapped into one symbol
 //!           table ─► rows regrouped into profiles ─► one block, as a flush writes it
 //!  swap:    (a Raft command on a server) every input still holds the tenant, else nothing
@@ -47,6 +49,10 @@ const DAY: Nanos = Nanos(24 * 3_600_000_000_000);
 /// order of its profiles and samples, and the encoded row group.
 pub const JOB_BYTES_PER_ROW: u64 = 64;
 
+/// The smallest tier of a window still filling holds blocks of fewer than this many rows times
+/// the fan-in.
+const TIER_BASE_ROWS: u64 = 4096;
+
 /// When and how much to compact.
 #[derive(Clone, Copy, Debug)]
 pub struct CompactionOptions {
@@ -58,6 +64,8 @@ pub struct CompactionOptions {
     pub settle: Nanos,
     /// Memory one job may use: it merges at most `memory_bytes / JOB_BYTES_PER_ROW` rows.
     pub memory_bytes: u64,
+    /// A window still filling is merged once a tier of its blocks has this many.
+    pub open_fan_in: usize,
 }
 
 impl Default for CompactionOptions {
@@ -67,6 +75,7 @@ impl Default for CompactionOptions {
             old_window: DAY,
             settle: Nanos(5 * 60 * 1_000_000_000),
             memory_bytes: 256 << 20,
+            open_fan_in: 8,
         }
     }
 }
@@ -107,8 +116,38 @@ pub struct RetiredBlock {
 
 /// A tenant's window: (tenant, window length, window start).
 type WindowKey = (TenantId, Nanos, Nanos);
-/// A block in a window: its id, the tenant's rows in it, whether other tenants share it.
-type Entry = (BlockId, u64, bool);
+/// A block in a window: its id, the tenant's rows in it, whether other tenants share it, and
+/// whether its window is still filling.
+type Entry = (BlockId, u64, bool, bool);
+
+/// The tier of `rows` in a window still filling: tier `t` holds blocks of fewer than
+/// `TIER_BASE_ROWS * fan_in^(t + 1)` rows (and at least the tier below's limit).
+fn tier(rows: u64, fan_in: usize) -> u32 {
+    let fan_in = (fan_in as u64).max(2);
+    let mut limit = TIER_BASE_ROWS.saturating_mul(fan_in);
+    let mut tier = 0;
+    while rows >= limit && limit < u64::MAX {
+        limit = limit.saturating_mul(fan_in);
+        tier += 1;
+    }
+    tier
+}
+
+/// A window still filling is merged tier by tier, so that the newest hour, the one most
+/// queries read, holds a few blocks rather than every flush's: the entries of the lowest tier
+/// with `fan_in` of them or more, or none. Merging `fan_in` blocks of a tier gives a block of
+/// a tier above (or one of tier 0, whose blocks are small), so a row is rewritten about once a
+/// tier before its window closes, and a window holds fewer than `fan_in` blocks a tier.
+fn open_window_inputs(entries: Vec<Entry>, fan_in: usize) -> Vec<Entry> {
+    let mut tiers: BTreeMap<u32, Vec<Entry>> = BTreeMap::new();
+    for entry in entries {
+        tiers.entry(tier(entry.1, fan_in)).or_default().push(entry);
+    }
+    tiers
+        .into_values()
+        .find(|entries| entries.len() >= fan_in.max(2))
+        .unwrap_or_default()
+}
 
 /// The jobs the manifest offers at `now`, oldest windows first, at most `limit`.
 pub fn plan(
@@ -130,28 +169,34 @@ pub fn plan(
             };
             let start = Nanos(meta.min_time.0.div_euclid(window.0) * window.0);
             let end = start.0.saturating_add(window.0);
-            if meta.max_time.0 >= end || end.saturating_add(options.settle.0) > now.0 {
-                // Spans windows (kept as it is), or its window is still filling.
+            if meta.max_time.0 >= end {
+                // Spans windows: kept as it is.
                 continue;
             }
+            let filling = end.saturating_add(options.settle.0) > now.0;
             windows
                 .entry((tenant.clone(), window, start))
                 .or_default()
-                .push((block.id.clone(), meta.rows, shared));
+                .push((block.id.clone(), meta.rows, shared, filling));
         }
     }
+    let max_rows = options.memory_bytes / JOB_BYTES_PER_ROW;
     let mut jobs = Vec::new();
     for ((tenant, window, start), mut entries) in windows {
+        let filling = entries.iter().any(|e| e.3);
+        if filling {
+            // Still filling: only a tier's worth of blocks is merged (see `open_window_inputs`).
+            entries = open_window_inputs(entries, options.open_fan_in);
+        }
         // The smallest inputs first, while they fit in the job's rows: a window with more
         // becomes several blocks, and a block already half the cap or more is left as it is
         // unless it is shared (its tenant's rows still leave it). A shared block whose share
         // alone is over the cap is taken out by itself.
-        let max_rows = options.memory_bytes / JOB_BYTES_PER_ROW;
-        entries.sort_by_key(|(id, share, _)| (*share, id.clone()));
+        entries.sort_by_key(|(id, share, ..)| (*share, id.clone()));
         let mut rows = 0u64;
         let mut inputs: Vec<(BlockId, bool)> = Vec::new();
         let mut oversized_shared = None;
-        for (id, share, shared) in entries {
+        for (id, share, shared, _) in entries {
             if !shared && share.saturating_mul(2) >= max_rows {
                 continue;
             }
@@ -167,7 +212,8 @@ pub fn plan(
         {
             inputs.push((id, true));
         }
-        let worth = inputs.len() >= 2 || inputs.iter().any(|(_, shared)| *shared);
+        // A shared block alone is worth taking the tenant out of once its window is over.
+        let worth = inputs.len() >= 2 || (!filling && inputs.iter().any(|(_, shared)| *shared));
         if worth {
             jobs.push(CompactionJob {
                 tenant,

@@ -246,3 +246,57 @@ async fn recent_and_large_windows_wait() {
     let jobs = plan(&store.manifest(), Nanos(26 * 60 * MINUTE), &options, 10);
     assert!(jobs.iter().all(|j| j.window == DAY), "{jobs:?}");
 }
+
+#[test]
+fn tiers_grow_by_the_fan_in() {
+    assert_eq!(tier(0, 8), 0);
+    assert_eq!(tier(TIER_BASE_ROWS * 8 - 1, 8), 0);
+    assert_eq!(tier(TIER_BASE_ROWS * 8, 8), 1);
+    assert_eq!(tier(TIER_BASE_ROWS * 64, 8), 2);
+    assert_eq!(tier(u64::MAX, 8), tier(u64::MAX - 1, 8));
+}
+
+/// One flush of tenant `t` at `minute` holding `samples` distinct stacks.
+async fn flush_at(store: &Store, seq: u64, minute: i64, samples: usize) -> BlockId {
+    let mut p = ProfileBuilder::cpu().time(Nanos(minute * MINUTE));
+    for s in 0..samples {
+        p.sample(&["main", &format!("f{s}")], &[1, 10], &[]);
+    }
+    let write = pprof_write("t", &[("service_name", "svc")], p.gzip(), Nanos(0));
+    store.write(SeqNo(seq), write).expect("write");
+    store.flush().await.expect("flush").expect("a block").id
+}
+
+#[tokio::test]
+async fn a_window_still_filling_is_merged_a_tier_at_a_time() {
+    let store = memory_store(StoreConfig::default()).await;
+    let options = CompactionOptions {
+        open_fan_in: 3,
+        ..CompactionOptions::default()
+    };
+    let now = Nanos(20 * MINUTE);
+    // A large block (two rows a sample: tier 1) and two small ones: no tier has three.
+    let large = flush_at(&store, 1, 1, TIER_BASE_ROWS as usize * 3 / 2).await;
+    let rows = store.manifest().blocks[0].tenants[&TenantId::new("t").expect("t")].rows;
+    assert_eq!(tier(rows, 3), 1, "{rows} rows");
+    let mut small = vec![
+        flush_at(&store, 2, 2, 5).await,
+        flush_at(&store, 3, 3, 5).await,
+    ];
+    assert!(plan(&store.manifest(), now, &options, 10).is_empty());
+    // The third small block makes a tier of three: those are merged, the large one waits.
+    small.push(flush_at(&store, 4, 4, 5).await);
+    let jobs = plan(&store.manifest(), now, &options, 10);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let mut inputs = jobs[0].inputs.clone();
+    inputs.sort();
+    small.sort();
+    assert_eq!(inputs, small);
+    assert!(!inputs.contains(&large));
+    assert_eq!((jobs[0].window_start, jobs[0].window), (Nanos(0), HOUR));
+    // Once the window is over, everything in it is merged.
+    let closed = plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10);
+    assert_eq!(closed[0].inputs.len(), 4, "{closed:?}");
+    // With the default fan-in, three small blocks of a filling window wait.
+    assert!(plan(&store.manifest(), now, &CompactionOptions::default(), 10).is_empty());
+}
