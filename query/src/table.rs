@@ -340,10 +340,14 @@ impl SampleTable {
             // Only the filters the block's metadata cannot prove for every row (in a block
             // inside the time range, the service's rows need no time comparison); none when it
             // proves them all.
+            // Only the row groups of the profile types the filter keeps are read, so only
+            // theirs need proof.
+            let scanned =
+                |pt: &str| tenant.type_row_groups.is_empty() || filter.keeps_profile_type(pt);
             let row_filter = conjunction(
                 exact
                     .iter()
-                    .filter(|(_, alone)| !tenant.all_match(alone))
+                    .filter(|(_, alone)| !tenant.all_match_of(alone, scanned))
                     .map(|(e, _)| e.clone())
                     .chain(skip)
                     .collect::<Vec<Expr>>(),
@@ -363,7 +367,7 @@ impl SampleTable {
                 .map(|f| state.create_physical_expr(f, &read_schema))
                 .transpose()?;
             // One unit of work per row group, so partitions share the work evenly.
-            for rg in tenant.row_groups.0..tenant.row_groups.1 {
+            for rg in tenant.row_groups_for(filter) {
                 let mut access = ParquetAccessPlan::new_none(block.row_groups);
                 access.scan(rg);
                 let file = PartitionedFile::new(

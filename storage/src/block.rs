@@ -78,6 +78,10 @@ pub struct TenantBlockMeta {
     /// The width of the slices the sums are cut into, 0 when they are not.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sums_slice_nanos: i64,
+    /// Each profile type's half-open range of row groups (within `row_groups`); empty in
+    /// blocks written before it was recorded, whose every row group may hold any type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub type_row_groups: BTreeMap<String, (usize, usize)>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -186,13 +190,32 @@ impl TenantBlockMeta {
         })
     }
 
+    /// The row groups of this tenant that may hold a profile type `filter` keeps, in order.
+    pub fn row_groups_for(&self, filter: &ScanFilter) -> Vec<usize> {
+        if self.type_row_groups.is_empty() {
+            return (self.row_groups.0..self.row_groups.1).collect();
+        }
+        self.type_row_groups
+            .iter()
+            .filter(|(pt, _)| filter.keeps_profile_type(pt))
+            .flat_map(|(_, &(start, end))| start..end)
+            .collect()
+    }
+
     /// True when every row of this tenant in the block passes `filter`, so a scan need not
     /// evaluate it row by row.
     pub fn all_match(&self, filter: &ScanFilter) -> bool {
+        self.all_match_of(filter, |_| true)
+    }
+
+    /// [`Self::all_match`] for the rows of the profile types `scanned` keeps: a scan of the
+    /// row groups of some types need not prove anything of the others.
+    pub fn all_match_of(&self, filter: &ScanFilter, scanned: impl Fn(&str) -> bool) -> bool {
         self.within_time(filter)
             && self
                 .profile_types
                 .iter()
+                .filter(|p| scanned(p))
                 .all(|p| filter.keeps_profile_type(p))
             && filter
                 .delta

@@ -91,23 +91,34 @@ pub(super) fn write_rows(
                     labels: BTreeMap::new(),
                     sums: None,
                     sums_slice_nanos: 0,
+                    type_row_groups: BTreeMap::new(),
                 },
             );
             current = Some(chunk.tenant.clone());
             current_type = None;
         }
+        let meta = tenants
+            .get_mut(&chunk.tenant)
+            .expect("tenant entry inserted at its first row");
         let profile_type = chunk.string_value(schema::PROFILE_TYPE, r);
         if current_type.as_deref() != profile_type {
             // So does a profile type's: a query of one type skips the others' row groups, and
             // a type's bytes are its row groups'.
-            if current_type.is_some() {
-                out.end_row_group()?;
-            }
+            let start = match &current_type {
+                Some(previous) => {
+                    let start = out.end_row_group()?;
+                    if let Some(range) = meta.type_row_groups.get_mut(previous) {
+                        range.1 = start;
+                    }
+                    start
+                }
+                None => meta.row_groups.0,
+            };
             current_type = profile_type.map(str::to_owned);
+            if let Some(pt) = &current_type {
+                meta.type_row_groups.insert(pt.clone(), (start, usize::MAX));
+            }
         }
-        let meta = tenants
-            .get_mut(&chunk.tenant)
-            .expect("tenant entry inserted at its first row");
         let time = Nanos(chunk.i64_value(schema::TIME, r));
         meta.min_time = meta.min_time.min(time);
         meta.max_time = meta.max_time.max(time);
@@ -196,6 +207,10 @@ pub(super) fn unaligned_pages(samples: &bytes::Bytes, layout: &Layout) -> Result
 fn close_tenant(tenants: &mut BTreeMap<TenantId, TenantBlockMeta>, tenant: &TenantId, end: usize) {
     if let Some(meta) = tenants.get_mut(tenant) {
         meta.row_groups.1 = end;
+        // The last type's row groups run to the tenant's end.
+        for range in meta.type_row_groups.values_mut() {
+            range.1 = range.1.min(end);
+        }
     }
 }
 

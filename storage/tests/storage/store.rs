@@ -324,7 +324,8 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
     );
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("parquet");
     let metadata = builder.metadata().clone();
-    for row_group in metadata.row_groups() {
+    let tenant = &block.tenants[&TenantId::new("team-a").expect("valid")];
+    for (index, row_group) in metadata.row_groups().iter().enumerate() {
         let column = row_group
             .columns()
             .iter()
@@ -353,7 +354,39 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
             types.max_bytes_opt(),
             "a row group holds one profile type"
         );
+        // The block's metadata names it, so a scan of one type opens that type's only.
+        let named: Vec<&String> = tenant
+            .type_row_groups
+            .iter()
+            .filter(|(_, (start, end))| (*start..*end).contains(&index))
+            .map(|(pt, _)| pt)
+            .collect();
+        assert_eq!(
+            named.iter().map(|pt| pt.as_bytes()).collect::<Vec<_>>(),
+            vec![types.min_bytes_opt().expect("a type")],
+            "row group {index}: {:?}",
+            tenant.type_row_groups
+        );
     }
+    assert_eq!(
+        tenant.type_row_groups.keys().collect::<Vec<_>>(),
+        tenant.profile_types.iter().collect::<Vec<_>>()
+    );
+    let cpu = tenant
+        .profile_types
+        .iter()
+        .find(|pt| pt.contains(":cpu:"))
+        .expect("a cpu type")
+        .clone();
+    let one_type = firn_storage::filter::ScanFilter {
+        profile_types: Some(std::collections::BTreeSet::from([cpu.clone()])),
+        ..Default::default()
+    };
+    let (start, end) = tenant.type_row_groups[&cpu];
+    assert_eq!(
+        tenant.row_groups_for(&one_type),
+        (start..end).collect::<Vec<_>>()
+    );
     assert!(
         metadata.num_row_groups() >= 2,
         "two sample types, two row groups"
