@@ -354,7 +354,7 @@ impl QueryEngine {
                 let mut merged = MergedProfile::empty(None);
                 self.resolve(&table, *start..*end, &totals, &mut merged)
                     .await?;
-                let bytes = firn_storage::symbols::encode_symbols(&merged.symbols);
+                let bytes = firn_storage::symbols::encode_symbols_for_answer(&merged.symbols);
                 let schema = Arc::new(Schema::new(vec![Field::new(
                     "symbols",
                     DataType::Binary,

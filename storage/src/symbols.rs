@@ -17,7 +17,7 @@ pub(crate) type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 use xxhash_rust::xxh3::Xxh3;
 
-pub use codec::{decode_symbols, encode_symbols};
+pub use codec::{decode_symbols, encode_symbols, encode_symbols_for_answer};
 pub use packed::{PackedSymbols, SymbolCounts, SymbolSource, encode_columns};
 
 use crate::ids::StackId;

@@ -16,6 +16,8 @@ use crate::ids::StackId;
 const MAGIC_V1: &[u8; 5] = b"FSYM1";
 /// Stack ids recomputed from the locations.
 const MAGIC_V2: &[u8; 5] = b"FSYM2";
+/// Stack ids stored, not compressed: a query's answer ([`encode_symbols_for_answer`]).
+const MAGIC_ANSWER: &[u8; 5] = b"FSYA1";
 const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -74,6 +76,27 @@ struct MappingProto {
 
 /// Serialises a table.
 pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
+    let raw = symbol_file(table, false).encode_to_vec();
+    let mut out = MAGIC_V2.to_vec();
+    out.extend(
+        zstd::bulk::compress(&raw, ZSTD_LEVEL)
+            .expect("zstd compression of an in-memory buffer cannot fail"),
+    );
+    out
+}
+
+/// Serialises a table for a query's answer (a shard's symbols sent to the coordinator): every
+/// stack id stored and nothing compressed, since it is read once, right away, often in the
+/// same process, where compressing and recomputing ids cost more than the bytes saved.
+pub fn encode_symbols_for_answer(table: &SymbolTable) -> Vec<u8> {
+    let mut out = MAGIC_ANSWER.to_vec();
+    out.extend(symbol_file(table, true).encode_to_vec());
+    out
+}
+
+/// The protobuf of `table`, with every stack's id (`all_ids`) or only those its locations'
+/// fingerprint does not give.
+fn symbol_file(table: &SymbolTable, all_ids: bool) -> SymbolFile {
     let mut file = SymbolFile {
         strings: table.strings.clone(),
         mappings: table
@@ -106,22 +129,22 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
             file.line_number.push(line.line);
         }
     }
-    let keys = location_keys(table);
+    let keys = if all_ids {
+        Vec::new()
+    } else {
+        location_keys(table)
+    };
     for (i, s) in table.stacks.iter().enumerate() {
-        if s.id != stack_id(&keys, &s.locations) {
+        if all_ids {
+            file.stack_ids.extend_from_slice(&s.id.to_bytes());
+        } else if s.id != stack_id(&keys, &s.locations) {
             file.explicit_ids.push(i as u32);
             file.stack_ids.extend_from_slice(&s.id.to_bytes());
         }
         file.stack_len.push(s.locations.len() as u32);
         file.stack_locations.extend_from_slice(&s.locations);
     }
-    let raw = file.encode_to_vec();
-    let mut out = MAGIC_V2.to_vec();
-    out.extend(
-        zstd::bulk::compress(&raw, ZSTD_LEVEL)
-            .expect("zstd compression of an in-memory buffer cannot fail"),
-    );
-    out
+    file
 }
 
 /// Reads a table written by [`encode_symbols`], checking every reference. The result is meant
@@ -129,17 +152,24 @@ pub fn encode_symbols(table: &SymbolTable) -> Vec<u8> {
 /// maps interning would use are left empty (building them cost a copy of every string, a
 /// sizeable part of decoding a block's table on every query that misses the cache).
 pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTable, String> {
-    let (body, ids_stored) = match bytes.strip_prefix(MAGIC_V2.as_slice()) {
-        Some(body) => (body, false),
-        None => (
-            bytes
-                .strip_prefix(MAGIC_V1.as_slice())
-                .ok_or("missing symbol file magic")?,
-            true,
-        ),
+    let unzstd =
+        |body| zstd::bulk::decompress(body, max_decompressed).map_err(|e| format!("zstd: {e}"));
+    let (raw, ids_stored) = if let Some(body) = bytes.strip_prefix(MAGIC_V2.as_slice()) {
+        (std::borrow::Cow::Owned(unzstd(body)?), false)
+    } else if let Some(body) = bytes.strip_prefix(MAGIC_V1.as_slice()) {
+        (std::borrow::Cow::Owned(unzstd(body)?), true)
+    } else if let Some(body) = bytes.strip_prefix(MAGIC_ANSWER.as_slice()) {
+        if body.len() > max_decompressed {
+            return Err(format!(
+                "{} bytes of symbols, more than the {max_decompressed} allowed",
+                body.len()
+            ));
+        }
+        (std::borrow::Cow::Borrowed(body), true)
+    } else {
+        return Err("missing symbol file magic".into());
     };
-    let raw = zstd::bulk::decompress(body, max_decompressed).map_err(|e| format!("zstd: {e}"))?;
-    let file = SymbolFile::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
+    let file = SymbolFile::decode(raw.as_ref()).map_err(|e| format!("protobuf: {e}"))?;
     let strings = file.strings.len() as u32;
     let check = |what: &str, r: u32, len: u32| {
         if r >= len {
@@ -232,7 +262,7 @@ pub fn decode_symbols(bytes: &[u8], max_decompressed: usize) -> Result<SymbolTab
     let stacks = file.stack_len.len();
     let explicit = if ids_stored {
         if !file.explicit_ids.is_empty() {
-            return Err("a version 1 file lists explicit stack ids".into());
+            return Err("a file with every stack id lists explicit ones".into());
         }
         stacks
     } else {

@@ -61,6 +61,14 @@ proptest! {
             prop_assert_eq!(decoded.frame_names(d).collect::<Vec<_>>(), table.frame_names(r).collect::<Vec<_>>());
         }
         prop_assert_eq!(decoded.strings(), table.strings());
+        // A query's answer form reads back the same, and asks for its size within the bound.
+        let answer = encode_symbols_for_answer(&table);
+        let read = decode_symbols(&answer, 1 << 24).expect("answer round trip");
+        for &r in &refs {
+            let d = read.stack_ref(table.stack(r).id).expect("stack present");
+            prop_assert_eq!(read.frame_names(d).collect::<Vec<_>>(), table.frame_names(r).collect::<Vec<_>>());
+        }
+        prop_assert!(decode_symbols(&answer, answer.len() - 6).is_err());
     }
 }
 
