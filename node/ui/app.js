@@ -478,16 +478,27 @@ function labelNames() {
 
 const VALUES_CACHED = 64;
 
-function labelValues(name) {
-  if (!view.valuesCache.has(name)) {
+// A label's first page of values, filtered here as the user types; a label with more values
+// than a page is asked again for those starting with the typed text.
+function labelValues(name, prefix) {
+  const key = `${name}\u0000${prefix}`;
+  if (!view.valuesCache.has(key)) {
     if (view.valuesCache.size >= VALUES_CACHED) view.valuesCache.clear();
-    const values = api(`/api/v1/labels/${encodeURIComponent(name)}/values`, {
-      query: selector('{}'), from: range.from, until: range.until,
-    }).then((r) => r.values);
-    values.catch(() => view.valuesCache.delete(name));
-    view.valuesCache.set(name, values);
+    const params = { query: selector('{}'), from: range.from, until: range.until };
+    if (prefix) Object.assign(params, { prefix, limit: 50 });
+    const values = api(`/api/v1/labels/${encodeURIComponent(name)}/values`, params)
+      .then((r) => ({ values: r.values, more: r.next_cursor != null }));
+    values.catch(() => view.valuesCache.delete(key));
+    view.valuesCache.set(key, values);
   }
-  return view.valuesCache.get(name);
+  return view.valuesCache.get(key);
+}
+
+async function valueOptions(name, prefix) {
+  const first = await labelValues(name, '');
+  if (!first.more || !prefix) return first.values;
+  const started = await labelValues(name, prefix);
+  return [...new Set([...started.values, ...first.values])];
 }
 
 // ---- the time-series chart -------------------------------------------------------------------
@@ -800,7 +811,7 @@ async function suggest() {
   let options = [];
   try {
     if (ctx && ctx.kind === 'name') options = (await labelNames()).filter((n) => !n.startsWith('__'));
-    if (ctx && ctx.kind === 'value') options = await labelValues(ctx.name);
+    if (ctx && ctx.kind === 'value') options = await valueOptions(ctx.name, ctx.prefix);
   } catch (e) {
     showError(e);
   }

@@ -162,6 +162,9 @@ pub struct ValuePage {
     pub after: Option<String>,
     /// Values at most; all when `None`.
     pub limit: Option<usize>,
+    /// Only values that start with it (an autocompletion's typed text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 impl ValuePage {
@@ -169,11 +172,13 @@ impl ValuePage {
     pub const ALL: ValuePage = ValuePage {
         after: None,
         limit: None,
+        prefix: None,
     };
 
-    /// Whether `value` belongs after this page's start.
+    /// Whether `value` belongs to this page's values or the pages after it.
     pub fn follows(&self, value: &str) -> bool {
         self.after.as_deref().is_none_or(|a| value > a)
+            && self.prefix.as_deref().is_none_or(|p| value.starts_with(p))
     }
 
     /// The page's values out of `values` (sorted).
@@ -729,6 +734,14 @@ impl QueryEngine {
         let mut filter = filter.and(label.clone().is_not_null());
         if let Some(after) = &page.after {
             filter = filter.and(label.clone().gt(lit(after.clone())));
+        }
+        if let Some(prefix) = page.prefix.as_deref().filter(|p| !p.is_empty()) {
+            // The range first (row groups and pages prune by it), then the prefix itself.
+            filter = filter.and(label.clone().gt_eq(lit(prefix.to_owned())));
+            filter = filter.and(datafusion::functions::expr_fn::starts_with(
+                label.clone(),
+                lit(prefix.to_owned()),
+            ));
         }
         let mut df = self
             .frame(table)?

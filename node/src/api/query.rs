@@ -273,6 +273,8 @@ pub struct LabelValueParams {
     limit: Option<usize>,
     /// The previous page's `next_cursor`: this page starts after it.
     cursor: Option<String>,
+    /// Only values starting with it.
+    prefix: Option<String>,
 }
 
 /// A label's values come a page at a time: a label with a million values is never sent
@@ -281,6 +283,8 @@ const DEFAULT_VALUES_PAGE: usize = 1000;
 const MAX_VALUES_PAGE: usize = 10_000;
 /// Label values are at most this long (a longer cursor cannot be one of ours).
 const MAX_CURSOR_BYTES: usize = 64 * 1024;
+/// A value prefix (typed text to complete) is at most this long.
+const MAX_PREFIX_BYTES: usize = 4096;
 
 impl LabelValueParams {
     fn page(&self) -> Result<firn_query::ValuePage> {
@@ -293,9 +297,18 @@ impl LabelValueParams {
                 )));
             }
         };
+        if let Some(prefix) = &self.prefix
+            && prefix.len() > MAX_PREFIX_BYTES
+        {
+            return Err(Error::BadRequest(format!(
+                "prefix is {} bytes; it may be at most {MAX_PREFIX_BYTES}",
+                prefix.len()
+            )));
+        }
         Ok(firn_query::ValuePage {
             after: self.cursor.as_deref().map(decode_cursor).transpose()?,
             limit: Some(limit),
+            prefix: self.prefix.clone().filter(|p| !p.is_empty()),
         })
     }
 }

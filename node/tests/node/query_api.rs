@@ -331,4 +331,28 @@ fn label_values_are_paginated_with_a_cursor() {
     let all = api_json(&server, "labels/pod/values", &[]);
     assert_eq!(all["values"].as_array().map(Vec::len), Some(23));
     assert_eq!(all["next_cursor"], json!(null));
+    // A prefix narrows the values, and pages through them the same way.
+    let first = api_json(
+        &server,
+        "labels/pod/values",
+        &[("prefix", "p-1"), ("limit", "6")],
+    );
+    let tens: Vec<&str> = (10..16).map(|i| pods[i].as_str()).collect();
+    assert_eq!(first["values"], json!(tens), "{first}");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let rest = api_json(
+        &server,
+        "labels/pod/values",
+        &[("prefix", "p-1"), ("limit", "6"), ("cursor", cursor)],
+    );
+    let tens: Vec<&str> = (16..20).map(|i| pods[i].as_str()).collect();
+    assert_eq!(rest["values"], json!(tens), "{rest}");
+    assert_eq!(rest["next_cursor"], json!(null));
+    let long = "x".repeat(4097);
+    let (status, body) = get(&format!(
+        "{}/api/v1/labels/pod/values?prefix={long}",
+        server.url
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("prefix is 4097 bytes"), "{body}");
 }

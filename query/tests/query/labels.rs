@@ -125,6 +125,7 @@ fn page(after: Option<&str>, limit: usize) -> ValuePage {
     ValuePage {
         after: after.map(str::to_owned),
         limit: Some(limit),
+        prefix: None,
     }
 }
 
@@ -173,5 +174,25 @@ async fn values_come_a_page_at_a_time_from_metadata_and_scans() {
             .await
             .expect("a page");
         assert_eq!(values, ["p11", "p12"], "listed {listed}");
+        // A prefix keeps the values that start with it, a page at a time too.
+        let prefixed = |after: Option<&str>, prefix: &str| ValuePage {
+            prefix: Some(prefix.to_owned()),
+            ..page(after, 4)
+        };
+        let values = e
+            .label_values(&a, &q("{}", 0, 100), "pod", &prefixed(None, "p1"))
+            .await
+            .expect("a page");
+        assert_eq!(values, ["p10", "p11", "p12", "p13"], "listed {listed}");
+        let values = e
+            .label_values(&a, &q("{}", 0, 100), "pod", &prefixed(Some("p17"), "p1"))
+            .await
+            .expect("a page");
+        assert_eq!(values, ["p18", "p19"], "listed {listed}");
+        let values = e
+            .label_values(&a, &q("{}", 0, 100), "pod", &prefixed(None, "q"))
+            .await
+            .expect("a page");
+        assert!(values.is_empty(), "listed {listed}: {values:?}");
     }
 }
