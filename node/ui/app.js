@@ -409,6 +409,9 @@ const view = {
   types: [],
   namesCache: null,
   valuesCache: new Map(),
+  // Values by label and typed prefix, answered (see valueOptions).
+  prefixed: new Map(),
+  prefixTimer: null,
 };
 
 async function loadTypes() {
@@ -494,11 +497,23 @@ function labelValues(name, prefix) {
   return view.valuesCache.get(key);
 }
 
+// The first page at once; for a label with more, the values starting with the typed text
+// once typing pauses (so a large label is not asked for each key), then suggested again.
 async function valueOptions(name, prefix) {
   const first = await labelValues(name, '');
   if (!first.more || !prefix) return first.values;
-  const started = await labelValues(name, prefix);
-  return [...new Set([...started.values, ...first.values])];
+  const key = `${name}\u0000${prefix}`;
+  const started = view.prefixed.get(key);
+  if (started) return [...new Set([...started, ...first.values])];
+  clearTimeout(view.prefixTimer);
+  view.prefixTimer = setTimeout(() => {
+    labelValues(name, prefix).then((r) => {
+      if (view.prefixed.size >= VALUES_CACHED) view.prefixed.clear();
+      view.prefixed.set(key, r.values);
+      suggest();
+    }, showError);
+  }, 150);
+  return first.values;
 }
 
 // ---- the time-series chart -------------------------------------------------------------------
@@ -795,7 +810,7 @@ const complete = { items: [], active: 0, context: null, asked: 0 };
 function completionContext(text, caret) {
   const before = text.slice(0, caret);
   const value = /([A-Za-z_][A-Za-z0-9_.]*)\s*(=~|!=|!~|=)\s*"((?:[^"\\]|\\.)*)$/.exec(before);
-  if (value) return { kind: 'value', name: value[1], prefix: value[3], start: caret - value[3].length };
+  if (value) return { kind: 'value', name: value[1], op: value[2], prefix: value[3], start: caret - value[3].length };
   const name = /(^|[{,])\s*([A-Za-z_][A-Za-z0-9_.]*)?$/.exec(before);
   if (name) {
     const prefix = name[2] || '';
@@ -811,7 +826,11 @@ async function suggest() {
   let options = [];
   try {
     if (ctx && ctx.kind === 'name') options = (await labelNames()).filter((n) => !n.startsWith('__'));
-    if (ctx && ctx.kind === 'value') options = await valueOptions(ctx.name, ctx.prefix);
+    if (ctx && ctx.kind === 'value') {
+      // The server completes a literal's start; a regular expression is matched here only.
+      const literal = ctx.op === '=' || ctx.op === '!=';
+      options = await valueOptions(ctx.name, literal ? ctx.prefix.replace(/\\(.)/g, '$1') : '');
+    }
   } catch (e) {
     showError(e);
   }
@@ -915,6 +934,7 @@ async function run() {
     resolveRange();
     view.namesCache = null;
     view.valuesCache.clear();
+    view.prefixed.clear();
     await loadTypes();
     if (mine !== running) return;
     if (!state.type) {

@@ -302,6 +302,7 @@ impl Coordinator {
                     .collect(),
                 start: query.start,
                 end: query.end,
+                plain: true,
             };
             let at = point_of.get(shard).copied().unwrap_or(ReadPoint {
                 shard: *shard,

@@ -153,9 +153,9 @@ pub struct SeriesOptions {
     pub limit: Option<usize>,
 }
 
-/// A page of a label's values, in sorted order: those after `after`, at most `limit` of
-/// them. Each shard keeps only its first `limit`, so a label with a million values costs
-/// a page, not the million, past the scan.
+/// A page of a label's values, in sorted order: those after `after` (and starting with
+/// `prefix`), at most `limit` of them. Each shard keeps only its first `limit`, so a label
+/// with a million values costs a page, not the million, past the scan.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValuePage {
     /// The last value of the previous page (exclusive); the first page when `None`.
@@ -189,6 +189,21 @@ impl ValuePage {
             .take(self.limit.unwrap_or(usize::MAX))
             .collect()
     }
+}
+
+/// The least string above every string starting with `prefix`: its last character that has
+/// a successor, raised, and what follows it dropped; `None` when there is none (every
+/// character is `char::MAX`).
+fn past_prefix(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Label names and values, sorted by name.
@@ -738,6 +753,9 @@ impl QueryEngine {
         if let Some(prefix) = page.prefix.as_deref().filter(|p| !p.is_empty()) {
             // The range first (row groups and pages prune by it), then the prefix itself.
             filter = filter.and(label.clone().gt_eq(lit(prefix.to_owned())));
+            if let Some(past) = past_prefix(prefix) {
+                filter = filter.and(label.clone().lt(lit(past)));
+            }
             filter = filter.and(datafusion::functions::expr_fn::starts_with(
                 label.clone(),
                 lit(prefix.to_owned()),
@@ -869,3 +887,6 @@ fn take_stacks(
         found.insert(id, (r, value));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -193,6 +193,11 @@ pub enum Fragment {
         stacks: Vec<(u64, u64)>,
         start: Nanos,
         end: Nanos,
+        /// Answer in the uncompressed form with every stack id
+        /// ([`firn_storage::symbols::encode_symbols_for_answer`]); a peer that predates it
+        /// asks for the stored form.
+        #[serde(default)]
+        plain: bool,
     },
     /// Per step and group: the sum of each profile's total, and how many profiles.
     Series {
@@ -345,7 +350,12 @@ impl QueryEngine {
                 let values = Int64Array::from_iter_values(totals.iter().map(|t| t.1));
                 FragmentOutput::one(schema, vec![Arc::new(ids.finish()), Arc::new(values)])
             }
-            Fragment::Symbols { stacks, start, end } => {
+            Fragment::Symbols {
+                stacks,
+                start,
+                end,
+                plain,
+            } => {
                 let table = self.table(tenant);
                 let totals: Vec<(StackId, i64)> = stacks
                     .iter()
@@ -354,7 +364,11 @@ impl QueryEngine {
                 let mut merged = MergedProfile::empty(None);
                 self.resolve(&table, *start..*end, &totals, &mut merged)
                     .await?;
-                let bytes = firn_storage::symbols::encode_symbols_for_answer(&merged.symbols);
+                let bytes = if *plain {
+                    firn_storage::symbols::encode_symbols_for_answer(&merged.symbols)
+                } else {
+                    firn_storage::symbols::encode_symbols(&merged.symbols)
+                };
                 let schema = Arc::new(Schema::new(vec![Field::new(
                     "symbols",
                     DataType::Binary,

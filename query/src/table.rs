@@ -275,9 +275,9 @@ impl TableProvider for SampleTable {
 }
 
 impl SampleTable {
-    /// A plan per row group of this tenant in each candidate block: the Parquet scan with the
-    /// filters as a pruning predicate, and a row filter of the filters the scan claimed as
-    /// Exact that the block's metadata cannot prove for every row.
+    /// A plan per row group of this tenant, of the profile types kept, in each candidate block:
+    /// the Parquet scan with the filters as a pruning predicate, and a row filter of the
+    /// filters the scan claimed as Exact that the block's metadata cannot prove for every row.
     fn block_scans(
         &self,
         state: &dyn Session,
@@ -339,9 +339,8 @@ impl SampleTable {
             };
             // Only the filters the block's metadata cannot prove for every row (in a block
             // inside the time range, the service's rows need no time comparison); none when it
-            // proves them all.
-            // Only the row groups of the profile types the filter keeps are read, so only
-            // theirs need proof.
+            // proves them all. Only the row groups of the profile types the filter keeps are
+            // read, so only their rows need proof.
             let scanned =
                 |pt: &str| tenant.type_row_groups.is_empty() || filter.keeps_profile_type(pt);
             let row_filter = conjunction(

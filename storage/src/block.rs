@@ -82,9 +82,17 @@ pub struct TenantBlockMeta {
     /// blocks written before it was recorded, whose every row group may hold any type.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub type_row_groups: BTreeMap<String, (usize, usize)>,
+    /// Compactions these rows have been through: 0 in a flush's block, in a compaction's one
+    /// more than its most compacted input's.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub generation: u32,
 }
 
 fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 

@@ -6,8 +6,8 @@
 //!           once the day is over) ─► a job when a window has two entries or more, or one in
 //!           a block shared with other tenants (at most `memory_bytes / JOB_BYTES_PER_ROW` rows
 //!           per job); while the window is still filling, only when `open_fan_in` blocks of
-//!           about the same rows are there to merge (tiers of rows, so a row is rewritten
-//!           about once a tier)
+//!           one generation (compactions their rows have been through) are there to merge,
+//!           so a row is rewritten about once a generation
 //!  run:     read the tenant's row groups of each input ─► stacks remapped into one symbol
 //!           table ─► rows regrouped into profiles ─► one block, as a flush writes it
 //!  swap:    (a Raft command on a server) every input still holds the tenant, else nothing
@@ -49,10 +49,6 @@ const DAY: Nanos = Nanos(24 * 3_600_000_000_000);
 /// order of its profiles and samples, and the encoded row group.
 pub const JOB_BYTES_PER_ROW: u64 = 64;
 
-/// The smallest tier of a window still filling holds blocks of fewer than this many rows times
-/// the fan-in.
-const TIER_BASE_ROWS: u64 = 4096;
-
 /// When and how much to compact.
 #[derive(Clone, Copy, Debug)]
 pub struct CompactionOptions {
@@ -64,7 +60,8 @@ pub struct CompactionOptions {
     pub settle: Nanos,
     /// Memory one job may use: it merges at most `memory_bytes / JOB_BYTES_PER_ROW` rows.
     pub memory_bytes: u64,
-    /// A window still filling is merged once a tier of its blocks has this many.
+    /// A window still filling is merged once this many of its blocks (at least 2) have been
+    /// through as many compactions.
     pub open_fan_in: usize,
 }
 
@@ -116,34 +113,36 @@ pub struct RetiredBlock {
 
 /// A tenant's window: (tenant, window length, window start).
 type WindowKey = (TenantId, Nanos, Nanos);
-/// A block in a window: its id, the tenant's rows in it, whether other tenants share it, and
-/// whether its window is still filling.
-type Entry = (BlockId, u64, bool, bool);
-
-/// The tier of `rows` in a window still filling: tier `t` holds blocks of fewer than
-/// `TIER_BASE_ROWS * fan_in^(t + 1)` rows (and at least the tier below's limit).
-fn tier(rows: u64, fan_in: usize) -> u32 {
-    let fan_in = (fan_in as u64).max(2);
-    let mut limit = TIER_BASE_ROWS.saturating_mul(fan_in);
-    let mut tier = 0;
-    while rows >= limit && limit < u64::MAX {
-        limit = limit.saturating_mul(fan_in);
-        tier += 1;
-    }
-    tier
+/// A tenant's entry in a block of a window.
+struct Entry {
+    id: BlockId,
+    /// The tenant's rows in the block.
+    rows: u64,
+    /// Whether other tenants share the block.
+    shared: bool,
+    /// Compactions the tenant's rows in it have been through.
+    generation: u32,
 }
 
-/// A window still filling is merged tier by tier, so that the newest hour, the one most
-/// queries read, holds a few blocks rather than every flush's: the entries of the lowest tier
-/// with `fan_in` of them or more, or none. Merging `fan_in` blocks of a tier gives a block of
-/// a tier above (or one of tier 0, whose blocks are small), so a row is rewritten about once a
-/// tier before its window closes, and a window holds fewer than `fan_in` blocks a tier.
+/// A window's entries, and whether the window is still filling.
+#[derive(Default)]
+struct Window {
+    filling: bool,
+    entries: Vec<Entry>,
+}
+
+/// A window still filling is merged a generation at a time, so that the newest hour, the one
+/// most queries read, holds a few blocks rather than every flush's: the entries of the lowest
+/// generation with `fan_in` of them or more, or none. Their output is a generation older, so a
+/// row is rewritten at most once a generation (about log_fan_in of the window's flushes)
+/// before its window closes, and the window holds fewer than `fan_in` blocks a generation
+/// (besides those past the rows cap, which are left as they are).
 fn open_window_inputs(entries: Vec<Entry>, fan_in: usize) -> Vec<Entry> {
-    let mut tiers: BTreeMap<u32, Vec<Entry>> = BTreeMap::new();
+    let mut generations: BTreeMap<u32, Vec<Entry>> = BTreeMap::new();
     for entry in entries {
-        tiers.entry(tier(entry.1, fan_in)).or_default().push(entry);
+        generations.entry(entry.generation).or_default().push(entry);
     }
-    tiers
+    generations
         .into_values()
         .find(|entries| entries.len() >= fan_in.max(2))
         .unwrap_or_default()
@@ -156,7 +155,7 @@ pub fn plan(
     options: &CompactionOptions,
     limit: usize,
 ) -> Vec<CompactionJob> {
-    let mut windows: BTreeMap<WindowKey, Vec<Entry>> = BTreeMap::new();
+    let mut windows: BTreeMap<WindowKey, Window> = BTreeMap::new();
     for block in &manifest.blocks {
         let shared = block.tenants.len() > 1;
         for (tenant, meta) in &block.tenants {
@@ -173,30 +172,45 @@ pub fn plan(
                 // Spans windows: kept as it is.
                 continue;
             }
-            let filling = end.saturating_add(options.settle.0) > now.0;
-            windows
-                .entry((tenant.clone(), window, start))
-                .or_default()
-                .push((block.id.clone(), meta.rows, shared, filling));
+            let entry = windows.entry((tenant.clone(), window, start)).or_default();
+            entry.filling = end.saturating_add(options.settle.0) > now.0;
+            entry.entries.push(Entry {
+                id: block.id.clone(),
+                rows: meta.rows,
+                shared,
+                generation: meta.generation,
+            });
         }
     }
     let max_rows = options.memory_bytes / JOB_BYTES_PER_ROW;
     let mut jobs = Vec::new();
-    for ((tenant, window, start), mut entries) in windows {
-        let filling = entries.iter().any(|e| e.3);
+    for (
+        (tenant, window, start),
+        Window {
+            filling,
+            mut entries,
+        },
+    ) in windows
+    {
         if filling {
-            // Still filling: only a tier's worth of blocks is merged (see `open_window_inputs`).
+            // Still filling: only a generation's worth of blocks is merged.
             entries = open_window_inputs(entries, options.open_fan_in);
         }
         // The smallest inputs first, while they fit in the job's rows: a window with more
         // becomes several blocks, and a block already half the cap or more is left as it is
         // unless it is shared (its tenant's rows still leave it). A shared block whose share
         // alone is over the cap is taken out by itself.
-        entries.sort_by_key(|(id, share, ..)| (*share, id.clone()));
+        entries.sort_by(|a, b| (a.rows, &a.id).cmp(&(b.rows, &b.id)));
         let mut rows = 0u64;
         let mut inputs: Vec<(BlockId, bool)> = Vec::new();
         let mut oversized_shared = None;
-        for (id, share, shared, _) in entries {
+        for Entry {
+            id,
+            rows: share,
+            shared,
+            ..
+        } in entries
+        {
             if !shared && share.saturating_mul(2) >= max_rows {
                 continue;
             }
@@ -306,6 +320,7 @@ impl Store {
     pub async fn compact(&self, job: &CompactionJob, id: BlockId) -> Result<Option<EncodedBlock>> {
         let manifest = self.manifest();
         let mut inputs = Vec::with_capacity(job.inputs.len());
+        let mut generation = 1u32;
         for input in &job.inputs {
             let Some(meta) = manifest.blocks.iter().find(|b| b.id == *input) else {
                 return Ok(None);
@@ -314,6 +329,7 @@ impl Store {
                 return Ok(None);
             };
             inputs.push((meta, tenant.row_groups));
+            generation = generation.max(tenant.generation.saturating_add(1));
         }
         let (first, last) = inputs
             .iter()
@@ -376,6 +392,9 @@ impl Store {
             encode_block(id, &[Arc::new(chunk)], &symbols, &options).map(|mut block| {
                 block.meta.first_seq = first.min(last);
                 block.meta.last_seq = last;
+                for meta in block.meta.tenants.values_mut() {
+                    meta.generation = generation;
+                }
                 Some(block)
             })
         })

@@ -92,6 +92,7 @@ pub(super) fn write_rows(
                     sums: None,
                     sums_slice_nanos: 0,
                     type_row_groups: BTreeMap::new(),
+                    generation: 0,
                 },
             );
             current = Some(chunk.tenant.clone());

@@ -29,6 +29,7 @@ fn meta() -> TenantBlockMeta {
         sums: None,
         sums_slice_nanos: 0,
         type_row_groups: BTreeMap::new(),
+        generation: 0,
     }
 }
 

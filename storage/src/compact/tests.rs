@@ -247,56 +247,111 @@ async fn recent_and_large_windows_wait() {
     assert!(jobs.iter().all(|j| j.window == DAY), "{jobs:?}");
 }
 
-#[test]
-fn tiers_grow_by_the_fan_in() {
-    assert_eq!(tier(0, 8), 0);
-    assert_eq!(tier(TIER_BASE_ROWS * 8 - 1, 8), 0);
-    assert_eq!(tier(TIER_BASE_ROWS * 8, 8), 1);
-    assert_eq!(tier(TIER_BASE_ROWS * 64, 8), 2);
-    assert_eq!(tier(u64::MAX, 8), tier(u64::MAX - 1, 8));
-}
-
-/// One flush of tenant `t` at `minute` holding `samples` distinct stacks.
-async fn flush_at(store: &Store, seq: u64, minute: i64, samples: usize) -> BlockId {
-    let mut p = ProfileBuilder::cpu().time(Nanos(minute * MINUTE));
-    for s in 0..samples {
-        p.sample(&["main", &format!("f{s}")], &[1, 10], &[]);
+/// One flush of `tenants` at `minute`, each with `samples` distinct stacks.
+async fn flush_at(store: &Store, seq: &mut u64, minute: i64, tenants: &[&str]) -> BlockId {
+    for tenant in tenants {
+        let mut p = ProfileBuilder::cpu().time(Nanos(minute * MINUTE));
+        p.sample(&["main", "work"], &[1, 10], &[]);
+        let labels = [("service_name", "svc"), ("pod", "p")];
+        let write = pprof_write(tenant, &labels, p.gzip(), Nanos(0));
+        *seq += 1;
+        store.write(SeqNo(*seq), write).expect("write");
     }
-    let write = pprof_write("t", &[("service_name", "svc")], p.gzip(), Nanos(0));
-    store.write(SeqNo(seq), write).expect("write");
     store.flush().await.expect("flush").expect("a block").id
 }
 
+/// Plans at `now`, runs the first job and applies it; its output's id.
+async fn compact_first(store: &Store, now: Nanos, options: &CompactionOptions) -> BlockId {
+    let job = plan(&store.manifest(), now, options, 10).remove(0);
+    // The manifest's version differs after every swap: a fresh nonce per output.
+    let nonce = store.manifest().version;
+    let id = job.output_id(store.config().shard, nonce).expect("id");
+    let output = store
+        .compact(&job, id.clone())
+        .await
+        .expect("compact")
+        .expect("rows");
+    store.upload_block(&output).await.expect("upload");
+    assert!(store.apply_compaction(&job, output.meta, now));
+    id
+}
+
 #[tokio::test]
-async fn a_window_still_filling_is_merged_a_tier_at_a_time() {
+async fn a_window_still_filling_is_merged_a_generation_at_a_time() {
     let store = memory_store(StoreConfig::default()).await;
     let options = CompactionOptions {
         open_fan_in: 3,
         ..CompactionOptions::default()
     };
     let now = Nanos(20 * MINUTE);
-    // A large block (two rows a sample: tier 1) and two small ones: no tier has three.
-    let large = flush_at(&store, 1, 1, TIER_BASE_ROWS as usize * 3 / 2).await;
-    let rows = store.manifest().blocks[0].tenants[&TenantId::new("t").expect("t")].rows;
-    assert_eq!(tier(rows, 3), 1, "{rows} rows");
-    let mut small = vec![
-        flush_at(&store, 2, 2, 5).await,
-        flush_at(&store, 3, 3, 5).await,
+    let t = TenantId::new("t").expect("t");
+    let mut seq = 0;
+    let mut flushes = vec![
+        flush_at(&store, &mut seq, 1, &["t"]).await,
+        flush_at(&store, &mut seq, 2, &["t"]).await,
+    ];
+    assert!(
+        plan(&store.manifest(), now, &options, 10).is_empty(),
+        "two of three"
+    );
+    flushes.push(flush_at(&store, &mut seq, 3, &["t"]).await);
+    let jobs = plan(&store.manifest(), now, &options, 10);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].inputs, flushes, "the three flushes");
+    assert_eq!((jobs[0].window_start, jobs[0].window), (Nanos(0), HOUR));
+    let merged = compact_first(&store, now, &options).await;
+    let generation = |id: &BlockId| {
+        store
+            .manifest()
+            .blocks
+            .iter()
+            .find(|b| b.id == *id)
+            .expect("block")
+            .tenants[&t]
+            .generation
+    };
+    assert_eq!(generation(&merged), 1);
+
+    // The merged block is small, but older: two more flushes do not merge it again.
+    let mut newer = vec![
+        flush_at(&store, &mut seq, 4, &["t"]).await,
+        flush_at(&store, &mut seq, 5, &["t"]).await,
     ];
     assert!(plan(&store.manifest(), now, &options, 10).is_empty());
-    // The third small block makes a tier of three: those are merged, the large one waits.
-    small.push(flush_at(&store, 4, 4, 5).await);
+    newer.push(flush_at(&store, &mut seq, 6, &["t"]).await);
     let jobs = plan(&store.manifest(), now, &options, 10);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let mut inputs = jobs[0].inputs.clone();
     inputs.sort();
-    small.sort();
-    assert_eq!(inputs, small);
-    assert!(!inputs.contains(&large));
-    assert_eq!((jobs[0].window_start, jobs[0].window), (Nanos(0), HOUR));
-    // Once the window is over, everything in it is merged.
+    newer.sort();
+    assert_eq!(inputs, newer, "the new flushes, not the merged block");
+    compact_first(&store, now, &options).await;
+    // Two blocks of the first generation: not yet three.
+    assert!(plan(&store.manifest(), now, &options, 10).is_empty());
+    // Once the window is over, everything in it is merged, a generation older still.
     let closed = plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10);
-    assert_eq!(closed[0].inputs.len(), 4, "{closed:?}");
-    // With the default fan-in, three small blocks of a filling window wait.
-    assert!(plan(&store.manifest(), now, &CompactionOptions::default(), 10).is_empty());
+    assert_eq!(closed[0].inputs.len(), 2, "{closed:?}");
+    let last = compact_first(&store, Nanos(66 * MINUTE), &options).await;
+    assert_eq!(generation(&last), 2);
+    assert_eq!(sums(&store, "t").await.values().sum::<i64>(), 6 * 11);
+}
+
+#[tokio::test]
+async fn a_shared_block_waits_for_its_window_to_close() {
+    let store = memory_store(StoreConfig::default()).await;
+    let options = CompactionOptions {
+        open_fan_in: 2,
+        ..CompactionOptions::default()
+    };
+    let mut seq = 0;
+    flush_at(&store, &mut seq, 1, &["t", "u"]).await;
+    // Alone in a filling window, a shared block is left for the window's end.
+    assert!(plan(&store.manifest(), Nanos(20 * MINUTE), &options, 10).is_empty());
+    let closed = plan(&store.manifest(), Nanos(66 * MINUTE), &options, 10);
+    assert_eq!(closed.len(), 2, "each tenant leaves it: {closed:?}");
+    // Two shared blocks in a filling window are merged, tenant by tenant.
+    flush_at(&store, &mut seq, 2, &["t", "u"]).await;
+    let jobs = plan(&store.manifest(), Nanos(20 * MINUTE), &options, 10);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j.inputs.len() == 2), "{jobs:?}");
 }
