@@ -47,6 +47,10 @@ pub struct BlockScan {
     pub row_filter: Option<Arc<dyn PhysicalExpr>>,
     /// The projected columns: the first `columns` of `plan`'s output.
     pub columns: usize,
+    /// Position of `series_id` among the projected columns, when projected: the file holds
+    /// none (or one to ignore), so it is recomputed from the label columns, which `plan` reads
+    /// after the projected ones.
+    pub series_index: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -155,13 +159,17 @@ impl ExecutionPlan for BlockScanExec {
                     };
                     let input = scan.plan.execute(0, context)?;
                     let mut decoder = StackDecoder::new(scan.stack);
-                    let (row_filter, columns) = (scan.row_filter.clone(), scan.columns);
+                    let (row_filter, columns, series_index) =
+                        (scan.row_filter.clone(), scan.columns, scan.series_index);
                     Ok::<_, DataFusionError>(
                         input
                             .map(move |batch| {
                                 let mut batch = batch?;
                                 if let Some(i) = stack_index {
                                     batch = decode_stack(batch, i, &mut decoder)?;
+                                }
+                                if let Some(i) = series_index {
+                                    batch = with_series_ids(batch, i)?;
                                 }
                                 let batch = filter_rows(batch, row_filter.as_ref(), columns)?;
                                 to_table_batch(batch, &schema, stack_index, stack_ids.as_ref())
@@ -193,6 +201,15 @@ fn decode_stack(
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// `batch` with the column at `index` replaced by each row's series id, from its labels.
+fn with_series_ids(batch: RecordBatch, index: usize) -> Result<RecordBatch> {
+    let ids = firn_storage::schema::series_ids(&batch)
+        .map_err(|reason| DataFusionError::Execution(format!("series ids of a block: {reason}")))?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(ids);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// The rows of `batch` that pass `row_filter`, projected to its first `columns` columns.
 fn filter_rows(
     batch: RecordBatch,
@@ -200,6 +217,9 @@ fn filter_rows(
     columns: usize,
 ) -> Result<RecordBatch> {
     let Some(row_filter) = row_filter else {
+        if batch.num_columns() > columns {
+            return Ok(batch.project(&(0..columns).collect::<Vec<_>>())?);
+        }
         return Ok(batch);
     };
     let mask = row_filter.evaluate(&batch)?.into_array(batch.num_rows())?;

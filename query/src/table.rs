@@ -287,12 +287,14 @@ impl SampleTable {
     ) -> datafusion::error::Result<Vec<BlockScan>> {
         let file_schema = schema::block_file_schema(&self.schema);
         let file_columns = DFSchema::try_from(file_schema.clone())?;
-        let mentions_stack = |e: &Expr| e.column_refs().iter().any(|c| c.name == schema::STACK_ID);
-        let prunable: Vec<Expr> = filters
-            .iter()
-            .filter(|e| !mentions_stack(e))
-            .cloned()
-            .collect();
+        // Neither a stack id nor a series id is a column of the file (ordinals stand for the
+        // one, the labels give the other), so no filter on them can prune pages.
+        let derived = |e: &Expr| {
+            e.column_refs()
+                .iter()
+                .any(|c| c.name == schema::STACK_ID || c.name == schema::SERIES_ID)
+        };
+        let prunable: Vec<Expr> = filters.iter().filter(|e| !derived(e)).cloned().collect();
         let predicate = conjunction(prunable.clone())
             .map(|e| state.create_physical_expr(e, &file_columns))
             .transpose()?;
@@ -309,6 +311,18 @@ impl SampleTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
+        // A projected series id is recomputed from every label column, so they are all read.
+        let series_index = wanted
+            .iter()
+            .position(|&i| self.schema.field(i).name() == schema::SERIES_ID);
+        let mut with_labels = wanted.clone();
+        if series_index.is_some() {
+            for (i, field) in file_schema.fields().iter().enumerate() {
+                if schema::label_name(field.name()).is_some() && !with_labels.contains(&i) {
+                    with_labels.push(i);
+                }
+            }
+        }
 
         let mut scans = Vec::new();
         // Footers and page indexes are read once per block and kept in the runtime's bounded
@@ -351,8 +365,9 @@ impl SampleTable {
                     .chain(skip)
                     .collect::<Vec<Expr>>(),
             );
-            // Columns read: the projection, plus what the row filter needs.
-            let mut read = wanted.clone();
+            // Columns read: the projection (and the labels of a series id), plus what the row
+            // filter needs.
+            let mut read = with_labels.clone();
             if let Some(f) = &row_filter {
                 for c in f.column_refs() {
                     let i = file_schema.index_of(&c.name)?;
@@ -394,6 +409,7 @@ impl SampleTable {
                     plan,
                     row_filter: row_filter.clone(),
                     columns: wanted.len(),
+                    series_index,
                 });
             }
         }

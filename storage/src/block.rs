@@ -316,11 +316,6 @@ fn writer_properties(options: &BlockOptions, stack: StackEncoding) -> Result<Wri
         // and 1.2 for plain ordinals, on the long-range workload's CPU rows, by pyarrow).
         .set_column_dictionary_enabled(ColumnPath::from(schema::STACK), false)
         .set_column_encoding(ColumnPath::from(schema::STACK), Encoding::BYTE_STREAM_SPLIT)
-        .set_column_dictionary_enabled(ColumnPath::from(schema::SERIES_ID), false)
-        .set_column_encoding(
-            ColumnPath::from(schema::SERIES_ID),
-            Encoding::DELTA_BINARY_PACKED,
-        )
         .set_created_by("firn".to_owned())
         .build())
 }

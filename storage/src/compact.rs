@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int32Type, Int64Type, UInt64Type};
+use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -495,7 +495,8 @@ impl Regrouped {
         let profile_type = text(schema::PROFILE_TYPE)?;
         let profile_type = profile_type.as_string::<i32>();
         let delta = column(schema::DELTA)?.as_boolean();
-        let series = column(schema::SERIES_ID)?.as_primitive::<UInt64Type>();
+        // Blocks do not store series ids: the labels give them.
+        let series = schema::series_ids(batch)?;
         let time = column(schema::TIME)?.as_primitive::<Int64Type>();
         let duration = column(schema::DURATION)?.as_primitive::<Int64Type>();
         let period = column(schema::PERIOD)?.as_primitive::<Int64Type>();

@@ -146,15 +146,22 @@ impl Labels {
 
     /// A 64-bit fingerprint of the set: the series id.
     pub fn fingerprint(&self) -> u64 {
-        let mut hasher = Xxh3::new();
-        for (name, value) in &self.0 {
-            hasher.update(name.as_bytes());
-            hasher.update(&[0xff]);
-            hasher.update(value.as_bytes());
-            hasher.update(&[0xfe]);
-        }
-        hasher.digest()
+        fingerprint(self.iter())
     }
+}
+
+/// The series id of a label set given as (name, value) pairs sorted by name, non-empty values
+/// only: what [`Labels::fingerprint`] gives for the same set. Blocks do not store it; a reader
+/// recomputes it from the label columns ([`crate::schema::series_ids`]).
+pub fn fingerprint<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut hasher = Xxh3::new();
+    for (name, value) in pairs {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0xff]);
+        hasher.update(value.as_bytes());
+        hasher.update(&[0xfe]);
+    }
+    hasher.digest()
 }
 
 /// Checks one label against the name rules and length limits.

@@ -587,3 +587,68 @@ async fn the_stacks_table_counts_against_the_memory_limit() {
         .expect_err("memory");
     assert!(matches!(err, Error::MemoryLimit { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn series_ids_agree_across_block_and_buffer() {
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+
+    let e = engine().await;
+    let p1 = [("service_name", "api"), ("pod", "p1")];
+    write_cpu(&e, 1, "a", &p1, 10 * SEC, &[(HOT, 5)]);
+    // Blocks keep no series id: the block's rows get theirs from their labels.
+    e.store().flush().await.expect("flush");
+    write_cpu(&e, 2, "a", &p1, 20 * SEC, &[(HOT, 3)]);
+    write_cpu(
+        &e,
+        3,
+        "a",
+        &[("service_name", "api"), ("pod", "p2")],
+        20 * SEC,
+        &[(GC, 2)],
+    );
+    let ids = |batches: &[RecordBatch]| -> Vec<(i64, String, u64)> {
+        let mut out = Vec::new();
+        for b in batches {
+            let pods = datafusion::arrow::compute::cast(
+                b.column(1),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .expect("cast");
+            for r in 0..b.num_rows() {
+                out.push((
+                    b.column(0).as_primitive::<Int64Type>().value(r),
+                    pods.as_string::<i32>().value(r).to_owned(),
+                    b.column(2).as_primitive::<UInt64Type>().value(r),
+                ));
+            }
+        }
+        out
+    };
+    let batches = e
+        .sql(
+            &tenant("a"),
+            "SELECT DISTINCT time_nanos, \"labels.pod\", series_id FROM samples ORDER BY 1, 2",
+        )
+        .await
+        .expect("sql");
+    let rows = ids(&batches);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let (block, buffered, other) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!((block.1.as_str(), buffered.1.as_str()), ("p1", "p1"));
+    assert_eq!(block.2, buffered.2, "one series, one id: {rows:?}");
+    assert_ne!(block.2, other.2, "another label set, another id");
+    // A filter on the id finds the block's rows too (it never prunes a page by it).
+    let batches = e
+        .sql(
+            &tenant("a"),
+            &format!(
+                "SELECT DISTINCT time_nanos, \"labels.pod\", series_id FROM samples \
+                 WHERE series_id = {} ORDER BY 1",
+                buffered.2
+            ),
+        )
+        .await
+        .expect("sql");
+    assert_eq!(ids(&batches), vec![block.clone(), buffered.clone()]);
+}

@@ -297,7 +297,7 @@ async fn retention_deletes_only_blocks_wholly_past_it() {
 #[tokio::test]
 async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Int32Type, Int64Type, UInt64Type};
+    use arrow::datatypes::{Int32Type, Int64Type};
     use firn_storage::stack_codec::{StackDecoder, StackEncoding};
     use object_store::ObjectStoreExt;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -417,10 +417,11 @@ async fn blocks_store_stacks_as_rising_ordinals_into_their_stack_table() {
             .as_primitive::<Int32Type>();
         steps += stored.values().iter().filter(|&&v| v >= 0).count();
         let stack = &decoder.decode(stored).expect("steps decode");
-        let series = batch
-            .column_by_name("series_id")
-            .expect("series")
-            .as_primitive::<UInt64Type>();
+        assert!(
+            batch.column_by_name("series_id").is_none(),
+            "blocks do not store series ids"
+        );
+        let series = firn_storage::schema::series_ids(&batch).expect("series ids from labels");
         let time = batch
             .column_by_name("time_nanos")
             .expect("time")
