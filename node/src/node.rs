@@ -342,10 +342,12 @@ fn open_object_store(settings: &Settings) -> Result<(Arc<dyn ObjectStore>, Path)
                 path: path.clone(),
                 source,
             })?;
-            (
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(path).map_err(err)?),
-                Path::from(""),
-            )
+            // A deleted block's directory goes with its last object (each block has its own,
+            // never reused), else every compacted-away flush leaves one behind.
+            let local = object_store::local::LocalFileSystem::new_with_prefix(path)
+                .map_err(err)?
+                .with_automatic_cleanup(true);
+            (Arc::new(local), Path::from(""))
         }
         ObjectStoreUrl::Memory => (
             Arc::new(object_store::memory::InMemory::new()),

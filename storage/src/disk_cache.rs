@@ -133,7 +133,10 @@ impl DiskCache {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
-        let local = LocalFileSystem::new_with_prefix(dir).map_err(std::io::Error::other)?;
+        // An evicted block's directory goes with its last file.
+        let local = LocalFileSystem::new_with_prefix(dir)
+            .map_err(std::io::Error::other)?
+            .with_automatic_cleanup(true);
         Ok(Self {
             remote,
             local,

@@ -33,6 +33,24 @@ fn blocks(data: &Path) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// Directories under any `blocks` directory of the object store, empty or not.
+fn block_dirs(data: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![data.join("objects")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            if dir.file_name().is_some_and(|n| n == "blocks") {
+                count += 1;
+            }
+            stack.push(path);
+        }
+    }
+    count
+}
+
 fn ingest(server: &Server, tenant: &str, from_secs: i64, text: &str) {
     let url = format!(
         "{}/ingest?name={}&format=folded&from={from_secs}&until={}",
@@ -134,6 +152,14 @@ fn flushed_blocks_become_one_block_per_tenant_and_window() {
             && all.values().flatten().all(|id| id.contains("-c-"))
     });
     assert!(settled, "blocks left: {:?}", blocks(dir.path()));
+    // A deleted block leaves no empty directory behind (a laptop node flushing every few
+    // seconds would otherwise gather tens of thousands a day).
+    let live: usize = blocks(dir.path()).values().map(Vec::len).sum();
+    assert_eq!(
+        block_dirs(dir.path()),
+        live,
+        "block directories beyond the live blocks"
+    );
     for (shard, ids) in blocks(dir.path()) {
         let tenants: Vec<&str> = ids
             .iter()
