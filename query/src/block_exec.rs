@@ -168,10 +168,15 @@ impl ExecutionPlan for BlockScanExec {
                                 if let Some(i) = stack_index {
                                     batch = decode_stack(batch, i, &mut decoder)?;
                                 }
+                                batch = filter_rows(batch, row_filter.as_ref())?;
+                                // Ids only for the rows kept; then the columns read for the
+                                // filter or the ids go.
                                 if let Some(i) = series_index {
                                     batch = with_series_ids(batch, i)?;
                                 }
-                                let batch = filter_rows(batch, row_filter.as_ref(), columns)?;
+                                if batch.num_columns() > columns {
+                                    batch = batch.project(&(0..columns).collect::<Vec<_>>())?;
+                                }
                                 to_table_batch(batch, &schema, stack_index, stack_ids.as_ref())
                             })
                             .try_filter(|batch| std::future::ready(batch.num_rows() > 0)),
@@ -210,16 +215,12 @@ fn with_series_ids(batch: RecordBatch, index: usize) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
-/// The rows of `batch` that pass `row_filter`, projected to its first `columns` columns.
+/// The rows of `batch` that pass `row_filter`.
 fn filter_rows(
     batch: RecordBatch,
     row_filter: Option<&Arc<dyn PhysicalExpr>>,
-    columns: usize,
 ) -> Result<RecordBatch> {
     let Some(row_filter) = row_filter else {
-        if batch.num_columns() > columns {
-            return Ok(batch.project(&(0..columns).collect::<Vec<_>>())?);
-        }
         return Ok(batch);
     };
     let mask = row_filter.evaluate(&batch)?.into_array(batch.num_rows())?;
@@ -229,8 +230,7 @@ fn filter_rows(
             mask.data_type()
         ))
     })?;
-    let kept = filter_record_batch(&batch, mask)?;
-    Ok(kept.project(&(0..columns).collect::<Vec<_>>())?)
+    Ok(filter_record_batch(&batch, mask)?)
 }
 
 fn int32_stack(column: &ArrayRef) -> Result<&Int32Array> {
