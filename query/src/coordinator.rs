@@ -313,13 +313,27 @@ impl Coordinator {
         let tables = futures::future::try_join_all(lookups).await?;
         let mut found: BTreeMap<StackId, (SymbolRef, i64)> = BTreeMap::new();
         let mut missing = 0usize;
+        let alone = by_shard.len() == 1;
         for ((_, stacks), table) in by_shard.iter().zip(tables) {
-            let table = symbols_of(&table, self.config.symbol_cache_bytes)?;
+            let table = symbols_of(table, self.config.symbol_cache_bytes)?;
             let present: Vec<(StackId, SymbolRef, i64)> = stacks
                 .iter()
                 .filter_map(|(id, v)| table.stack_ref(*id).map(|r| (*id, r, *v)))
                 .collect();
             missing += stacks.len() - present.len();
+            // One shard's table, held nowhere else, holds the answer's stacks and no others:
+            // it is the answer's table as it is.
+            let table = match Arc::try_unwrap(table) {
+                Ok(table) if alone => {
+                    for (id, r, value) in present {
+                        found.insert(id, (r, value));
+                    }
+                    merged.symbols = table;
+                    continue;
+                }
+                Ok(table) => Arc::new(table),
+                Err(shared) => shared,
+            };
             let copied = merged
                 .symbols
                 .copy_stacks_from(&table, present.iter().map(|p| p.1));
@@ -537,8 +551,12 @@ impl Coordinator {
     }
 }
 
-/// The symbol table a [`Fragment::Symbols`] answer carries.
-fn symbols_of(out: &FragmentOutput, max_bytes: usize) -> Result<SymbolTable> {
+/// The symbol table a [`Fragment::Symbols`] answer carries: in process from this node, or
+/// encoded from a peer.
+fn symbols_of(out: FragmentOutput, max_bytes: usize) -> Result<Arc<SymbolTable>> {
+    if let Some(table) = out.symbols {
+        return Ok(table);
+    }
     let batch = out
         .batches
         .first()
@@ -549,5 +567,6 @@ fn symbols_of(out: &FragmentOutput, max_bytes: usize) -> Result<SymbolTable> {
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::InvalidQuery("a symbols answer without symbols".into()))?;
     decode_symbols(bytes.value(0), max_bytes)
+        .map(Arc::new)
         .map_err(|reason| Error::InvalidQuery(format!("a shard's symbols are corrupt: {reason}")))
 }

@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::prelude::{Expr, lit};
 use firn_storage::filter::{LabelMatcher, MatchOp, ScanFilter};
+use firn_storage::symbols::SymbolTable;
 use firn_storage::{Nanos, ProfileType, StackId, TenantId, schema};
 use serde::{Deserialize, Serialize};
 
@@ -249,11 +250,24 @@ pub fn parse_kind(id: &str) -> firn_storage::Result<(ProfileType, bool)> {
     }
 }
 
+/// The schema of a [`Fragment::Symbols`] answer on the wire: one row of encoded symbols.
+fn symbols_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "symbols",
+        DataType::Binary,
+        false,
+    )]))
+}
+
 /// A fragment's answer.
 #[derive(Clone, Debug)]
 pub struct FragmentOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// A [`Fragment::Symbols`] answer that has not left the node: the table itself, with no
+    /// batch. [`FragmentOutput::for_wire`] encodes it when it is sent to a peer; on one node,
+    /// encoding and decoding it were a tenth of an hour's merge.
+    pub symbols: Option<Arc<SymbolTable>>,
 }
 
 impl FragmentOutput {
@@ -263,7 +277,34 @@ impl FragmentOutput {
         Ok(Self {
             schema,
             batches: vec![batch],
+            symbols: None,
         })
+    }
+
+    /// A fragment's answer of batches.
+    pub fn batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self {
+            schema,
+            batches,
+            symbols: None,
+        }
+    }
+
+    /// The answer as a peer receives it: an in-process symbol table becomes its one row of
+    /// bytes, in the form `plain` asks for (see [`Fragment::Symbols`]).
+    pub fn for_wire(self, plain: bool) -> Result<Self> {
+        let Some(table) = self.symbols else {
+            return Ok(self);
+        };
+        let bytes = if plain {
+            firn_storage::symbols::encode_symbols_for_answer(&table)
+        } else {
+            firn_storage::symbols::encode_symbols(&table)
+        };
+        Self::one(
+            symbols_schema(),
+            vec![Arc::new(BinaryArray::from_iter_values([bytes]))],
+        )
     }
 
     fn strings(name: &str, values: impl IntoIterator<Item = String>) -> Result<Self> {
@@ -290,7 +331,13 @@ impl FragmentOutput {
 
     /// Bytes held, for memory accounting.
     pub fn bytes(&self) -> usize {
-        self.batches.iter().map(|b| b.get_array_memory_size()).sum()
+        let symbols = self.symbols.as_ref().map_or(0, |t| t.memory_bytes());
+        symbols
+            + self
+                .batches
+                .iter()
+                .map(|b| b.get_array_memory_size())
+                .sum::<usize>()
     }
 }
 
@@ -334,10 +381,7 @@ impl QueryEngine {
                 let query = query.to_query()?;
                 let table = self.table(tenant);
                 let Some(filter) = Self::filters(&table, &query) else {
-                    return Ok(FragmentOutput {
-                        schema: merge_sums_schema(0),
-                        batches: Vec::new(),
-                    });
+                    return Ok(FragmentOutput::batches(merge_sums_schema(0), Vec::new()));
                 };
                 let (totals, period) = self.stack_totals(&table, Some(filter)).await?;
                 let schema = merge_sums_schema(period);
@@ -351,10 +395,7 @@ impl QueryEngine {
                 FragmentOutput::one(schema, vec![Arc::new(ids.finish()), Arc::new(values)])
             }
             Fragment::Symbols {
-                stacks,
-                start,
-                end,
-                plain,
+                stacks, start, end, ..
             } => {
                 let table = self.table(tenant);
                 let totals: Vec<(StackId, i64)> = stacks
@@ -364,20 +405,11 @@ impl QueryEngine {
                 let mut merged = MergedProfile::empty(None);
                 self.resolve(&table, *start..*end, &totals, &mut merged)
                     .await?;
-                let bytes = if *plain {
-                    firn_storage::symbols::encode_symbols_for_answer(&merged.symbols)
-                } else {
-                    firn_storage::symbols::encode_symbols(&merged.symbols)
-                };
-                let schema = Arc::new(Schema::new(vec![Field::new(
-                    "symbols",
-                    DataType::Binary,
-                    false,
-                )]));
-                FragmentOutput::one(
-                    schema,
-                    vec![Arc::new(BinaryArray::from_iter_values([bytes]))],
-                )
+                Ok(FragmentOutput {
+                    schema: symbols_schema(),
+                    batches: Vec::new(),
+                    symbols: Some(Arc::new(merged.symbols)),
+                })
             }
             Fragment::Series {
                 query,
@@ -386,10 +418,7 @@ impl QueryEngine {
             } => {
                 let query = query.to_query()?;
                 let batches = self.series_partial(tenant, &query, *step, group_by).await?;
-                Ok(FragmentOutput {
-                    schema: series_schema(group_by),
-                    batches,
-                })
+                Ok(FragmentOutput::batches(series_schema(group_by), batches))
             }
             Fragment::LabelNames { query } => {
                 FragmentOutput::strings("name", self.label_names(tenant, &query.to_query()?).await?)
@@ -434,7 +463,7 @@ impl QueryEngine {
                     Ok(())
                 })
                 .await?;
-                Ok(FragmentOutput { schema, batches })
+                Ok(FragmentOutput::batches(schema, batches))
             }
         }
     }

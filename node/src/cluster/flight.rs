@@ -97,6 +97,8 @@ impl FlightService for FlightShards {
             &ticket.fragment,
         )
         .await?;
+        let plain = matches!(ticket.fragment, Fragment::Symbols { plain: true, .. });
+        let output = output.for_wire(plain).map_err(|e| query_status(&e))?;
         let batches = futures::stream::iter(output.batches.into_iter().map(Ok));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(output.schema)
@@ -252,5 +254,5 @@ pub async fn fetch(
         .cloned()
         .or_else(|| batches.first().map(|b| b.schema()))
         .ok_or_else(|| Status::internal("a shard answered without a schema"))?;
-    Ok(FragmentOutput { schema, batches })
+    Ok(FragmentOutput::batches(schema, batches))
 }
