@@ -321,19 +321,15 @@ impl Coordinator {
                 .filter_map(|(id, v)| table.stack_ref(*id).map(|r| (*id, r, *v)))
                 .collect();
             missing += stacks.len() - present.len();
-            // One shard's table, held nowhere else, holds the answer's stacks and no others:
-            // it is the answer's table as it is.
-            let table = match Arc::try_unwrap(table) {
-                Ok(table) if alone => {
-                    for (id, r, value) in present {
-                        found.insert(id, (r, value));
-                    }
-                    merged.symbols = table;
-                    continue;
+            if alone {
+                // One shard's table holds the answer's stacks and no others: it is the
+                // answer's table as it is.
+                for (id, r, value) in present {
+                    found.insert(id, (r, value));
                 }
-                Ok(table) => Arc::new(table),
-                Err(shared) => shared,
-            };
+                merged.symbols = table;
+                continue;
+            }
             let copied = merged
                 .symbols
                 .copy_stacks_from(&table, present.iter().map(|p| p.1));
@@ -553,7 +549,7 @@ impl Coordinator {
 
 /// The symbol table a [`Fragment::Symbols`] answer carries: in process from this node, or
 /// encoded from a peer.
-fn symbols_of(out: FragmentOutput, max_bytes: usize) -> Result<Arc<SymbolTable>> {
+fn symbols_of(out: FragmentOutput, max_bytes: usize) -> Result<SymbolTable> {
     if let Some(table) = out.symbols {
         return Ok(table);
     }
@@ -567,6 +563,5 @@ fn symbols_of(out: FragmentOutput, max_bytes: usize) -> Result<Arc<SymbolTable>>
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::InvalidQuery("a symbols answer without symbols".into()))?;
     decode_symbols(bytes.value(0), max_bytes)
-        .map(Arc::new)
         .map_err(|reason| Error::InvalidQuery(format!("a shard's symbols are corrupt: {reason}")))
 }

@@ -260,14 +260,14 @@ fn symbols_schema() -> SchemaRef {
 }
 
 /// A fragment's answer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FragmentOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     /// A [`Fragment::Symbols`] answer that has not left the node: the table itself, with no
     /// batch. [`FragmentOutput::for_wire`] encodes it when it is sent to a peer; on one node,
     /// encoding and decoding it were a tenth of an hour's merge.
-    pub symbols: Option<Arc<SymbolTable>>,
+    pub symbols: Option<SymbolTable>,
 }
 
 impl FragmentOutput {
@@ -408,7 +408,7 @@ impl QueryEngine {
                 Ok(FragmentOutput {
                     schema: symbols_schema(),
                     batches: Vec::new(),
-                    symbols: Some(Arc::new(merged.symbols)),
+                    symbols: Some(merged.symbols),
                 })
             }
             Fragment::Series {
